@@ -1,0 +1,1 @@
+//! kiln-vmm: the KVM virtual machine monitor.

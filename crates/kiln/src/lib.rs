@@ -1,0 +1,1 @@
+//! kiln: the host runtime library.
