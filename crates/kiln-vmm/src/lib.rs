@@ -1,1 +1,3 @@
 //! kiln-vmm: the KVM virtual machine monitor.
+
+pub mod devices;
