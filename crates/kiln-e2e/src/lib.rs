@@ -1,1 +1,161 @@
-//! Helpers for kiln end-to-end tests.
+//! Helpers for kiln's end-to-end tests, which boot real guests under KVM.
+//!
+//! Where this host's KVM cannot boot the test kernel (see docs/TESTING.md), the tests
+//! skip with a message, unless `CI=true` or `KILN_E2E_REQUIRE=1`, when they fail loudly:
+//! `scripts/test` sets the latter when it runs them inside `scripts/harness`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use kiln::vmm::{DriveSpec, GuestSpec, VmmProcess, DEFAULT_BOOT_ARGS};
+
+/// Generous: inner guests in the nested-KVM harness boot in about a second.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("KILN_E2E_REQUIRE").is_ok_and(|v| v == "1")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("kiln-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A guest booted with its console captured to a file.
+pub struct Booted {
+    pub vm: VmmProcess,
+    pub console: PathBuf,
+    _dir: TempDir,
+}
+
+impl Booted {
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// Waits for the VMM to exit; returns its exit code.
+    pub fn exit_code(&mut self) -> i32 {
+        let st = self.vm.wait_exit(TIMEOUT).expect("VMM exit");
+        st.code().unwrap_or(-1)
+    }
+}
+
+/// The minimal guest with `extra` appended to kiln-vmm's default command line.
+pub fn spec(extra: &str) -> GuestSpec {
+    let mut g = GuestSpec::minimal();
+    g.boot_args = Some(format!("{DEFAULT_BOOT_ARGS} {extra}"));
+    g
+}
+
+/// Spawns a VMM, configures `g` and sends InstanceStart.
+pub fn boot(g: &GuestSpec) -> Booted {
+    let dir = TempDir::new(&format!("boot-{}", unique()));
+    let console = dir.path("console.log");
+    let mut vm =
+        VmmProcess::spawn(console.to_str().expect("utf-8 path"), false).expect("spawn kiln-vmm");
+    vm.wait_api(TIMEOUT).expect("API socket");
+    vm.configure(g).expect("configure");
+    vm.instance_start().expect("InstanceStart");
+    Booted {
+        vm,
+        console,
+        _dir: dir,
+    }
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether this host can boot the test kernel under KVM (probed once per process).
+fn probe() -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let g = spec("kiln.action=poweroff");
+            if !g.kernel.is_file() {
+                return Err(format!(
+                    "{} is missing; run scripts/setup",
+                    g.kernel.display()
+                ));
+            }
+            let mut b = boot(&g);
+            match b.vm.wait_ready(TIMEOUT) {
+                Ok(_) => {
+                    b.exit_code();
+                    Ok(())
+                }
+                Err(e) => Err(format!(
+                    "the test kernel does not boot under this host's KVM: {e}"
+                )),
+            }
+        })
+        .clone()
+}
+
+/// True when real guests can run here. Otherwise skips (returns false) or, under
+/// `CI=true` / `KILN_E2E_REQUIRE=1`, panics: the suite never silently skips in CI.
+pub fn require_kvm(test: &str) -> bool {
+    match probe() {
+        Ok(()) => true,
+        Err(why) if required() => panic!(
+            "{test}: cannot run real guests here ({why}); run the suite with scripts/test, which uses scripts/harness when the host's KVM cannot boot the guest"
+        ),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Builds an ext4 image of `size_mib` holding the files of `dir`.
+pub fn ext4_image(img: &Path, dir: &Path, size_mib: u32) {
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(dir)
+        .arg(img)
+        .arg(format!("{size_mib}M"))
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) is installed by scripts/setup");
+    assert!(st.success(), "mkfs.ext4 failed");
+}
+
+/// Reads a file out of an ext4 image without mounting it (`debugfs -R cat`).
+pub fn ext4_cat(img: &Path, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(img)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `key=` in the agent's report line, e.g. `cpus`.
+pub fn report_value(console: &str, key: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains("kiln-agent: cpus="))?;
+    let pat = format!("{key}=");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    rest.split_whitespace().next()?.trim().parse().ok()
+}

@@ -1,3 +1,11 @@
 //! kiln-vmm: the KVM virtual machine monitor.
 
+pub mod api;
+pub mod arch;
+pub mod builder;
+pub mod config;
 pub mod devices;
+pub mod exit;
+pub mod kernel;
+pub mod vmm;
+pub mod vstate;

@@ -1,1 +1,136 @@
-fn main() {}
+//! `kiln-vmm`: one process per microVM. Drive it like Firecracker: `--api-sock PATH`
+//! and the REST API, or `--config-file FILE --no-api` to boot at once.
+//!
+//! Exit status: 0 when the guest powers off or reboots, 1 when the guest kernel panics
+//! (a one-line reason on stderr), 2 on bad input or a VMM error.
+
+mod signals;
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use kiln_vmm::config::VmConfig;
+use kiln_vmm::exit::{code, panic_reason, ExitReason};
+use kiln_vmm::vmm::{ConsoleTarget, Started, Vmm};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln-vmm",
+    version,
+    about = "kiln's KVM virtual machine monitor (Firecracker-compatible API)"
+)]
+struct Args {
+    /// Unix socket for the Firecracker-compatible REST API.
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
+    /// Firecracker-style JSON config; the VM starts at once.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Do not serve the API (needs --config-file).
+    #[arg(long)]
+    no_api: bool,
+    /// Instance id reported by `GET /`.
+    #[arg(long, default_value = "anonymous-instance")]
+    id: String,
+    /// Guest serial console: `off` (default, fastest), `stdout`, or a file to append to.
+    #[arg(long, default_value = "off", value_name = "off|stdout|FILE")]
+    console: String,
+    /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
+    #[arg(long)]
+    boot_timer: bool,
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("kiln-vmm: error: {msg}");
+    signals::exit(code::VMM_ERROR)
+}
+
+fn load_config(path: &PathBuf) -> VmConfig {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| die(format!("cannot read --config-file {}: {e}", path.display())));
+    VmConfig::from_json(&text)
+        .unwrap_or_else(|e| die(format!("--config-file {}: {e}", path.display())))
+}
+
+fn bind(path: &PathBuf) -> UnixListener {
+    if path.exists() {
+        die(format!(
+            "API socket {} already exists; remove it (is another kiln-vmm using it?) or choose another --api-sock",
+            path.display()
+        ));
+    }
+    let listener = UnixListener::bind(path)
+        .unwrap_or_else(|e| die(format!("cannot bind API socket {}: {e}", path.display())));
+    signals::remove_on_exit(path.clone());
+    listener
+}
+
+/// Maps why the VM stopped to the process exit status.
+fn outcome(reason: ExitReason, started: &Started) -> i32 {
+    match reason {
+        ExitReason::PowerOff => code::CLEAN,
+        ExitReason::Reset => {
+            let tail: Vec<u8> = match started.console_tail.lock() {
+                Ok(t) => t.iter().copied().collect(),
+                Err(_) => Vec::new(),
+            };
+            match panic_reason(&tail) {
+                Some(why) => {
+                    eprintln!("kiln-vmm: guest kernel panic: {why}");
+                    code::GUEST_PANIC
+                }
+                None => code::CLEAN,
+            }
+        }
+        ExitReason::Error(msg) => {
+            eprintln!("kiln-vmm: error: {msg}");
+            code::VMM_ERROR
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    signals::block_and_handle();
+    if args.no_api && args.config_file.is_none() {
+        die("--no-api needs --config-file FILE (there would be no way to configure the VM)");
+    }
+    if !args.no_api && args.api_sock.is_none() {
+        die("give --api-sock PATH, or --config-file FILE --no-api");
+    }
+    let config = args.config_file.as_ref().map(load_config);
+
+    let (tx, rx) = channel();
+    let vmm = Arc::new(Mutex::new(Vmm::new(
+        args.id.clone(),
+        ConsoleTarget::parse(&args.console),
+        tx,
+    )));
+    if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
+        let listener = bind(sock);
+        let vmm = vmm.clone();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || kiln_vmm::api::serve(listener, vmm))
+            .unwrap_or_else(|e| die(format!("cannot start the API thread: {e}")));
+    }
+    if let Some(cfg) = config {
+        let mut v = vmm.lock().unwrap_or_else(|p| p.into_inner());
+        v.config = cfg;
+        if let Err(e) = v.instance_start() {
+            die(e);
+        }
+    }
+
+    let Ok(started) = rx.recv() else {
+        die("internal error: VM start channel closed")
+    };
+    let reason = started
+        .exit_rx
+        .recv()
+        .unwrap_or_else(|_| ExitReason::Error("all VM threads are gone".into()));
+    signals::exit(outcome(reason, &started))
+}

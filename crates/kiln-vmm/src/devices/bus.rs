@@ -120,10 +120,14 @@ mod tests {
     #[test]
     fn dispatches_by_range_and_rejects_overlap() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Reg(1))), 0x100, 0x10).unwrap();
+        bus.insert(Arc::new(Mutex::new(Reg(1))), 0x100, 0x10)
+            .unwrap();
         assert_eq!(
             bus.insert(Arc::new(Mutex::new(Reg(2))), 0x108, 0x10),
-            Err(BusError::Overlap { base: 0x108, len: 0x10 })
+            Err(BusError::Overlap {
+                base: 0x108,
+                len: 0x10
+            })
         );
         assert!(bus.insert(Arc::new(Mutex::new(Reg(2))), 0xf8, 0x8).is_ok());
         let mut b = [0u8; 1];

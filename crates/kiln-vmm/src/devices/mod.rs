@@ -1,4 +1,8 @@
 //! Emulated devices: legacy PC pieces on the I/O bus and virtio-mmio devices.
 
 pub mod bus;
+pub mod control;
+pub mod i8042;
+pub mod irq;
+pub mod serial;
 pub mod virtio;

@@ -1,1 +1,147 @@
 //! virtio-mmio transport and virtio devices.
+//!
+//! Shape (after rust-vmm's vmm-reference): a device implements [`VirtioDevice`] and knows
+//! nothing about MMIO; [`MmioTransport`] owns the register file, the virtqueues, one
+//! notification eventfd per queue and the interrupt eventfd, and calls into the device when
+//! a queue is kicked. Everything read from guest memory is treated as hostile: devices
+//! bounds-check every descriptor and never panic on guest input.
+//!
+//! Notification policy: we never offer `VIRTIO_RING_F_EVENT_IDX`, so after any used-ring
+//! update the transport raises the used-ring interrupt unconditionally.
+
+pub mod blk;
+pub mod mmio;
+mod queue_handler;
+pub mod rng;
+#[cfg(test)]
+mod test_utils;
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+pub use blk::{Block, BlockError};
+pub use mmio::MmioTransport;
+pub use rng::Rng;
+
+/// Size of one virtio-mmio device window.
+pub const MMIO_REGION_SIZE: u64 = 0x1000;
+/// Offset of the QueueNotify register (where KVM ioeventfds are attached).
+pub const NOTIFY_REG_OFFSET: u64 = 0x50;
+
+/// Feature bit: the device is a modern (virtio 1.x) device. Always offered.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+
+/// InterruptStatus bit: a used ring was updated.
+pub const INT_USED_RING: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
+/// InterruptStatus bit: the configuration space changed (or the device needs a reset).
+pub const INT_CONFIG: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG;
+
+/// Why a device refused to start.
+#[derive(Debug, thiserror::Error)]
+#[error("virtio device activation failed: {0}")]
+pub struct ActivateError(pub String);
+
+/// A virtio device behind a transport.
+///
+/// The transport owns the queues; the device gets them lent on every kick. Devices that
+/// later need to signal the guest from their own event sources (vsock, net) keep the
+/// [`Interrupt`] handed to [`VirtioDevice::activate`].
+pub trait VirtioDevice: Send {
+    /// Virtio device type (`VIRTIO_ID_*`).
+    fn device_type(&self) -> u32;
+
+    /// Maximum size of each virtqueue (each a power of two, at most 32768). The number of
+    /// entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Device-specific feature bits. The transport adds `VIRTIO_F_VERSION_1`.
+    fn features(&self) -> u64;
+
+    /// The features the driver accepted (a subset of what was offered), at FEATURES_OK.
+    fn ack_features(&mut self, _features: u64) {}
+
+    /// Reads device config space at `offset`; bytes past the end of the config read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// Writes device config space. The default ignores the write (read-only config).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    /// Called once when the driver sets DRIVER_OK and all queues are valid.
+    fn activate(&mut self, _interrupt: Interrupt) -> Result<(), ActivateError> {
+        Ok(())
+    }
+
+    /// Processes the available descriptors of queue `index` (always `< queues.len()`).
+    /// Returns true if at least one used-ring entry was added (the transport then raises
+    /// the used-ring interrupt).
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
+
+    /// The driver reset the device (wrote 0 to Status). Drop any in-flight state.
+    fn reset(&mut self) {}
+}
+
+/// The interrupt line of one device: the InterruptStatus register plus the irqfd.
+#[derive(Clone, Debug)]
+pub struct Interrupt {
+    status: Arc<AtomicU32>,
+    evt: Arc<EventFd>,
+}
+
+impl Interrupt {
+    /// Creates a non-blocking irq eventfd with an empty status.
+    pub fn new() -> io::Result<Self> {
+        Ok(Interrupt {
+            status: Arc::new(AtomicU32::new(0)),
+            evt: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+        })
+    }
+
+    /// Sets `cause` (`INT_USED_RING` / `INT_CONFIG`) in InterruptStatus and kicks the irqfd.
+    pub fn trigger(&self, cause: u32) {
+        self.status.fetch_or(cause, Ordering::SeqCst);
+        if let Err(e) = self.evt.write(1) {
+            // EAGAIN means the counter is saturated: an interrupt is pending anyway.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                tracing::error!("virtio: failed to signal irq eventfd: {e}");
+            }
+        }
+    }
+
+    /// Current InterruptStatus value.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears the acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Clears all pending causes (device reset).
+    pub fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+
+    /// The irqfd to register with KVM.
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Copies `src` (a little-endian config image) into `data` at `offset`; bytes outside the
+/// image read as zero. Shared helper for device config spaces.
+pub(crate) fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(avail) = src.get(start..) {
+        let n = avail.len().min(data.len());
+        data[..n].copy_from_slice(&avail[..n]);
+    }
+}

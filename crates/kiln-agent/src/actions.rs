@@ -1,0 +1,90 @@
+//! What PID 1 does after signalling ready (`kiln.action=`). None of these
+//! return: if power off or reboot fail, the agent falls back to waiting, since
+//! PID 1 exiting panics the kernel.
+
+use std::path::PathBuf;
+
+use crate::cmdline::Action;
+use crate::mounts;
+use crate::port::{ControlPort, MAGIC_POWEROFF};
+
+pub fn run(action: Action, port: &ControlPort, mounted: &[PathBuf]) -> ! {
+    match action {
+        Action::Poweroff => {
+            shutdown(mounted);
+            // The VMM exits 0 on this write; the reboot calls are the fallback
+            // for other VMMs (and for kiln without ioperm).
+            port.write(MAGIC_POWEROFF);
+            // SAFETY: reboot(2) with valid commands; we are PID 1 (CAP_SYS_BOOT).
+            unsafe {
+                libc::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+                libc::reboot(libc::RB_AUTOBOOT);
+            }
+            say!(
+                "poweroff failed: {}",
+                crate::console::strerror(crate::console::errno())
+            );
+        }
+        Action::Reboot => {
+            shutdown(mounted);
+            // SAFETY: as above.
+            unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_RESTART) };
+            say!(
+                "reboot failed: {}",
+                crate::console::strerror(crate::console::errno())
+            );
+        }
+        Action::Panic => {
+            say!("exiting PID 1 on request");
+            std::process::exit(1);
+        }
+        Action::Wait => {}
+    }
+    reap_forever()
+}
+
+/// Flushes filesystems and unmounts the `kiln.mount=` mounts (newest first).
+fn shutdown(mounted: &[PathBuf]) {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    mounts::unmount_all(mounted);
+}
+
+extern "C" fn on_sigchld(_: libc::c_int) {}
+
+/// Reaps zombies forever (init's job: orphans are re-parented to PID 1).
+///
+/// SIGCHLD is blocked and only let through inside `sigsuspend`, so a child
+/// that exits between a `waitpid` that found nothing and the wait cannot be
+/// missed (the race a plain `waitpid`/`pause` loop has). The no-op handler is
+/// needed because a signal with the default disposition does not wake
+/// `sigsuspend`. Note for later stages: children spawned from here inherit
+/// the blocked mask and must reset it before exec.
+fn reap_forever() -> ! {
+    // SAFETY: plain signal-mask and sigaction calls on zero-initialised,
+    // then properly initialised, sigset_t/sigaction values; the handler is
+    // async-signal-safe (it does nothing).
+    unsafe {
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        let mut wait_mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut wait_mask);
+        libc::sigdelset(&mut wait_mask, libc::SIGCHLD);
+
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigchld as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_NOCLDSTOP;
+        libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
+
+        loop {
+            // Reap everything that has exited.
+            let mut status = 0;
+            while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+            // No exited children left (0), or no children at all (ECHILD):
+            // sleep until the next SIGCHLD.
+            libc::sigsuspend(&wait_mask);
+        }
+    }
+}

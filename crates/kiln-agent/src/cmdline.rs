@@ -1,0 +1,417 @@
+//! Parsing of the `kiln.*` keys on the kernel command line.
+//!
+//! The kernel does not hand parameters containing a dot to init (it takes them
+//! for module parameters), so the agent reads `/proc/cmdline` and parses it
+//! here. Parsing is pure: it turns the command line into a list of
+//! [`Directive`]s in command-line order and never fails; a malformed value
+//! becomes [`Directive::Bad`], which the caller reports and skips.
+//!
+//! Rules:
+//! - Parameters are split on whitespace, except inside double quotes (as the
+//!   kernel does: `kiln.write="/a,b c"` is one parameter with value `/a,b c`).
+//! - Only keys starting with `kiln.` are looked at; unknown `kiln.*` keys are
+//!   ignored, like every other kernel parameter.
+//! - Values are split on `,` first, then each field is percent-decoded (`%HH`,
+//!   e.g. `%20` for a space, `%2C` for a comma, `%25` for `%`); a `%` not
+//!   followed by two hex digits is kept as is.
+//! - Paths must be non-empty and must not contain NUL (`%00`).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+/// What to do once the agent has signalled ready (`kiln.action=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Power the VM off (the VMM exits 0).
+    Poweroff,
+    /// Reboot the VM.
+    Reboot,
+    /// Exit PID 1, so that the kernel panics ("Attempted to kill init!").
+    Panic,
+    /// Stay up, reaping zombies.
+    #[default]
+    Wait,
+}
+
+/// `kiln.mount=<dev>,<dir>,<ro|rw>[,<fstype>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub dev: PathBuf,
+    pub dir: PathBuf,
+    pub read_only: bool,
+    pub fstype: String,
+}
+
+/// One recognised `kiln.*` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Directive {
+    /// `kiln.report=1`: print online CPUs and MemTotal.
+    Report,
+    /// `kiln.mount=...`.
+    Mount(MountSpec),
+    /// `kiln.cat=<path>`: print the start of a file.
+    Cat(PathBuf),
+    /// `kiln.write=<path>,<text>`: create/truncate a file and write text.
+    Write { path: PathBuf, data: Vec<u8> },
+    /// `kiln.action=...`.
+    Action(Action),
+    /// A recognised key with a malformed value, as written on the command line.
+    Bad { key: String, value: String },
+}
+
+const DEFAULT_FSTYPE: &str = "ext4";
+
+/// Parses a whole command line (the contents of `/proc/cmdline`).
+pub fn parse(cmdline: &[u8]) -> Vec<Directive> {
+    split_params(cmdline)
+        .into_iter()
+        .filter_map(|param| {
+            let (key, value) = split_key_value(param);
+            parse_param(key, value)
+        })
+        .collect()
+}
+
+/// Splits the command line into parameters on ASCII whitespace outside double
+/// quotes.
+fn split_params(cmdline: &[u8]) -> Vec<&[u8]> {
+    let mut params = Vec::new();
+    let mut start = None;
+    let mut in_quote = false;
+    for (i, &b) in cmdline.iter().enumerate() {
+        if b == b'"' {
+            in_quote = !in_quote;
+        }
+        let is_space = b.is_ascii_whitespace() || b == 0;
+        match (start, is_space && !in_quote) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                params.push(&cmdline[s..i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        params.push(&cmdline[s..]);
+    }
+    params
+}
+
+/// Splits `key=value` at the first `=` and strips the kernel's quoting: a
+/// leading quote on the parameter or on the value, and a trailing quote.
+fn split_key_value(param: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut param = param.strip_prefix(b"\"").unwrap_or(param);
+    param = param.strip_suffix(b"\"").unwrap_or(param);
+    match param.iter().position(|&b| b == b'=') {
+        Some(eq) => {
+            let value = &param[eq + 1..];
+            (
+                &param[..eq],
+                Some(value.strip_prefix(b"\"").unwrap_or(value)),
+            )
+        }
+        None => (param, None),
+    }
+}
+
+fn parse_param(key: &[u8], value: Option<&[u8]>) -> Option<Directive> {
+    let directive = match (key, value) {
+        (b"kiln.report", None | Some(b"1")) => Some(Directive::Report),
+        (b"kiln.report", Some(b"0")) => return None,
+        (b"kiln.report", Some(_)) => None,
+        (b"kiln.mount", Some(v)) => parse_mount(v),
+        (b"kiln.cat", Some(v)) => path_from(decode(v)).map(Directive::Cat),
+        (b"kiln.write", Some(v)) => parse_write(v),
+        (b"kiln.action", Some(v)) => parse_action(v).map(Directive::Action),
+        // A recognised key without `=value`.
+        (b"kiln.mount" | b"kiln.cat" | b"kiln.write" | b"kiln.action", None) => None,
+        _ => return None,
+    };
+    Some(directive.unwrap_or_else(|| Directive::Bad {
+        key: String::from_utf8_lossy(key).into_owned(),
+        value: String::from_utf8_lossy(value.unwrap_or_default()).into_owned(),
+    }))
+}
+
+fn parse_mount(value: &[u8]) -> Option<Directive> {
+    let fields: Vec<Vec<u8>> = value.split(|&b| b == b',').map(decode).collect();
+    let (dev, dir, mode, fstype) = match fields.as_slice() {
+        [dev, dir, mode] => (dev, dir, mode, None),
+        [dev, dir, mode, fstype] => (dev, dir, mode, Some(fstype)),
+        _ => return None,
+    };
+    let read_only = match mode.as_slice() {
+        b"ro" => true,
+        b"rw" => false,
+        _ => return None,
+    };
+    let fstype = match fstype {
+        None => DEFAULT_FSTYPE.to_owned(),
+        Some(f) if !f.is_empty() && !f.contains(&0) => String::from_utf8(f.clone()).ok()?,
+        Some(_) => return None,
+    };
+    Some(Directive::Mount(MountSpec {
+        dev: path_from(dev.clone())?,
+        dir: path_from(dir.clone())?,
+        read_only,
+        fstype,
+    }))
+}
+
+fn parse_write(value: &[u8]) -> Option<Directive> {
+    let comma = value.iter().position(|&b| b == b',')?;
+    let path = path_from(decode(&value[..comma]))?;
+    let data = decode(&value[comma + 1..]);
+    Some(Directive::Write { path, data })
+}
+
+fn parse_action(value: &[u8]) -> Option<Action> {
+    match value {
+        b"poweroff" => Some(Action::Poweroff),
+        b"reboot" => Some(Action::Reboot),
+        b"panic" => Some(Action::Panic),
+        b"wait" => Some(Action::Wait),
+        _ => None,
+    }
+}
+
+/// A path from decoded bytes: non-empty and without NUL.
+fn path_from(bytes: Vec<u8>) -> Option<PathBuf> {
+    if bytes.is_empty() || bytes.contains(&0) {
+        return None;
+    }
+    Some(PathBuf::from(OsString::from_vec(bytes)))
+}
+
+/// Percent-decodes `%HH`; any other `%` is kept literally.
+fn decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(hi), Some(lo)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Vec<Directive> {
+        parse(s.as_bytes())
+    }
+
+    fn bad(key: &str, value: &str) -> Directive {
+        Directive::Bad {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn mount(dev: &str, dir: &str, read_only: bool, fstype: &str) -> Directive {
+        Directive::Mount(MountSpec {
+            dev: dev.into(),
+            dir: dir.into(),
+            read_only,
+            fstype: fstype.into(),
+        })
+    }
+
+    #[test]
+    fn ignores_other_and_unknown_params() {
+        assert!(p("").is_empty());
+        assert!(p("console=ttyS0 reboot=k panic=1 quiet kiln.unknown=1 kiln init=/x").is_empty());
+        assert!(p("  \n kiln.reportx=1 xkiln.report=1\n").is_empty());
+    }
+
+    #[test]
+    fn report() {
+        assert_eq!(p("kiln.report=1"), vec![Directive::Report]);
+        assert_eq!(p("kiln.report"), vec![Directive::Report]);
+        assert!(p("kiln.report=0").is_empty());
+        assert_eq!(p("kiln.report=yes"), vec![bad("kiln.report", "yes")]);
+        // /proc/cmdline ends with a newline.
+        assert_eq!(p("quiet kiln.report=1\n"), vec![Directive::Report]);
+    }
+
+    #[test]
+    fn mount_with_and_without_fstype() {
+        assert_eq!(
+            p("kiln.mount=/dev/vda,/mnt/root,ro"),
+            vec![mount("/dev/vda", "/mnt/root", true, "ext4")]
+        );
+        assert_eq!(
+            p("kiln.mount=none,/mnt/scratch,rw,tmpfs"),
+            vec![mount("none", "/mnt/scratch", false, "tmpfs")]
+        );
+        assert_eq!(
+            p("kiln.mount=/dev/vdb,/mnt/my%20disk,rw"),
+            vec![mount("/dev/vdb", "/mnt/my disk", false, "ext4")]
+        );
+    }
+
+    #[test]
+    fn malformed_mounts() {
+        for v in [
+            "",
+            "/dev/vda",
+            "/dev/vda,/mnt",
+            "/dev/vda,/mnt,rx",
+            "/dev/vda,/mnt,RO",
+            "/dev/vda,/mnt,ro,",
+            "/dev/vda,/mnt,ro,ext4,extra",
+            ",/mnt,ro",
+            "/dev/vda,,ro",
+            "/dev/vda,/mnt%00x,ro",
+        ] {
+            assert_eq!(
+                p(&format!("kiln.mount={v}")),
+                vec![bad("kiln.mount", v)],
+                "{v}"
+            );
+        }
+        assert_eq!(p("kiln.mount"), vec![bad("kiln.mount", "")]);
+    }
+
+    #[test]
+    fn cat() {
+        assert_eq!(
+            p("kiln.cat=/proc/version"),
+            vec![Directive::Cat("/proc/version".into())]
+        );
+        assert_eq!(
+            p("kiln.cat=/tmp/a%20b"),
+            vec![Directive::Cat("/tmp/a b".into())]
+        );
+        assert_eq!(p("kiln.cat="), vec![bad("kiln.cat", "")]);
+        assert_eq!(p("kiln.cat"), vec![bad("kiln.cat", "")]);
+        assert_eq!(p("kiln.cat=%00"), vec![bad("kiln.cat", "%00")]);
+    }
+
+    #[test]
+    fn write_decodes_spaces_and_keeps_commas() {
+        assert_eq!(
+            p("kiln.write=/tmp/f,hello%20world,again"),
+            vec![Directive::Write {
+                path: "/tmp/f".into(),
+                data: b"hello world,again".to_vec(),
+            }]
+        );
+        assert_eq!(
+            p("kiln.write=/tmp/empty,"),
+            vec![Directive::Write {
+                path: "/tmp/empty".into(),
+                data: Vec::new(),
+            }]
+        );
+        // `=` in the text stays: only the first `=` separates key and value.
+        assert_eq!(
+            p("kiln.write=/tmp/kv,a=b"),
+            vec![Directive::Write {
+                path: "/tmp/kv".into(),
+                data: b"a=b".to_vec(),
+            }]
+        );
+        assert_eq!(p("kiln.write=/tmp/f"), vec![bad("kiln.write", "/tmp/f")]);
+        assert_eq!(p("kiln.write=,text"), vec![bad("kiln.write", ",text")]);
+    }
+
+    #[test]
+    fn quoted_values_may_contain_spaces() {
+        assert_eq!(
+            p(r#"quiet kiln.write="/tmp/q,a b  c" kiln.report=1"#),
+            vec![
+                Directive::Write {
+                    path: "/tmp/q".into(),
+                    data: b"a b  c".to_vec(),
+                },
+                Directive::Report,
+            ]
+        );
+        assert_eq!(
+            p(r#""kiln.cat=/tmp/x y""#),
+            vec![Directive::Cat("/tmp/x y".into())]
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode(b"a%20b"), b"a b");
+        assert_eq!(decode(b"%2c%2C%25"), b",,%");
+        assert_eq!(decode(b"100%"), b"100%");
+        assert_eq!(decode(b"%2"), b"%2");
+        assert_eq!(decode(b"%zz%20"), b"%zz ");
+        assert_eq!(decode(b"%2520"), b"%20", "decodes once");
+        assert_eq!(decode(b"%ff"), [0xff]);
+    }
+
+    #[test]
+    fn actions_last_one_wins_in_order() {
+        assert_eq!(
+            p("kiln.action=poweroff kiln.action=reboot kiln.action=panic kiln.action=wait"),
+            vec![
+                Directive::Action(Action::Poweroff),
+                Directive::Action(Action::Reboot),
+                Directive::Action(Action::Panic),
+                Directive::Action(Action::Wait),
+            ]
+        );
+        assert_eq!(p("kiln.action=halt"), vec![bad("kiln.action", "halt")]);
+        assert_eq!(Action::default(), Action::Wait);
+    }
+
+    #[test]
+    fn repeated_keys_keep_command_line_order() {
+        assert_eq!(
+            p("kiln.cat=/a kiln.write=/b,x kiln.cat=/b kiln.mount=bogus kiln.cat=/c"),
+            vec![
+                Directive::Cat("/a".into()),
+                Directive::Write {
+                    path: "/b".into(),
+                    data: b"x".to_vec(),
+                },
+                Directive::Cat("/b".into()),
+                bad("kiln.mount", "bogus"),
+                Directive::Cat("/c".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in [
+            &b"\""[..],
+            b"\"\"",
+            b"kiln.cat=\"",
+            b"=",
+            b"kiln.write==",
+            b"kiln.mount=,,,",
+            b"kiln.cat=\xff\xfe",
+            b"\0kiln.report=1\0",
+            b"kiln.write=/x,%",
+            b"kiln.write=/x,%%%",
+        ] {
+            let _ = parse(s);
+        }
+        assert_eq!(parse(b"\0kiln.report=1\0"), vec![Directive::Report]);
+    }
+}

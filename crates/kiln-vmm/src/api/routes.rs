@@ -1,0 +1,193 @@
+//! Firecracker-compatible routes: field names, status codes (204 on success, 400 with
+//! `{"fault_message": ...}` on any error) and pre-/post-boot rules follow Firecracker's
+//! API so its clients drive kiln-vmm unchanged.
+
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::http::{Request, Response};
+use crate::config::{drive, parse_json, BootSource, ConfigError, Drive, MachineConfig};
+use crate::vmm::Vmm;
+
+const AFTER_START: &str =
+    "the requested operation is not supported after starting the microVM; configure before InstanceStart";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Action {
+    action_type: String,
+}
+
+type Outcome = Result<Response, String>;
+
+fn pre_boot(vmm: &Vmm) -> Result<(), String> {
+    if vmm.is_running() {
+        Err(AFTER_START.into())
+    } else {
+        Ok(())
+    }
+}
+
+fn cfg_err(e: ConfigError) -> String {
+    e.0
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Outcome {
+    let v = serde_json::to_value(v).map_err(|e| e.to_string())?;
+    Ok(Response::json(200, &v))
+}
+
+fn put_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let mc: MachineConfig = parse_json(body).map_err(cfg_err)?;
+    mc.validate().map_err(cfg_err)?;
+    vmm.config.machine_config = mc;
+    Ok(Response::no_content())
+}
+
+/// PATCH: only the given fields change.
+fn patch_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let patch: serde_json::Map<String, serde_json::Value> = parse_json(body).map_err(cfg_err)?;
+    let mut current =
+        serde_json::to_value(&vmm.config.machine_config).map_err(|e| e.to_string())?;
+    if let Some(obj) = current.as_object_mut() {
+        obj.extend(patch);
+    }
+    let mc: MachineConfig = parse_json(&current.to_string()).map_err(cfg_err)?;
+    mc.validate().map_err(cfg_err)?;
+    vmm.config.machine_config = mc;
+    Ok(Response::no_content())
+}
+
+fn put_boot_source(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let bs: BootSource = parse_json(body).map_err(cfg_err)?;
+    bs.validate().map_err(cfg_err)?;
+    vmm.config.boot_source = Some(bs);
+    Ok(Response::no_content())
+}
+
+fn put_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let d: Drive = parse_json(body).map_err(cfg_err)?;
+    if d.drive_id != id {
+        return Err(format!(
+            "the drive_id in the body ('{}') does not match the one in the path ('{id}')",
+            d.drive_id
+        ));
+    }
+    d.validate().map_err(cfg_err)?;
+    let mut drives = vmm.config.drives.clone();
+    match drives.iter_mut().find(|x| x.drive_id == id) {
+        Some(slot) => *slot = d,
+        None => drives.push(d),
+    }
+    drive::check_single_root(&drives).map_err(cfg_err)?;
+    vmm.config.drives = drives;
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrivePatch {
+    drive_id: String,
+    path_on_host: Option<String>,
+    rate_limiter: Option<serde_json::Value>,
+}
+
+/// PATCH: a new backing file for an existing drive (before boot).
+fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
+    let p: DrivePatch = parse_json(body).map_err(cfg_err)?;
+    if p.drive_id != id {
+        return Err(format!(
+            "the drive_id in the body ('{}') does not match the one in the path ('{id}')",
+            p.drive_id
+        ));
+    }
+    let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
+        return Err(format!(
+            "drive '{id}' does not exist; PUT /drives/{id} first"
+        ));
+    };
+    if vmm.is_running() {
+        return Err(
+            "changing a drive of a running microVM is not supported by kiln-vmm yet".into(),
+        );
+    }
+    let mut d = vmm.config.drives[pos].clone();
+    if let Some(path) = p.path_on_host {
+        d.path_on_host = path;
+    }
+    if p.rate_limiter.is_some() {
+        d.rate_limiter = p.rate_limiter;
+    }
+    d.validate().map_err(cfg_err)?;
+    vmm.config.drives[pos] = d;
+    Ok(Response::no_content())
+}
+
+fn put_action(vmm: &mut Vmm, body: &str) -> Outcome {
+    let a: Action = parse_json(body).map_err(cfg_err)?;
+    match a.action_type.as_str() {
+        "InstanceStart" => vmm.instance_start()?,
+        "SendCtrlAltDel" => vmm.send_ctrl_alt_del()?,
+        "FlushMetrics" => {}
+        other => {
+            return Err(format!(
+                "unknown action_type '{other}'; use InstanceStart, SendCtrlAltDel or FlushMetrics"
+            ))
+        }
+    }
+    Ok(Response::no_content())
+}
+
+fn instance_info(vmm: &Vmm) -> Outcome {
+    let state = if vmm.is_running() {
+        "Running"
+    } else {
+        "Not started"
+    };
+    let mut info = json!({
+        "id": vmm.id,
+        "state": state,
+        "vmm_version": env!("CARGO_PKG_VERSION"),
+        "app_name": "kiln-vmm",
+    });
+    if let Some(us) = vmm.boot_time_us() {
+        info["kiln_boot_time_us"] = json!(us as u64);
+    }
+    Ok(Response::json(200, &info))
+}
+
+fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
+    let path = req.path.split('?').next().unwrap_or("");
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let body = req.body.as_str();
+    match (req.method.as_str(), path) {
+        ("GET", "/") => instance_info(vmm),
+        ("GET", "/machine-config") => to_json(&vmm.config.machine_config),
+        ("PUT", "/machine-config") => put_machine_config(vmm, body),
+        ("PATCH", "/machine-config") => patch_machine_config(vmm, body),
+        ("PUT", "/boot-source") => put_boot_source(vmm, body),
+        ("GET", "/vm/config") => to_json(&vmm.config),
+        ("PUT", "/actions") => put_action(vmm, body),
+        ("PUT", p) if p.starts_with("/drives/") => put_drive(vmm, &p["/drives/".len()..], body),
+        ("PATCH", p) if p.starts_with("/drives/") => patch_drive(vmm, &p["/drives/".len()..], body),
+        (m, p) => Err(format!("invalid request method and/or path: {m} {p}")),
+    }
+}
+
+/// Handles one request against the shared VMM state.
+pub fn handle(vmm: &Mutex<Vmm>, req: &Request) -> Response {
+    let mut vmm = match vmm.lock() {
+        Ok(v) => v,
+        Err(p) => p.into_inner(),
+    };
+    route(&mut vmm, req).unwrap_or_else(|msg| Response::fault(400, msg))
+}

@@ -1,0 +1,174 @@
+//! Turns a validated [`VmConfig`] into a running VM: memory, KVM VM, kernel and boot
+//! structures, devices, the device event loop and one thread per vCPU.
+//!
+//! Nothing here outlives a failure: every resource is owned by a local until the VM
+//! starts, so an error drops them all (no thread is started before the last fallible
+//! step but the vCPU spawns themselves).
+
+mod legacy;
+mod virtio;
+
+use std::io::Write;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::{boot_params, layout, mptable};
+use crate::config::{drive, ConfigError, VmConfig};
+use crate::devices::bus::Bus;
+use crate::devices::control::BootTimes;
+use crate::devices::i8042::I8042;
+use crate::devices::serial::ConsoleTail;
+use crate::exit::{ExitReason, ExitSignal};
+use crate::kernel::{load_initrd, load_kernel, LoadError};
+use crate::vstate::vcpu::{supported_cpuid, Vcpu, VcpuError};
+use crate::vstate::vm::KvmError;
+use crate::vstate::{memory, vm};
+
+/// Why `InstanceStart` failed. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error("{0}; is /dev/kvm present and readable and writable by this user?")]
+    Kvm(#[from] KvmError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot set up vCPU: {0}")]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot set up device {what}: {msg}")]
+    Device { what: String, msg: String },
+    #[error("cannot write boot structures to guest memory: {0}")]
+    BootMemory(#[from] vm_memory::GuestMemoryError),
+}
+
+pub(crate) fn device_err<E: std::fmt::Display>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> StartError {
+    let what = what.into();
+    move |e| StartError::Device {
+        what,
+        msg: e.to_string(),
+    }
+}
+
+/// A started VM: what the API and the exit monitor need to reach.
+pub struct RunningVm {
+    pub exit_rx: Receiver<ExitReason>,
+    pub console_tail: ConsoleTail,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub boot_times: Arc<Mutex<BootTimes>>,
+    /// Must live as long as the VM runs.
+    pub keepalive: KeepAlive,
+}
+
+/// The KVM handles and guest memory behind a running VM.
+pub struct KeepAlive {
+    _kvm: Kvm,
+    _vm: VmFd,
+    _mem: GuestMemoryMmap,
+}
+
+/// Builds and starts the VM described by `cfg`. `start` is the InstanceStart instant the
+/// boot timer measures from; `console` receives the serial output (None: discarded,
+/// but the last bytes are still kept for panic reports).
+pub fn start(
+    cfg: &VmConfig,
+    console: Option<Box<dyn Write + Send>>,
+    start: Instant,
+) -> Result<RunningVm, StartError> {
+    let boot = cfg.boot_source.as_ref().ok_or_else(|| {
+        ConfigError::new("no boot source; PUT /boot-source with a kernel_image_path first")
+    })?;
+    boot.validate()?;
+    cfg.machine_config.validate()?;
+    let drives = drive::device_order(&cfg.drives);
+    for d in &drives {
+        d.validate()?;
+    }
+
+    let mem_size = cfg.machine_config.mem_size_mib << 20;
+    let mem = memory::create(cfg.machine_config.mem_size_mib)?;
+    let (kvm, vmfd) = vm::create(&mem)?;
+
+    let kernel = load_kernel(&mem, &boot.kernel_image_path)?;
+    let initrd = match &boot.initrd_path {
+        Some(p) => Some(load_initrd(&mem, mem_size, kernel.end, p)?),
+        None => None,
+    };
+
+    let (exit, exit_rx) = ExitSignal::new();
+    let exit = Arc::new(exit);
+    let boot_times = Arc::new(Mutex::new(BootTimes::default()));
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let legacy = legacy::attach(&vmfd, &mut pio, console, start, &boot_times, &exit)?;
+    let virtio = virtio::attach(&vmfd, &mem, &mut mmio, &drives)?;
+
+    let mut cmdline = boot.boot_args().to_string();
+    for arg in &virtio.cmdline_args {
+        cmdline.push(' ');
+        cmdline.push_str(arg);
+    }
+    if let Some(root) = drives.first().filter(|d| d.is_root_device) {
+        let mode = if root.is_read_only { "ro" } else { "rw" };
+        cmdline.push_str(&format!(" root=/dev/vda {mode}"));
+    }
+    if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(ConfigError::new(format!(
+            "the kernel command line with kiln's device arguments is {} bytes; the limit is {}: shorten boot_args",
+            cmdline.len(),
+            layout::CMDLINE_MAX_SIZE - 1
+        ))
+        .into());
+    }
+    let mut cmdline_bytes = cmdline.into_bytes();
+    cmdline_bytes.push(0);
+    mem.write_slice(&cmdline_bytes, GuestAddress(layout::CMDLINE_START))?;
+
+    let count = cfg.machine_config.vcpu_count;
+    mem.write_slice(
+        &mptable::build(layout::MPTABLE_START, count),
+        GuestAddress(layout::MPTABLE_START),
+    )?;
+    let zero_page = boot_params::build(
+        mem_size,
+        cmdline_bytes.len() - 1,
+        initrd,
+        kernel.setup_header,
+    );
+    mem.write_obj(zero_page, GuestAddress(layout::ZERO_PAGE_START))?;
+
+    let supported = supported_cpuid(&kvm)?;
+    let mut vcpus = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let vcpu = Vcpu::new(&vmfd, index, pio.clone(), mmio.clone(), exit.clone())?;
+        vcpu.configure(&supported, count, &mem, kernel.entry)?;
+        vcpus.push(vcpu);
+    }
+
+    virtio::spawn_event_loop(virtio.transports, exit.clone())?;
+    for (i, vcpu) in vcpus.into_iter().enumerate() {
+        std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .spawn(move || vcpu.run())
+            .map_err(device_err(format!("vcpu{i} thread")))?;
+    }
+
+    Ok(RunningVm {
+        exit_rx,
+        console_tail: legacy.console_tail,
+        i8042: legacy.i8042,
+        boot_times,
+        keepalive: KeepAlive {
+            _kvm: kvm,
+            _vm: vmfd,
+            _mem: mem,
+        },
+    })
+}

@@ -1,0 +1,124 @@
+//! The VM's configuration as Firecracker's API and config file spell it, validated once
+//! at the boundary. Field names match Firecracker's so its clients work unchanged.
+
+pub mod boot_source;
+pub mod drive;
+pub mod machine;
+
+use serde::{Deserialize, Serialize};
+
+pub use boot_source::BootSource;
+pub use drive::Drive;
+pub use machine::MachineConfig;
+
+/// A configuration error: the message says what to fix. Served as HTTP 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Everything needed to build the VM (`GET /vm/config`, and `--config-file`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    #[serde(
+        rename = "boot-source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_source: Option<BootSource>,
+    #[serde(default)]
+    pub drives: Vec<Drive>,
+    #[serde(rename = "machine-config", default)]
+    pub machine_config: MachineConfig,
+    /// Accepted for compatibility with Firecracker config files; must be empty for now.
+    #[serde(rename = "network-interfaces", default, skip_serializing)]
+    pub network_interfaces: Vec<serde_json::Value>,
+    /// Accepted for compatibility; must be null for now.
+    #[serde(default, skip_serializing)]
+    pub vsock: Option<serde_json::Value>,
+    /// Firecracker logger/metrics sections are accepted and ignored (kiln logs to stderr).
+    #[serde(default, skip_serializing)]
+    pub logger: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub metrics: Option<serde_json::Value>,
+}
+
+impl VmConfig {
+    /// Validates a whole config file (each section as its API call would, plus what
+    /// `InstanceStart` needs).
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let cfg: VmConfig = parse_json(json)?;
+        if !cfg.network_interfaces.is_empty() {
+            return Err(ConfigError::new(
+                "network-interfaces are not supported by this kiln-vmm yet; remove them",
+            ));
+        }
+        if cfg.vsock.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError::new(
+                "vsock is not supported by this kiln-vmm yet; remove it",
+            ));
+        }
+        cfg.machine_config.validate()?;
+        let Some(boot) = &cfg.boot_source else {
+            return Err(ConfigError::new(
+                "the config has no \"boot-source\"; add {\"kernel_image_path\": ...}",
+            ));
+        };
+        boot.validate()?;
+        let mut seen = Vec::new();
+        for d in &cfg.drives {
+            d.validate()?;
+            if seen.contains(&&d.drive_id) {
+                return Err(ConfigError::new(format!(
+                    "drive_id '{}' is used twice; drive ids must be unique",
+                    d.drive_id
+                )));
+            }
+            seen.push(&d.drive_id);
+        }
+        drive::check_single_root(&cfg.drives)?;
+        Ok(cfg)
+    }
+}
+
+/// Parses a JSON body into `T` with an error that names the problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ConfigError> {
+    serde_json::from_str(body).map_err(|e| ConfigError::new(format!("malformed JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firecracker_config_file_parses() {
+        let dir = std::env::temp_dir();
+        let kernel = dir.join("kiln-cfg-test-kernel");
+        std::fs::write(&kernel, b"x").unwrap();
+        let json = format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}", "boot_args": "console=ttyS0"}},
+                "drives": [], "machine-config": {{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}},
+                "network-interfaces": [], "logger": null}}"#,
+            kernel.display()
+        );
+        let cfg = VmConfig::from_json(&json).unwrap();
+        assert_eq!(cfg.machine_config.vcpu_count, 2);
+        assert!(VmConfig::from_json("{\"boot-source\": 3}")
+            .unwrap_err()
+            .0
+            .starts_with("malformed JSON"));
+        assert!(VmConfig::from_json(
+            r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#
+        )
+        .unwrap_err()
+        .0
+        .contains("boot-source"));
+        std::fs::remove_file(kernel).unwrap();
+    }
+}

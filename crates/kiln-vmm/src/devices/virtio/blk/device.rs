@@ -1,0 +1,161 @@
+//! The virtio-blk device: image setup, features, config space and queue processing.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_SIZE_MAX,
+};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::request::{Disk, Segment, ID_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
+use super::BlockError;
+use crate::devices::virtio::{read_config_bytes, VirtioDevice};
+
+/// Size of the single request queue.
+pub const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
+
+/// Config space up to and including `blk_size` (virtio 1.1 §5.2.4): capacity @0,
+/// size_max @8, seg_max @12, geometry @16 (unused), blk_size @20. Later fields read as 0.
+const CONFIG_LEN: usize = 24;
+
+/// virtio-blk device backed by a raw image file.
+pub struct Block {
+    disk: Disk,
+    path: PathBuf,
+    features: u64,
+    config: [u8; CONFIG_LEN],
+    /// Per-request scratch list of data descriptors, at most `SEG_MAX` long.
+    segs: Vec<Segment>,
+}
+
+impl Block {
+    /// Opens the raw image at `path` (read-write unless `read_only`). Its size must be a
+    /// whole number of 512-byte sectors. `id` is what `VIRTIO_BLK_T_GET_ID` returns
+    /// (the guest's `/sys/block/vdX/serial`): truncated to 20 bytes, NUL-padded.
+    pub fn new(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_path_buf(),
+                read_only,
+                source,
+            })?;
+        let size_err = |source| BlockError::Size {
+            path: path.to_path_buf(),
+            source,
+        };
+        if file.metadata().map_err(size_err)?.is_dir() {
+            return Err(BlockError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // Seeking to the end also sizes block devices, whose metadata length is 0.
+        let size = file.seek(SeekFrom::End(0)).map_err(size_err)?;
+        if !size.is_multiple_of(SECTOR_SIZE) {
+            return Err(BlockError::UnalignedSize {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let capacity = size / SECTOR_SIZE;
+
+        let mut id_bytes = [0u8; ID_BYTES];
+        let n = id.len().min(ID_BYTES);
+        id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+
+        let mut features = (1u64 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_SIZE_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE);
+        if read_only {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+
+        let mut config = [0u8; CONFIG_LEN];
+        config[0..8].copy_from_slice(&capacity.to_le_bytes());
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+
+        Ok(Block {
+            disk: Disk {
+                file,
+                capacity,
+                read_only,
+                // Until the driver accepts FLUSH, writes are synchronous.
+                write_through: true,
+                id: id_bytes,
+            },
+            path: path.to_path_buf(),
+            features,
+            config,
+            segs: Vec::with_capacity(SEG_MAX as usize),
+        })
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.disk.capacity
+    }
+
+    /// Whether the guest sees a read-only device.
+    pub fn is_read_only(&self) -> bool {
+        self.disk.read_only
+    }
+
+    /// The backing image.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.disk.write_through = features & (1 << VIRTIO_BLK_F_FLUSH) == 0;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        let Some(queue) = queues.get_mut(index) else {
+            return false;
+        };
+        let mut used = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = self.disk.handle_chain(mem, chain, &mut self.segs);
+            // A failure here (e.g. a head index past the queue size) only loses this
+            // entry; the next one is still processed.
+            match queue.add_used(mem, head, len) {
+                Ok(()) => used = true,
+                Err(e) => tracing::warn!(
+                    "virtio-blk {}: cannot add used entry for head {head}: {e}",
+                    self.path.display()
+                ),
+            }
+        }
+        used
+    }
+}

@@ -1,0 +1,105 @@
+//! Loads the guest kernel (ELF `vmlinux`, or a bzImage) and its initrd into memory.
+
+use std::fs::File;
+
+use linux_loader::loader::{bootparam::setup_header, BzImage, Elf, KernelLoader};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::boot_params::{place_initrd, InitrdPlacement};
+use crate::arch::layout::HIMEM_START;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open {what} '{path}': {source}")]
+    Open {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("kernel image '{path}' is neither an x86-64 ELF vmlinux nor a bzImage (ELF: {elf}; bzImage: {bz})")]
+    Format {
+        path: String,
+        elf: String,
+        bz: String,
+    },
+    #[error("initrd '{path}' ({size} bytes) does not fit in guest memory above the kernel; give the VM more memory")]
+    InitrdTooBig { path: String, size: u64 },
+    #[error("cannot copy initrd '{path}' into guest memory: {source}")]
+    InitrdCopy {
+        path: String,
+        source: vm_memory::GuestMemoryError,
+    },
+}
+
+/// Where the kernel landed.
+pub struct LoadedKernel {
+    pub entry: u64,
+    pub end: u64,
+    /// The bzImage's setup header, to be merged into the zero page.
+    pub setup_header: Option<setup_header>,
+}
+
+fn open(what: &'static str, path: &str) -> Result<File, LoadError> {
+    File::open(path).map_err(|source| LoadError::Open {
+        what,
+        path: path.into(),
+        source,
+    })
+}
+
+/// Loads the kernel at `path` and returns its 64-bit entry point.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &str) -> Result<LoadedKernel, LoadError> {
+    let mut file = open("kernel image", path)?;
+    let himem = Some(GuestAddress(HIMEM_START));
+    let elf = match Elf::load(mem, None, &mut file, himem) {
+        Ok(r) => {
+            return Ok(LoadedKernel {
+                entry: r.kernel_load.0,
+                end: r.kernel_end,
+                setup_header: None,
+            })
+        }
+        Err(e) => e,
+    };
+    match BzImage::load(mem, None, &mut file, himem) {
+        // The 64-bit entry point of a bzImage is 0x200 past its protected-mode start.
+        Ok(r) => Ok(LoadedKernel {
+            entry: r.kernel_load.0 + 0x200,
+            end: r.kernel_end,
+            setup_header: r.setup_header,
+        }),
+        Err(bz) => Err(LoadError::Format {
+            path: path.into(),
+            elf: elf.to_string(),
+            bz: bz.to_string(),
+        }),
+    }
+}
+
+/// Copies the initrd at `path` to the top of low memory.
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    kernel_end: u64,
+    path: &str,
+) -> Result<InitrdPlacement, LoadError> {
+    let mut file = open("initrd", path)?;
+    let size = file
+        .metadata()
+        .map_err(|source| LoadError::Open {
+            what: "initrd",
+            path: path.into(),
+            source,
+        })?
+        .len();
+    let place = place_initrd(mem_size, kernel_end, size).ok_or(LoadError::InitrdTooBig {
+        path: path.into(),
+        size,
+    })?;
+    mem.read_exact_volatile_from(GuestAddress(place.addr), &mut file, size as usize)
+        .map_err(|source| LoadError::InitrdCopy {
+            path: path.into(),
+            source,
+        })?;
+    Ok(place)
+}

@@ -1,0 +1,62 @@
+//! Process exit: removes the API socket on every path out, including SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+static SOCKET: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Remembers a path to unlink when the process exits.
+pub fn remove_on_exit(path: PathBuf) {
+    if let Ok(mut s) = SOCKET.lock() {
+        *s = Some(path);
+    }
+}
+
+/// Flushes output, removes the socket and exits.
+pub fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    if let Ok(mut s) = SOCKET.lock() {
+        if let Some(p) = s.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    std::process::exit(code)
+}
+
+fn sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a plain sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in HANDLED {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the termination signals in this thread (and every thread spawned after) and
+/// waits for them on a dedicated thread, which exits cleanly. Call before any thread
+/// is spawned.
+pub fn block_and_handle() {
+    let set = sigset();
+    // SAFETY: valid sigset; a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is valid and `sig` is a valid out pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                exit(128 + sig);
+            }
+        });
+    if spawned.is_err() {
+        eprintln!(
+            "kiln-vmm: warning: no signal thread; the API socket may be left behind on SIGTERM"
+        );
+    }
+}

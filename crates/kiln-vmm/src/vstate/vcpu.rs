@@ -1,0 +1,147 @@
+//! vCPUs: boot state set-up and the run loop that turns exits into bus accesses.
+
+use std::sync::Arc;
+
+use kvm_bindings::CpuId;
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::vm::{kvm_err, KvmError};
+use crate::arch::{cpuid, msrs, regs};
+use crate::devices::bus::Bus;
+use crate::exit::{ExitReason, ExitSignal};
+
+/// Error configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error(transparent)]
+    BootMemory(#[from] regs::BootMemoryError),
+    #[error("KVM accepted only {set} of {want} boot MSRs")]
+    Msrs { set: usize, want: usize },
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    index: u8,
+    pio: Bus,
+    mmio: Bus,
+    exit: Arc<ExitSignal>,
+}
+
+impl Vcpu {
+    pub fn new(
+        vm: &VmFd,
+        index: u8,
+        pio: Bus,
+        mmio: Bus,
+        exit: Arc<ExitSignal>,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        Ok(Self {
+            fd,
+            index,
+            pio,
+            mmio,
+            exit,
+        })
+    }
+
+    /// CPUID, MSRs, registers for a 64-bit entry at `entry`, FPU and LAPIC LINT pins.
+    pub fn configure(
+        &self,
+        supported: &CpuId,
+        count: u8,
+        mem: &GuestMemoryMmap,
+        entry: u64,
+    ) -> Result<(), VcpuError> {
+        let mut cpuid = supported.clone();
+        cpuid::configure(&mut cpuid, self.index, count);
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let boot_msrs = msrs::boot_msrs();
+        let set = self
+            .fd
+            .set_msrs(&boot_msrs)
+            .map_err(kvm_err("KVM_SET_MSRS"))?;
+        if set != boot_msrs.as_slice().len() {
+            return Err(VcpuError::Msrs {
+                set,
+                want: boot_msrs.as_slice().len(),
+            });
+        }
+        self.fd
+            .set_regs(&regs::boot_regs(entry))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        let sregs = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        self.fd
+            .set_sregs(&regs::boot_sregs(mem, sregs)?)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_fpu(&regs::boot_fpu())
+            .map_err(kvm_err("KVM_SET_FPU"))?;
+        let lapic = self.fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+        self.fd
+            .set_lapic(&regs::configure_lint(lapic))
+            .map_err(kvm_err("KVM_SET_LAPIC"))?;
+        Ok(())
+    }
+
+    /// Runs until the guest stops the machine or KVM fails; reports through the exit signal.
+    pub fn run(mut self) {
+        let reason = loop {
+            match self.fd.run() {
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    self.pio.write(u64::from(port), data);
+                }
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    self.pio.read(u64::from(port), data);
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    self.mmio.read(addr, data);
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    self.mmio.write(addr, data);
+                }
+                // With the in-kernel LAPIC, HLT is handled by KVM; a stray one is harmless.
+                Ok(VcpuExit::Hlt) => {}
+                Ok(VcpuExit::Shutdown) => break ExitReason::Reset,
+                Ok(VcpuExit::SystemEvent(kind, _)) => {
+                    tracing::info!(vcpu = self.index, kind, "guest system event");
+                    break ExitReason::Reset;
+                }
+                Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                    break ExitReason::Error(format!(
+                        "vCPU {} could not enter the guest (hardware reason {reason:#x}, cpu {cpu})",
+                        self.index
+                    ))
+                }
+                Ok(VcpuExit::InternalError) => {
+                    break ExitReason::Error(format!(
+                        "KVM internal error on vCPU {} (the host's KVM may not be able to run this guest)",
+                        self.index
+                    ))
+                }
+                Ok(other) => {
+                    break ExitReason::Error(format!(
+                        "unhandled exit on vCPU {}: {other:?}",
+                        self.index
+                    ))
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => break ExitReason::Error(format!("KVM_RUN on vCPU {}: {e}", self.index)),
+            }
+        };
+        self.exit.exit(reason);
+    }
+}
+
+/// KVM's supported CPUID set, queried once per VM.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, KvmError> {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))
+}
