@@ -94,6 +94,13 @@ fn outcome(reason: ExitReason, started: &Started) -> i32 {
 
 fn main() {
     let args = Args::parse();
+    // Logs go to stderr; off unless KILN_VMM_LOG is set (e.g. KILN_VMM_LOG=debug).
+    if std::env::var_os("KILN_VMM_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("KILN_VMM_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     signals::block_and_handle();
     if args.no_api && args.config_file.is_none() {
         die("--no-api needs --config-file FILE (there would be no way to configure the VM)");

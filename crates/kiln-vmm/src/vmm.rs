@@ -65,6 +65,8 @@ pub struct Vmm {
     pub config: VmConfig,
     console: ConsoleTarget,
     running: Option<Running>,
+    /// Memory, VM and kernel built ahead of InstanceStart (see builder::prepare).
+    prepared: Option<builder::Prepared>,
     on_start: Sender<Started>,
 }
 
@@ -75,12 +77,34 @@ impl Vmm {
             config: VmConfig::default(),
             console,
             running: None,
+            prepared: None,
             on_start,
         }
     }
 
     pub fn is_running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// Prepares memory, VM and kernel for the current configuration if it names a boot
+    /// source and nothing valid is prepared yet. Failures are not reported here: the
+    /// same error comes back from InstanceStart, which prepares again.
+    pub fn refresh_prepared(&mut self) {
+        if self.is_running() || self.config.boot_source.is_none() {
+            return;
+        }
+        if self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.matches(&self.config))
+        {
+            return;
+        }
+        self.prepared = None; // free the old guest memory first
+        match builder::prepare(&self.config) {
+            Ok(p) => self.prepared = Some(p),
+            Err(e) => tracing::debug!("preparing the VM ahead of InstanceStart failed: {e}"),
+        }
     }
 
     /// Builds and starts the VM. On failure nothing is left running and the VMM keeps
@@ -93,7 +117,7 @@ impl Vmm {
         }
         let start = Instant::now();
         let console = self.console.open().map_err(|e| e.to_string())?;
-        let vm = builder::start(&self.config, console, start)
+        let vm = builder::start(&self.config, self.prepared.take(), console, start)
             .map_err(|e| format!("cannot start the microVM: {e}"))?;
         self.running = Some(Running {
             i8042: vm.i8042.clone(),

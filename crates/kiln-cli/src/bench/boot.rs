@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use kiln::vmm::{GuestSpec, VmmProcess, DEFAULT_BOOT_ARGS};
 use serde_json::{json, Value};
 
-use super::procstat::{ensure_debugfs, rss_without_guest_kib, vm_exits};
+use super::procstat::{ensure_debugfs, rss_without_guest_kib, vm_dirs, vm_exits};
 use super::qemu::{QemuSpec, QemuVm};
 use super::stats::{ms, p50, summary};
 
@@ -72,12 +72,13 @@ fn kiln_boot(g: &GuestSpec, s: &mut Series) -> Result<()> {
 }
 
 fn kiln_probe(g: &GuestSpec, s: &mut Series) -> Result<()> {
+    let before = vm_dirs();
     let mut vm = VmmProcess::spawn("off", false)?;
     vm.wait_api(T)?;
     vm.configure(g)?;
     vm.instance_start()?;
     vm.wait_ready(T)?;
-    if let Some(e) = vm_exits(vm.pid()) {
+    if let Some(e) = vm_exits(&before) {
         s.exits.push(e as f64);
     }
     if let Some(r) = rss_without_guest_kib(vm.pid(), g.memory_mib * 1024) {
@@ -95,12 +96,13 @@ fn kiln_probe(g: &GuestSpec, s: &mut Series) -> Result<()> {
 }
 
 fn qemu_boot(spec: &QemuSpec, s: &mut Series, probe: bool) -> Result<()> {
+    let before = vm_dirs();
     let mut vm = QemuVm::spawn(spec, "bench")?;
     let api = vm.wait_qmp(T)?;
     let t = vm.cont()?;
     let ready = vm.wait_ready(T)?;
     if probe {
-        if let Some(e) = vm_exits(vm.pid()) {
+        if let Some(e) = vm_exits(&before) {
             s.exits.push(e as f64);
         }
         if let Some(r) = rss_without_guest_kib(vm.pid(), spec.memory_mib * 1024) {

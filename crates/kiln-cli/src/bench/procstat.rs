@@ -1,7 +1,8 @@
 //! Per-process figures from /proc and KVM's debugfs: RSS without guest memory, and the
 //! VM-exit count of a process's VM.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 /// RSS in KiB of `pid`, not counting mappings of at least `guest_kib` (guest RAM; no
 /// other mapping of a VMM is that large).
@@ -46,16 +47,27 @@ pub fn ensure_debugfs() -> bool {
     kvm.is_dir()
 }
 
-/// Total VM exits so far of the (first) VM owned by `pid`, from
-/// /sys/kernel/debug/kvm/<pid>-<fd>/exits.
-pub fn vm_exits(pid: u32) -> Option<u64> {
-    let prefix = format!("{pid}-");
-    let dir = std::fs::read_dir(Path::new(DEBUGFS).join("kvm")).ok()?;
-    for e in dir.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let text = std::fs::read_to_string(e.path().join("exits")).ok()?;
-            return text.trim().parse().ok();
-        }
-    }
-    None
+/// The per-VM statistics directories (`<tid>-<fd>`) that exist now.
+pub fn vm_dirs() -> HashSet<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(Path::new(DEBUGFS).join("kvm")) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains('-'))
+        })
+        .collect()
+}
+
+/// Total VM exits so far of the one VM created since `before` was taken. KVM names the
+/// directory after the *thread* that created the VM, so it cannot be found by PID; the
+/// benchmark runs one VM at a time, which makes "the new one" unambiguous.
+pub fn vm_exits(before: &HashSet<PathBuf>) -> Option<u64> {
+    let new: Vec<PathBuf> = vm_dirs().difference(before).cloned().collect();
+    let [dir] = new.as_slice() else { return None };
+    let text = std::fs::read_to_string(dir.join("exits")).ok()?;
+    text.trim().parse().ok()
 }

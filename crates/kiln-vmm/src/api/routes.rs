@@ -44,6 +44,7 @@ fn put_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
     let mc: MachineConfig = parse_json(body).map_err(cfg_err)?;
     mc.validate().map_err(cfg_err)?;
     vmm.config.machine_config = mc;
+    vmm.refresh_prepared();
     Ok(Response::no_content())
 }
 
@@ -59,6 +60,7 @@ fn patch_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
     let mc: MachineConfig = parse_json(&current.to_string()).map_err(cfg_err)?;
     mc.validate().map_err(cfg_err)?;
     vmm.config.machine_config = mc;
+    vmm.refresh_prepared();
     Ok(Response::no_content())
 }
 
@@ -67,6 +69,7 @@ fn put_boot_source(vmm: &mut Vmm, body: &str) -> Outcome {
     let bs: BootSource = parse_json(body).map_err(cfg_err)?;
     bs.validate().map_err(cfg_err)?;
     vmm.config.boot_source = Some(bs);
+    vmm.refresh_prepared();
     Ok(Response::no_content())
 }
 

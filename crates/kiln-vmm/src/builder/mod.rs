@@ -6,7 +6,10 @@
 //! step but the vCPU spawns themselves).
 
 mod legacy;
+mod prepare;
 mod virtio;
+
+pub use prepare::{prepare, Prepared};
 
 use std::io::Write;
 use std::sync::mpsc::Receiver;
@@ -23,10 +26,10 @@ use crate::devices::control::BootTimes;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::{ExitReason, ExitSignal};
-use crate::kernel::{load_initrd, load_kernel, LoadError};
+use crate::kernel::LoadError;
+use crate::vstate::memory;
 use crate::vstate::vcpu::{supported_cpuid, Vcpu, VcpuError};
 use crate::vstate::vm::KvmError;
-use crate::vstate::{memory, vm};
 
 /// Why `InstanceStart` failed. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ pub struct KeepAlive {
 /// but the last bytes are still kept for panic reports).
 pub fn start(
     cfg: &VmConfig,
+    prepared: Option<Prepared>,
     console: Option<Box<dyn Write + Send>>,
     start: Instant,
 ) -> Result<RunningVm, StartError> {
@@ -93,14 +97,21 @@ pub fn start(
     }
 
     let mem_size = cfg.machine_config.mem_size_mib << 20;
-    let mem = memory::create(cfg.machine_config.mem_size_mib)?;
-    let (kvm, vmfd) = vm::create(&mem)?;
-
-    let kernel = load_kernel(&mem, &boot.kernel_image_path)?;
-    let initrd = match &boot.initrd_path {
-        Some(p) => Some(load_initrd(&mem, mem_size, kernel.end, p)?),
-        None => None,
+    let Prepared {
+        kvm,
+        vm: vmfd,
+        mem,
+        kernel,
+        initrd,
+        ..
+    } = match prepared.filter(|p| p.matches(cfg)) {
+        Some(p) => p,
+        None => prepare(cfg)?,
     };
+    tracing::debug!(
+        us = start.elapsed().as_micros() as u64,
+        "memory, VM, kernel ready"
+    );
 
     let (exit, exit_rx) = ExitSignal::new();
     let exit = Arc::new(exit);
@@ -144,6 +155,10 @@ pub fn start(
     );
     mem.write_obj(zero_page, GuestAddress(layout::ZERO_PAGE_START))?;
 
+    tracing::debug!(
+        us = start.elapsed().as_micros() as u64,
+        "kernel, initrd, devices ready"
+    );
     let supported = supported_cpuid(&kvm)?;
     let mut vcpus = Vec::with_capacity(count as usize);
     for index in 0..count {
@@ -160,6 +175,7 @@ pub fn start(
             .map_err(device_err(format!("vcpu{i} thread")))?;
     }
 
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "vCPUs started");
     Ok(RunningVm {
         exit_rx,
         console_tail: legacy.console_tail,

@@ -1,0 +1,95 @@
+//! Eager preparation: guest memory, the KVM VM and the loaded kernel and initrd are
+//! built as soon as the configuration names them (at `PUT /boot-source` or
+//! `/machine-config`), so `InstanceStart` only attaches devices and starts vCPUs.
+//! QEMU does the same work before its `-S` pause; Firecracker does it after
+//! InstanceStart. A prepared VM is reused only if memory size, kernel and initrd are
+//! unchanged (same path, inode, size and mtime); otherwise it is rebuilt at start.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::SystemTime;
+
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::StartError;
+use crate::arch::boot_params::InitrdPlacement;
+use crate::config::{ConfigError, VmConfig};
+use crate::kernel::{load_initrd, load_kernel, LoadedKernel};
+use crate::vstate::{memory, vm};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    path: String,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl FileId {
+    fn of(path: &str) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            path: path.to_string(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: m.modified().ok(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    mem_mib: u64,
+    kernel: Option<FileId>,
+    initrd: Option<FileId>,
+}
+
+fn key(cfg: &VmConfig) -> Option<Key> {
+    let boot = cfg.boot_source.as_ref()?;
+    Some(Key {
+        mem_mib: cfg.machine_config.mem_size_mib,
+        kernel: FileId::of(&boot.kernel_image_path),
+        initrd: boot.initrd_path.as_deref().and_then(FileId::of),
+    })
+}
+
+/// Memory, VM, kernel and initrd, ready for devices and vCPUs.
+pub struct Prepared {
+    key: Key,
+    pub(super) kvm: Kvm,
+    pub(super) vm: VmFd,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) kernel: LoadedKernel,
+    pub(super) initrd: Option<InitrdPlacement>,
+}
+
+impl Prepared {
+    /// True if this preparation is still valid for `cfg`.
+    pub fn matches(&self, cfg: &VmConfig) -> bool {
+        key(cfg).is_some_and(|k| k == self.key)
+    }
+}
+
+/// Builds memory and the VM and loads kernel and initrd for `cfg`.
+pub fn prepare(cfg: &VmConfig) -> Result<Prepared, StartError> {
+    let boot = cfg.boot_source.as_ref().ok_or_else(|| {
+        ConfigError::new("no boot source; PUT /boot-source with a kernel_image_path first")
+    })?;
+    let key = key(cfg).expect("boot source is set");
+    let mem_mib = cfg.machine_config.mem_size_mib;
+    let mem = memory::create(mem_mib)?;
+    let (kvm, vm) = vm::create(&mem)?;
+    let kernel = load_kernel(&mem, &boot.kernel_image_path)?;
+    let initrd = match &boot.initrd_path {
+        Some(p) => Some(load_initrd(&mem, mem_mib << 20, kernel.end, p)?),
+        None => None,
+    };
+    Ok(Prepared {
+        key,
+        kvm,
+        vm,
+        mem,
+        kernel,
+        initrd,
+    })
+}
