@@ -42,13 +42,20 @@ apt_install() {
     # Lock::Timeout: wait for another apt/dpkg to finish instead of failing.
     "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 update -qq ||
         die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 \
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 \
         install -y -qq --no-install-recommends "$@" >/dev/null ||
         die "apt-get install $* failed"
 }
 
 pkg_installed() {
     [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+missing_build_deps() {
+    local p
+    for p in "${build_deps[@]}"; do
+        pkg_installed "$p" || printf '%s\n' "$p"
+    done
 }
 
 # The newest /usr/src/linux-source-*.tar.xz, or empty.
@@ -61,7 +68,9 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found: this script needs
 tarball=$(find_tarball)
 if [[ -z "$tarball" ]]; then
     say "linux-source is not installed"
-    apt_install linux-source
+    # One apt-get run for the source and the build dependencies.
+    mapfile -t missing < <(missing_build_deps)
+    apt_install linux-source "${missing[@]}"
     tarball=$(find_tarball)
     [[ -n "$tarball" ]] || die "linux-source installed but no /usr/src/linux-source-*.tar.xz found"
 fi
@@ -96,10 +105,7 @@ say "building $src_name ($src_pkg_version), cache key ${hash:0:16}"
 
 # --- [1/5] build dependencies ---------------------------------------------
 say "[1/5] checking build dependencies"
-missing=()
-for p in "${build_deps[@]}"; do
-    pkg_installed "$p" || missing+=("$p")
-done
+mapfile -t missing < <(missing_build_deps)
 if ((${#missing[@]} > 0)); then
     apt_install "${missing[@]}"
 fi

@@ -28,7 +28,7 @@ use crate::devices::serial::ConsoleTail;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kernel::LoadError;
 use crate::vstate::memory;
-use crate::vstate::vcpu::{supported_cpuid, Vcpu, VcpuError};
+use crate::vstate::vcpu::VcpuError;
 use crate::vstate::vm::KvmError;
 
 /// Why `InstanceStart` failed. Each message says what to fix.
@@ -103,6 +103,7 @@ pub fn start(
         mem,
         kernel,
         initrd,
+        vcpus,
         ..
     } = match prepared.filter(|p| p.matches(cfg)) {
         Some(p) => p,
@@ -110,7 +111,7 @@ pub fn start(
     };
     tracing::debug!(
         us = start.elapsed().as_micros() as u64,
-        "memory, VM, kernel ready"
+        "memory, VM, kernel, vCPUs ready"
     );
 
     let (exit, exit_rx) = ExitSignal::new();
@@ -155,23 +156,15 @@ pub fn start(
     );
     mem.write_obj(zero_page, GuestAddress(layout::ZERO_PAGE_START))?;
 
-    tracing::debug!(
-        us = start.elapsed().as_micros() as u64,
-        "kernel, initrd, devices ready"
-    );
-    let supported = supported_cpuid(&kvm)?;
-    let mut vcpus = Vec::with_capacity(count as usize);
-    for index in 0..count {
-        let vcpu = Vcpu::new(&vmfd, index, pio.clone(), mmio.clone(), exit.clone())?;
-        vcpu.configure(&supported, count, &mem, kernel.entry)?;
-        vcpus.push(vcpu);
-    }
-
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "devices ready");
     virtio::spawn_event_loop(virtio.transports, exit.clone())?;
     for (i, vcpu) in vcpus.into_iter().enumerate() {
         std::thread::Builder::new()
             .name(format!("vcpu{i}"))
-            .spawn(move || vcpu.run())
+            .spawn({
+                let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit.clone());
+                move || vcpu.run(pio, mmio, exit)
+            })
             .map_err(device_err(format!("vcpu{i} thread")))?;
     }
 

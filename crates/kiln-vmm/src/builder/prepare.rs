@@ -1,9 +1,10 @@
-//! Eager preparation: guest memory, the KVM VM and the loaded kernel and initrd are
+//! Eager preparation: guest memory, the KVM VM, the loaded kernel and initrd and the
+//! configured vCPUs are
 //! built as soon as the configuration names them (at `PUT /boot-source` or
 //! `/machine-config`), so `InstanceStart` only attaches devices and starts vCPUs.
 //! QEMU does the same work before its `-S` pause; Firecracker does it after
 //! InstanceStart. A prepared VM is reused only if memory size, kernel and initrd are
-//! unchanged (same path, inode, size and mtime); otherwise it is rebuilt at start.
+//! unchanged (same path, inode, size and mtime) and so is the vCPU count; otherwise it is rebuilt at start.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
@@ -15,6 +16,7 @@ use super::StartError;
 use crate::arch::boot_params::InitrdPlacement;
 use crate::config::{ConfigError, VmConfig};
 use crate::kernel::{load_initrd, load_kernel, LoadedKernel};
+use crate::vstate::vcpu::{supported_cpuid, Vcpu};
 use crate::vstate::{memory, vm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,7 @@ impl FileId {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
+    vcpus: u8,
     mem_mib: u64,
     kernel: Option<FileId>,
     initrd: Option<FileId>,
@@ -47,13 +50,14 @@ struct Key {
 fn key(cfg: &VmConfig) -> Option<Key> {
     let boot = cfg.boot_source.as_ref()?;
     Some(Key {
+        vcpus: cfg.machine_config.vcpu_count,
         mem_mib: cfg.machine_config.mem_size_mib,
         kernel: FileId::of(&boot.kernel_image_path),
         initrd: boot.initrd_path.as_deref().and_then(FileId::of),
     })
 }
 
-/// Memory, VM, kernel and initrd, ready for devices and vCPUs.
+/// Memory, VM, kernel, initrd and vCPUs, ready for devices.
 pub struct Prepared {
     key: Key,
     pub(super) kvm: Kvm,
@@ -61,6 +65,7 @@ pub struct Prepared {
     pub(super) mem: GuestMemoryMmap,
     pub(super) kernel: LoadedKernel,
     pub(super) initrd: Option<InitrdPlacement>,
+    pub(super) vcpus: Vec<Vcpu>,
 }
 
 impl Prepared {
@@ -84,6 +89,14 @@ pub fn prepare(cfg: &VmConfig) -> Result<Prepared, StartError> {
         Some(p) => Some(load_initrd(&mem, mem_mib << 20, kernel.end, p)?),
         None => None,
     };
+    let supported = supported_cpuid(&kvm)?;
+    let count = cfg.machine_config.vcpu_count;
+    let mut vcpus = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let vcpu = Vcpu::new(&vm, index)?;
+        vcpu.configure(&supported, count, &mem, kernel.entry)?;
+        vcpus.push(vcpu);
+    }
     Ok(Prepared {
         key,
         kvm,
@@ -91,5 +104,6 @@ pub fn prepare(cfg: &VmConfig) -> Result<Prepared, StartError> {
         mem,
         kernel,
         initrd,
+        vcpus,
     })
 }

@@ -25,29 +25,14 @@ pub enum VcpuError {
 pub struct Vcpu {
     fd: VcpuFd,
     index: u8,
-    pio: Bus,
-    mmio: Bus,
-    exit: Arc<ExitSignal>,
 }
 
 impl Vcpu {
-    pub fn new(
-        vm: &VmFd,
-        index: u8,
-        pio: Bus,
-        mmio: Bus,
-        exit: Arc<ExitSignal>,
-    ) -> Result<Self, VcpuError> {
+    pub fn new(vm: &VmFd, index: u8) -> Result<Self, VcpuError> {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        Ok(Self {
-            fd,
-            index,
-            pio,
-            mmio,
-            exit,
-        })
+        Ok(Self { fd, index })
     }
 
     /// CPUID, MSRs, registers for a 64-bit entry at `entry`, FPU and LAPIC LINT pins.
@@ -91,21 +76,22 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Runs until the guest stops the machine or KVM fails; reports through the exit signal.
-    pub fn run(mut self) {
+    /// Runs until the guest stops the machine or KVM fails; reports through the exit
+    /// signal. Port I/O and MMIO exits are dispatched to `pio` and `mmio`.
+    pub fn run(mut self, pio: Bus, mmio: Bus, exit: Arc<ExitSignal>) {
         let reason = loop {
             match self.fd.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
-                    self.pio.write(u64::from(port), data);
+                    pio.write(u64::from(port), data);
                 }
                 Ok(VcpuExit::IoIn(port, data)) => {
-                    self.pio.read(u64::from(port), data);
+                    pio.read(u64::from(port), data);
                 }
                 Ok(VcpuExit::MmioRead(addr, data)) => {
-                    self.mmio.read(addr, data);
+                    mmio.read(addr, data);
                 }
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    self.mmio.write(addr, data);
+                    mmio.write(addr, data);
                 }
                 // With the in-kernel LAPIC, HLT is handled by KVM; a stray one is harmless.
                 Ok(VcpuExit::Hlt) => {}
@@ -136,7 +122,7 @@ impl Vcpu {
                 Err(e) => break ExitReason::Error(format!("KVM_RUN on vCPU {}: {e}", self.index)),
             }
         };
-        self.exit.exit(reason);
+        exit.exit(reason);
     }
 }
 
