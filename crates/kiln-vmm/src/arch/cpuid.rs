@@ -12,6 +12,9 @@ const LEAF_EXT_SIZES: u32 = 0x8000_0008;
 const LEAF_EXT_APIC_ID: u32 = 0x8000_001e;
 
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// The in-kernel LAPIC emulates the TSC-deadline timer, but KVM does not report it in
+/// its supported CPUID; VMMs set it (one WRMSR per timer program, no LAPIC MMIO).
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const EDX_HTT: u32 = 1 << 28;
 const TOPO_LEVEL_SMT: u32 = 1;
 const TOPO_LEVEL_CORE: u32 = 2;
@@ -24,7 +27,7 @@ fn id_bits(n: u8) -> u32 {
 }
 
 /// Adjusts `cpuid` (a copy of KVM's supported set) for vCPU `index` of `count`.
-pub fn configure(cpuid: &mut CpuId, index: u8, count: u8) {
+pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, tsc_deadline: bool) {
     let apic_id = u32::from(index);
     let count32 = u32::from(count);
     for e in cpuid.as_mut_slice().iter_mut() {
@@ -32,6 +35,9 @@ pub fn configure(cpuid: &mut CpuId, index: u8, count: u8) {
             LEAF_FEATURES => {
                 e.ebx = (e.ebx & 0x0000_ffff) | (apic_id << 24) | (count32 << 16);
                 e.ecx |= ECX_HYPERVISOR;
+                if tsc_deadline {
+                    e.ecx |= ECX_TSC_DEADLINE;
+                }
                 if count > 1 {
                     e.edx |= EDX_HTT;
                 } else {
@@ -111,11 +117,12 @@ mod tests {
             leaf(LEAF_EXT_SIZES, 0),
         ];
         let mut cpuid = CpuId::from_entries(&entries).unwrap();
-        configure(&mut cpuid, 2, 3);
+        configure(&mut cpuid, 2, 3, true);
         let s = cpuid.as_slice();
         assert_eq!(s[0].ebx >> 24, 2);
         assert_eq!((s[0].ebx >> 16) & 0xff, 3);
         assert_ne!(s[0].ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(s[0].ecx & ECX_TSC_DEADLINE, 0);
         assert_eq!((s[2].eax, s[2].ebx, s[2].edx), (2, 3, 2));
         assert_eq!(s[3].ebx, 0);
         assert_eq!(s[4].ecx & 0xff, 2);

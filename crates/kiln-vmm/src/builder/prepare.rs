@@ -91,10 +91,11 @@ pub fn prepare(cfg: &VmConfig) -> Result<Prepared, StartError> {
     };
     let supported = supported_cpuid(&kvm)?;
     let count = cfg.machine_config.vcpu_count;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
     let mut vcpus = Vec::with_capacity(count as usize);
     for index in 0..count {
         let vcpu = Vcpu::new(&vm, index)?;
-        vcpu.configure(&supported, count, &mem, kernel.entry)?;
+        vcpu.configure(&supported, count, tsc_deadline, &mem, kernel.entry)?;
         vcpus.push(vcpu);
     }
     Ok(Prepared {

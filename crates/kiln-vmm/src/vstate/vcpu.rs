@@ -40,11 +40,12 @@ impl Vcpu {
         &self,
         supported: &CpuId,
         count: u8,
+        tsc_deadline: bool,
         mem: &GuestMemoryMmap,
         entry: u64,
     ) -> Result<(), VcpuError> {
         let mut cpuid = supported.clone();
-        cpuid::configure(&mut cpuid, self.index, count);
+        cpuid::configure(&mut cpuid, self.index, count, tsc_deadline);
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(kvm_err("KVM_SET_CPUID2"))?;
