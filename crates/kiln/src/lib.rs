@@ -3,6 +3,7 @@
 
 pub mod fc;
 pub mod paths;
+pub mod process;
 pub mod vmm;
 
 pub use fc::{ApiError, FcClient};

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::fc::{ApiError, FcClient};
 use crate::paths;
+use crate::process::{kill_if_running, wait_or_kill};
 pub use kiln_vmm::config::boot_source::DEFAULT_BOOT_ARGS;
 
 /// A block device for the guest.
@@ -222,27 +223,13 @@ impl VmmProcess {
 
     /// Waits for the process to exit (killing it after `timeout`).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmmError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait()? {
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(VmmError::Timeout(timeout, "the VMM to exit"));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        wait_or_kill(&mut self.child, timeout)?.ok_or(VmmError::Timeout(timeout, "the VMM to exit"))
     }
 }
 
 impl Drop for VmmProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
     }
 }

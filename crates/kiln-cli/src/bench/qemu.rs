@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use kiln::process::{kill_if_running, wait_or_kill};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -169,26 +170,14 @@ impl QemuVm {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait()? {
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                bail!("{QEMU} did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        wait_or_kill(&mut self.child, timeout)?
+            .with_context(|| format!("{QEMU} did not exit within {timeout:?}"))
     }
 }
 
 impl Drop for QemuVm {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
