@@ -11,7 +11,7 @@ fn bench_boot_reports_figures_and_the_qemu_ratio() {
     }
     let kiln = kiln::paths::vmm_binary().with_file_name("kiln");
     let out = Command::new(&kiln)
-        .args(["bench", "boot", "-n", "2", "--json"])
+        .args(["bench", "boot", "-n", "1", "--json"])
         .output()
         .expect("run kiln bench boot");
     let stdout = String::from_utf8_lossy(&out.stdout);

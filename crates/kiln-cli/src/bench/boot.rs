@@ -15,6 +15,34 @@ use super::qemu::{QemuSpec, QemuVm};
 use super::stats::{ms, p50, summary};
 
 const T: Duration = Duration::from_secs(120);
+
+static PHASE: std::sync::Mutex<&str> = std::sync::Mutex::new("start");
+
+fn phase(p: &'static str) {
+    if let Ok(mut g) = PHASE.lock() {
+        *g = p;
+    }
+}
+
+/// Every step has its own timeout; this catches what none of them can (e.g. a child
+/// stuck in the kernel that a kill cannot reap) and says where it happened.
+fn start_watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        let mut last = String::new();
+        let mut since = std::time::Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = PHASE.lock().map(|g| g.to_string()).unwrap_or_default();
+            if now != last {
+                last = now;
+                since = std::time::Instant::now();
+            } else if since.elapsed() > limit {
+                eprintln!("kiln bench: stuck for {limit:?} in phase '{last}'; aborting");
+                std::process::exit(3);
+            }
+        }
+    });
+}
 /// Boots held at "ready" to read RSS and exit counts.
 const PROBES: usize = 3;
 
@@ -58,11 +86,15 @@ impl Series {
 }
 
 fn kiln_boot(g: &GuestSpec, s: &mut Series) -> Result<()> {
+    phase("kiln: spawn");
     let mut vm = VmmProcess::spawn("off", false)?;
     s.api.push(ms(vm.wait_api(T)?));
+    phase("kiln: configure + InstanceStart");
     vm.configure(g)?;
     vm.instance_start()?;
+    phase("kiln: wait ready");
     s.ready.push(ms(vm.wait_ready(T)?));
+    phase("kiln: wait exit");
     let st = vm.wait_exit(T)?;
     s.exit.push(ms(vm.spawned_at.elapsed()));
     if !st.success() {
@@ -97,10 +129,13 @@ fn kiln_probe(g: &GuestSpec, s: &mut Series) -> Result<()> {
 
 fn qemu_boot(spec: &QemuSpec, s: &mut Series, probe: bool) -> Result<()> {
     let before = vm_dirs();
+    phase("qemu: spawn + QMP");
     let mut vm = QemuVm::spawn(spec, "bench")?;
     let api = vm.wait_qmp(T)?;
+    phase("qemu: wait ready");
     let t = vm.cont()?;
     let ready = vm.wait_ready(T)?;
+    phase("qemu: wait exit");
     if probe {
         if let Some(e) = vm_exits(&before) {
             s.exits.push(e as f64);
@@ -166,8 +201,15 @@ pub fn run(a: BootBenchArgs) -> Result<i32> {
     gw.boot_args = Some(boot("wait"));
 
     let (mut k, mut q) = (Series::default(), Series::default());
+    let t0 = std::time::Instant::now();
+    start_watchdog(Duration::from_secs(300));
     for i in 0..a.n + PROBES {
         let probe = i >= a.n;
+        phase(if i % 2 == 0 {
+            "iteration (even)"
+        } else {
+            "iteration (odd)"
+        });
         if probe {
             kiln_probe(&gw, &mut k).context("kiln probe boot")?;
         } else {
@@ -179,6 +221,9 @@ pub fn run(a: BootBenchArgs) -> Result<i32> {
         }
         if !a.json {
             eprint!("\rboot {}/{}", i + 1, a.n + PROBES);
+        }
+        if std::env::var_os("KILN_BENCH_TRACE").is_some() {
+            eprintln!("bench: iteration {i} done after {:?}", t0.elapsed());
         }
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {

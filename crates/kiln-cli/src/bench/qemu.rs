@@ -125,8 +125,19 @@ impl QemuVm {
             }
         }
         // The debug console connected at start-up, before QMP was served.
-        self.dbg.set_nonblocking(false)?;
-        let (conn, _) = self.dbg.accept()?;
+        self.dbg.set_nonblocking(true)?;
+        let conn = loop {
+            match self.dbg.accept() {
+                Ok((c, _)) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.spawned_at.elapsed() > timeout {
+                bail!("{QEMU} did not connect its debug console within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        conn.set_nonblocking(false)?;
         conn.set_read_timeout(Some(Duration::from_millis(100)))?;
         self.dbg_conn = Some(conn);
         Ok(self.spawned_at.elapsed())
