@@ -78,10 +78,7 @@ pub fn run(a: BootArgs) -> Result<i32> {
     };
     g.boot_args = Some(format!("{base} kiln.action={action} {}", a.append));
 
-    let mut vm = VmmProcess::spawn("stdout", true)?;
-    vm.wait_api(Duration::from_secs(10))?;
-    vm.configure(&g)?;
-    vm.instance_start()?;
+    let (mut vm, _) = VmmProcess::boot(&g, "stdout", true, Duration::from_secs(10))?;
     let ready = vm
         .wait_ready(Duration::from_secs(120))
         .context("the guest did not become ready")?;

@@ -71,11 +71,8 @@ pub fn spec(extra: &str) -> GuestSpec {
 pub fn boot(g: &GuestSpec) -> Booted {
     let dir = TempDir::new(&format!("boot-{}", unique()));
     let console = dir.path("console.log");
-    let mut vm =
-        VmmProcess::spawn(console.to_str().expect("utf-8 path"), false).expect("spawn kiln-vmm");
-    vm.wait_api(TIMEOUT).expect("API socket");
-    vm.configure(g).expect("configure");
-    vm.instance_start().expect("InstanceStart");
+    let (vm, _) = VmmProcess::boot(g, console.to_str().expect("utf-8 path"), false, TIMEOUT)
+        .expect("spawn, configure and start kiln-vmm");
     Booted {
         vm,
         console,

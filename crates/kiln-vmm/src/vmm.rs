@@ -58,6 +58,8 @@ pub struct Started {
 struct Running {
     i8042: Arc<Mutex<I8042>>,
     boot_times: Arc<Mutex<BootTimes>>,
+    /// The VM's memory and KVM fds, held for as long as the VMM runs.
+    _keepalive: builder::KeepAlive,
 }
 
 pub struct Vmm {
@@ -65,7 +67,7 @@ pub struct Vmm {
     pub config: VmConfig,
     console: ConsoleTarget,
     running: Option<Running>,
-    /// Memory, VM and kernel built ahead of InstanceStart (see builder::prepare).
+    /// Memory, VM, kernel and vCPUs built ahead of InstanceStart (see builder::prepare).
     prepared: Option<builder::Prepared>,
     on_start: Sender<Started>,
 }
@@ -86,7 +88,7 @@ impl Vmm {
         self.running.is_some()
     }
 
-    /// Prepares memory, VM and kernel for the current configuration if it names a boot
+    /// Prepares memory, VM, kernel and vCPUs for the current configuration if it names a boot
     /// source and nothing valid is prepared yet. Failures are not reported here: the
     /// same error comes back from InstanceStart, which prepares again.
     pub fn refresh_prepared(&mut self) {
@@ -120,15 +122,14 @@ impl Vmm {
         let vm = builder::start(&self.config, self.prepared.take(), console, start)
             .map_err(|e| format!("cannot start the microVM: {e}"))?;
         self.running = Some(Running {
-            i8042: vm.i8042.clone(),
-            boot_times: vm.boot_times.clone(),
+            i8042: vm.i8042,
+            boot_times: vm.boot_times,
+            _keepalive: vm.keepalive,
         });
         let _ = self.on_start.send(Started {
             exit_rx: vm.exit_rx,
             console_tail: vm.console_tail,
         });
-        // The VM's memory and KVM fds live as long as the process.
-        std::mem::forget(vm.keepalive);
         Ok(())
     }
 

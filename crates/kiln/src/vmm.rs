@@ -198,6 +198,21 @@ impl VmmProcess {
         Ok(())
     }
 
+    /// Spawns a VMM, waits for its API (up to `api_timeout`), configures `g` and sends
+    /// InstanceStart. Returns the process and the time from spawn to API ready.
+    pub fn boot(
+        g: &GuestSpec,
+        console: &str,
+        echo: bool,
+        api_timeout: Duration,
+    ) -> Result<(Self, Duration), VmmError> {
+        let mut vm = Self::spawn(console, echo)?;
+        let api = vm.wait_api(api_timeout)?;
+        vm.configure(g)?;
+        vm.instance_start()?;
+        Ok((vm, api))
+    }
+
     pub fn instance_start(&self) -> Result<(), VmmError> {
         Ok(self.client.action("InstanceStart")?)
     }

@@ -4,6 +4,8 @@
 //! the guest shuts down, plus VMM RSS without guest memory and VM exits up to ready
 //! (from a few extra boots held at ready), and the kiln/QEMU ratios.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -74,6 +76,17 @@ struct Series {
 }
 
 impl Series {
+    /// RSS and VM exits of a VMM (`pid`) whose guest is held at ready; `before` is
+    /// the set of KVM debugfs dirs taken before it was spawned.
+    fn record_probe(&mut self, before: &HashSet<PathBuf>, pid: u32, guest_mib: u64) {
+        if let Some(e) = vm_exits(before) {
+            self.exits.push(e as f64);
+        }
+        if let Some(r) = rss_without_guest_kib(pid, guest_mib * 1024) {
+            self.rss_kib.push(r as f64);
+        }
+    }
+
     fn json(&self) -> Value {
         json!({
             "spawn_to_api_ready_ms": summary(&self.api),
@@ -86,12 +99,9 @@ impl Series {
 }
 
 fn kiln_boot(g: &GuestSpec, s: &mut Series) -> Result<()> {
-    phase("kiln: spawn");
-    let mut vm = VmmProcess::spawn("off", false)?;
-    s.api.push(ms(vm.wait_api(T)?));
-    phase("kiln: configure + InstanceStart");
-    vm.configure(g)?;
-    vm.instance_start()?;
+    phase("kiln: spawn + InstanceStart");
+    let (mut vm, api) = VmmProcess::boot(g, "off", false, T)?;
+    s.api.push(ms(api));
     phase("kiln: wait ready");
     s.ready.push(ms(vm.wait_ready(T)?));
     phase("kiln: wait exit");
@@ -105,17 +115,9 @@ fn kiln_boot(g: &GuestSpec, s: &mut Series) -> Result<()> {
 
 fn kiln_probe(g: &GuestSpec, s: &mut Series) -> Result<()> {
     let before = vm_dirs();
-    let mut vm = VmmProcess::spawn("off", false)?;
-    vm.wait_api(T)?;
-    vm.configure(g)?;
-    vm.instance_start()?;
+    let (mut vm, _) = VmmProcess::boot(g, "off", false, T)?;
     vm.wait_ready(T)?;
-    if let Some(e) = vm_exits(&before) {
-        s.exits.push(e as f64);
-    }
-    if let Some(r) = rss_without_guest_kib(vm.pid(), g.memory_mib * 1024) {
-        s.rss_kib.push(r as f64);
-    }
+    s.record_probe(&before, vm.pid(), g.memory_mib);
     vm.client.action("SendCtrlAltDel")?;
     let st = vm.wait_exit(T)?;
     if !st.success() {
@@ -137,12 +139,7 @@ fn qemu_boot(spec: &QemuSpec, s: &mut Series, probe: bool) -> Result<()> {
     let ready = vm.wait_ready(T)?;
     phase("qemu: wait exit");
     if probe {
-        if let Some(e) = vm_exits(&before) {
-            s.exits.push(e as f64);
-        }
-        if let Some(r) = rss_without_guest_kib(vm.pid(), spec.memory_mib * 1024) {
-            s.rss_kib.push(r as f64);
-        }
+        s.record_probe(&before, vm.pid(), spec.memory_mib);
         vm.quit()?;
         vm.wait_exit(T)?;
         return Ok(());

@@ -73,15 +73,20 @@ fn put_boot_source(vmm: &mut Vmm, body: &str) -> Outcome {
     Ok(Response::no_content())
 }
 
+/// The drive_id in a body must name the drive in the path.
+fn same_drive_id(body_id: &str, path_id: &str) -> Result<(), String> {
+    if body_id == path_id {
+        return Ok(());
+    }
+    Err(format!(
+        "the drive_id in the body ('{body_id}') does not match the one in the path ('{path_id}')"
+    ))
+}
+
 fn put_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     pre_boot(vmm)?;
     let d: Drive = parse_json(body).map_err(cfg_err)?;
-    if d.drive_id != id {
-        return Err(format!(
-            "the drive_id in the body ('{}') does not match the one in the path ('{id}')",
-            d.drive_id
-        ));
-    }
+    same_drive_id(&d.drive_id, id)?;
     d.validate().map_err(cfg_err)?;
     let mut drives = vmm.config.drives.clone();
     match drives.iter_mut().find(|x| x.drive_id == id) {
@@ -104,12 +109,7 @@ struct DrivePatch {
 /// PATCH: a new backing file for an existing drive (before boot).
 fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     let p: DrivePatch = parse_json(body).map_err(cfg_err)?;
-    if p.drive_id != id {
-        return Err(format!(
-            "the drive_id in the body ('{}') does not match the one in the path ('{id}')",
-            p.drive_id
-        ));
-    }
+    same_drive_id(&p.drive_id, id)?;
     let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
         return Err(format!(
             "drive '{id}' does not exist; PUT /drives/{id} first"

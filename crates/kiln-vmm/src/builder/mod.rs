@@ -86,9 +86,7 @@ pub fn start(
     console: Option<Box<dyn Write + Send>>,
     start: Instant,
 ) -> Result<RunningVm, StartError> {
-    let boot = cfg.boot_source.as_ref().ok_or_else(|| {
-        ConfigError::new("no boot source; PUT /boot-source with a kernel_image_path first")
-    })?;
+    let boot = cfg.require_boot_source()?;
     boot.validate()?;
     cfg.machine_config.validate()?;
     let drives = drive::device_order(&cfg.drives);

@@ -1,10 +1,10 @@
 //! Eager preparation: guest memory, the KVM VM, the loaded kernel and initrd and the
-//! configured vCPUs are
-//! built as soon as the configuration names them (at `PUT /boot-source` or
-//! `/machine-config`), so `InstanceStart` only attaches devices and starts vCPUs.
-//! QEMU does the same work before its `-S` pause; Firecracker does it after
-//! InstanceStart. A prepared VM is reused only if memory size, kernel and initrd are
-//! unchanged (same path, inode, size and mtime) and so is the vCPU count; otherwise it is rebuilt at start.
+//! configured vCPUs are built as soon as the configuration names them (at
+//! `PUT /boot-source` or `/machine-config`), so `InstanceStart` only attaches devices and
+//! starts vCPUs. QEMU does the same work before its `-S` pause; Firecracker does it
+//! after InstanceStart. A prepared VM is reused only if the vCPU count, memory size,
+//! kernel and initrd are unchanged (same path, inode, size and mtime); otherwise it is
+//! rebuilt at start.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
@@ -14,7 +14,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::StartError;
 use crate::arch::boot_params::InitrdPlacement;
-use crate::config::{ConfigError, VmConfig};
+use crate::config::VmConfig;
 use crate::kernel::{load_initrd, load_kernel, LoadedKernel};
 use crate::vstate::vcpu::{supported_cpuid, Vcpu};
 use crate::vstate::{memory, vm};
@@ -75,11 +75,9 @@ impl Prepared {
     }
 }
 
-/// Builds memory and the VM and loads kernel and initrd for `cfg`.
+/// Builds memory and the VM, loads kernel and initrd and configures the vCPUs for `cfg`.
 pub fn prepare(cfg: &VmConfig) -> Result<Prepared, StartError> {
-    let boot = cfg.boot_source.as_ref().ok_or_else(|| {
-        ConfigError::new("no boot source; PUT /boot-source with a kernel_image_path first")
-    })?;
+    let boot = cfg.require_boot_source()?;
     let key = key(cfg).expect("boot source is set");
     let mem_mib = cfg.machine_config.mem_size_mib;
     let mem = memory::create(mem_mib)?;

@@ -50,6 +50,13 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// The boot source, which InstanceStart cannot do without.
+    pub fn require_boot_source(&self) -> Result<&BootSource, ConfigError> {
+        self.boot_source.as_ref().ok_or_else(|| {
+            ConfigError::new("no boot source; PUT /boot-source with a kernel_image_path first")
+        })
+    }
+
     /// Validates a whole config file (each section as its API call would, plus what
     /// `InstanceStart` needs).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
