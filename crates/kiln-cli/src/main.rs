@@ -2,6 +2,11 @@
 
 mod bench;
 mod boot;
+mod commands;
+mod manage;
+mod sandbox_args;
+mod stream;
+mod tty;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +19,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run one command in a fresh sandbox, then remove it: `kiln run -- python3 -c 'print(42)'`.
+    Run(commands::RunArgs),
+    /// Create a sandbox that keeps running in the background; prints its id.
+    Create(commands::CreateArgs),
+    /// Run a command in a sandbox: `kiln exec ID -- CMD...`.
+    Exec(commands::ExecArgs),
+    /// Interactive shell in a sandbox.
+    Shell(commands::ShellArgs),
+    /// Copy files or directories: `kiln cp ./dir ID:/work`, `kiln cp ID:/out.txt .`.
+    Cp(manage::CpArgs),
+    /// List sandboxes.
+    Ls,
+    /// Stop sandboxes (agent power-off, then SIGTERM, then SIGKILL).
+    Stop(manage::IdsArgs),
+    /// Stop and delete sandboxes with everything they left on the host.
+    Rm(manage::IdsArgs),
     /// Boot a kernel with an initramfs and/or root disk, console attached (for debugging).
     Boot(boot::BootArgs),
     /// Benchmarks.
@@ -24,6 +45,14 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Run(a) => commands::run(a),
+        Cmd::Create(a) => commands::create(a),
+        Cmd::Exec(a) => commands::exec(a),
+        Cmd::Shell(a) => commands::shell(a),
+        Cmd::Cp(a) => manage::cp(a),
+        Cmd::Ls => manage::ls(),
+        Cmd::Stop(a) => manage::stop(a),
+        Cmd::Rm(a) => manage::rm(a),
         Cmd::Boot(a) => boot::run(a),
         Cmd::Bench(b) => bench::run(b),
     };
@@ -31,7 +60,8 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("kiln: error: {e:#}");
-            std::process::exit(1);
+            // 125 like `docker run`: kiln failed, not the command.
+            std::process::exit(125);
         }
     }
 }

@@ -1,10 +1,19 @@
-//! kiln: the host runtime library. For now: locating the VMM binary and guest images,
-//! a Firecracker-API client, and launching `kiln-vmm` processes.
+//! kiln: the host runtime library. [`Sandbox`] creates microVMs with a guest agent, runs
+//! commands and moves files through it; below it, a Firecracker-API client ([`fc`]) and
+//! the `kiln-vmm` process launcher ([`vmm`]).
 
+pub mod agent;
+pub mod error;
+pub mod exec;
 pub mod fc;
 pub mod paths;
 pub mod process;
+pub mod sandbox;
 pub mod vmm;
 
+pub use error::{Error, FileErrorKind, Result};
+pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};
+pub use kiln_proto::{DirEntry, FileKind, FileStat};
+pub use sandbox::{Sandbox, SandboxBuilder, State};
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

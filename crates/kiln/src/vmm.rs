@@ -33,6 +33,8 @@ pub struct GuestSpec {
     pub cpus: u8,
     pub memory_mib: u64,
     pub drives: Vec<DriveSpec>,
+    /// The vsock device's host socket (guest CID 3), if any.
+    pub vsock: Option<PathBuf>,
 }
 
 impl GuestSpec {
@@ -45,6 +47,7 @@ impl GuestSpec {
             cpus: 1,
             memory_mib: 128,
             drives: Vec::new(),
+            vsock: None,
         }
     }
 }
@@ -173,29 +176,9 @@ impl VmmProcess {
         }
     }
 
-    /// PUTs machine config, boot source and drives.
+    /// PUTs machine config, boot source, drives and vsock.
     pub fn configure(&self, g: &GuestSpec) -> Result<(), VmmError> {
-        let c = &self.client;
-        c.put(
-            "/machine-config",
-            &json!({"vcpu_count": g.cpus, "mem_size_mib": g.memory_mib, "smt": false}),
-        )?;
-        let mut boot = json!({"kernel_image_path": g.kernel});
-        if let Some(i) = &g.initrd {
-            boot["initrd_path"] = json!(i);
-        }
-        if let Some(a) = &g.boot_args {
-            boot["boot_args"] = json!(a);
-        }
-        c.put("/boot-source", &boot)?;
-        for d in &g.drives {
-            c.put(
-                &format!("/drives/{}", d.id),
-                &json!({"drive_id": d.id, "path_on_host": d.path,
-                        "is_root_device": d.root, "is_read_only": d.read_only}),
-            )?;
-        }
-        Ok(())
+        configure(&self.client, g)
     }
 
     /// Spawns a VMM, waits for its API (up to `api_timeout`), configures `g` and sends
@@ -247,6 +230,33 @@ impl Drop for VmmProcess {
         kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
     }
+}
+
+/// PUTs machine config, boot source, drives and vsock through `c`.
+pub fn configure(c: &FcClient, g: &GuestSpec) -> Result<(), VmmError> {
+    c.put(
+        "/machine-config",
+        &json!({"vcpu_count": g.cpus, "mem_size_mib": g.memory_mib, "smt": false}),
+    )?;
+    let mut boot = json!({"kernel_image_path": g.kernel});
+    if let Some(i) = &g.initrd {
+        boot["initrd_path"] = json!(i);
+    }
+    if let Some(a) = &g.boot_args {
+        boot["boot_args"] = json!(a);
+    }
+    c.put("/boot-source", &boot)?;
+    for d in &g.drives {
+        c.put(
+            &format!("/drives/{}", d.id),
+            &json!({"drive_id": d.id, "path_on_host": d.path,
+                    "is_root_device": d.root, "is_read_only": d.read_only}),
+        )?;
+    }
+    if let Some(uds) = &g.vsock {
+        c.put("/vsock", &json!({"guest_cid": 3, "uds_path": uds}))?;
+    }
+    Ok(())
 }
 
 /// Parses Firecracker's `Guest-boot-time = N us M ms` line.

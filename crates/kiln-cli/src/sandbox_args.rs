@@ -1,0 +1,78 @@
+//! Options shared by the commands that create sandboxes and run commands in them.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use kiln::{ExecOptions, SandboxBuilder};
+
+/// How to build a sandbox (`kiln run`, `kiln create`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Image: `debian` (python3 and a Debian userland), `minimal` (fastest: the agent
+    /// only) or a path to an ext4 image.
+    #[arg(long, default_value = "debian")]
+    pub image: String,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory: u64,
+}
+
+/// How to run a command (`kiln run`, `kiln exec`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommandArgs {
+    /// Environment variable for the command (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Run on a terminal (interactive programs, shells).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Pass our stdin to the command (implied by -t).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Kill the command after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<f64>,
+}
+
+impl SandboxArgs {
+    pub fn builder(&self) -> SandboxBuilder {
+        kiln::Sandbox::builder()
+            .image(&self.image)
+            .cpus(self.cpus)
+            .memory_mib(self.memory)
+    }
+}
+
+impl CommandArgs {
+    pub fn options(&self, cmd: &[String]) -> Result<ExecOptions> {
+        if cmd.is_empty() {
+            bail!("no command given: put it after `--`, e.g. `-- python3 -c 'print(42)'`");
+        }
+        let mut o = ExecOptions::new(cmd.iter().cloned());
+        for kv in &self.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("-e {kv}: use KEY=VALUE");
+            };
+            if k.is_empty() {
+                bail!("-e {kv}: the name is empty");
+            }
+            o = o.env(k, v);
+        }
+        o.cwd = self.workdir.clone();
+        if let Some(t) = self.timeout {
+            if !(t.is_finite() && t > 0.0) {
+                bail!("--timeout {t}: use a positive number of seconds");
+            }
+            o.timeout = Some(Duration::from_secs_f64(t));
+        }
+        if self.interactive || self.tty {
+            o.stdin = Some(Vec::new());
+        }
+        Ok(o)
+    }
+}

@@ -1,0 +1,88 @@
+//! The errors a caller of the `kiln` library can match on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use kiln_proto::ErrorKind as FileErrorKind;
+
+use crate::exec::ExecOutput;
+use crate::sandbox::State;
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sandbox {id} not found; `kiln ls` lists the sandboxes")]
+    NotFound { id: String },
+    #[error("sandbox {id} already exists")]
+    AlreadyExists { id: String },
+    #[error("sandbox {id} is {from}, it cannot go to {to}")]
+    InvalidTransition { id: String, from: State, to: State },
+    #[error("in the guest: {path}: {message}")]
+    GuestFile {
+        kind: FileErrorKind,
+        path: String,
+        message: String,
+    },
+    #[error("command timed out after {after:?} (its process group was killed)")]
+    CommandTimedOut {
+        after: Duration,
+        output: Box<ExecOutput>,
+    },
+    #[error("the agent of sandbox {id} is unavailable: {reason}")]
+    AgentUnavailable { id: String, reason: String },
+    #[error("boot failed at {stage}: {message}")]
+    BootFailed {
+        stage: &'static str,
+        errno: Option<i32>,
+        message: String,
+    },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The agent broke the protocol or answered something unexpected.
+    #[error("agent protocol error: {0}")]
+    Protocol(String),
+    #[error("{what} {}: {source}", path.display())]
+    HostIo {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn host_io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::HostIo { what, path, source }
+    }
+
+    /// The guest-side error kind, for file operations.
+    pub fn file_kind(&self) -> Option<FileErrorKind> {
+        match self {
+            Error::GuestFile { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl From<kiln_proto::ErrorReply> for Error {
+    fn from(e: kiln_proto::ErrorReply) -> Error {
+        match e.kind {
+            FileErrorKind::Protocol => Error::Protocol(e.message),
+            FileErrorKind::Unsupported => Error::Unsupported(e.message),
+            kind => Error::GuestFile {
+                kind,
+                path: e.path.unwrap_or_default(),
+                message: e.message,
+            },
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting a sandbox's VMM as a background process that outlives its creator.
+//!
+//! The VMM runs in its own session (a Ctrl-C in the creating terminal does not reach it),
+//! with stderr appended to `vmm.log` and the guest console in `console.log`. The guest
+//! is ready when the VMM logs the boot-time line, which the agent triggers only once it
+//! listens on vsock.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::state::Dir;
+use crate::error::{Error, Result};
+use crate::fc::FcClient;
+use crate::paths;
+use crate::vmm::{configure, parse_boot_time, GuestSpec, VmmError};
+
+/// How long a guest may take from InstanceStart to its agent listening. Generous: the
+/// nested-virtualisation harness is ~100x slower than hardware.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const API_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Spawns the VMM for `dir`, configures and boots `g`, and waits for the agent.
+/// On error the VMM is killed; the caller removes the folder.
+pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
+    let bin = paths::vmm_binary();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.vmm_log())
+        .map_err(Error::host_io("cannot create", dir.vmm_log()))?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--api-sock")
+        .arg(dir.api_sock())
+        .args(["--id", id, "--console"])
+        .arg(dir.console_log())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::BootFailed {
+        stage: "other",
+        errno: e.raw_os_error(),
+        message: format!(
+            "cannot start {}: {e}; build it with `cargo build --release` or set KILN_VMM",
+            bin.display()
+        ),
+    })?;
+    match boot(&mut child, dir, g) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            crate::process::kill_if_running(&mut child);
+            Err(e)
+        }
+    }
+}
+
+fn boot(child: &mut Child, dir: &Dir, g: &GuestSpec) -> Result<()> {
+    let client = FcClient::new(dir.api_sock());
+    let deadline = Instant::now() + API_TIMEOUT;
+    while client.get("/").is_err() {
+        exited(child, dir, "other")?;
+        if Instant::now() > deadline {
+            return Err(failed(
+                "other",
+                None,
+                format!("the VMM API did not come up in {API_TIMEOUT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    configure(&client, g).map_err(|e| vmm_failed("config", e))?;
+    client
+        .action("InstanceStart")
+        .map_err(|e| vmm_failed("kernel", VmmError::Api(e)))?;
+    wait_ready(child, dir)
+}
+
+/// Polls `vmm.log` for the boot-time line the agent's ready signal produces.
+fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
+    let mut log =
+        File::open(dir.vmm_log()).map_err(Error::host_io("cannot open", dir.vmm_log()))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut text = String::new();
+    let mut pending = Vec::new();
+    loop {
+        let mut buf = Vec::new();
+        log.read_to_end(&mut buf)
+            .map_err(Error::host_io("cannot read", dir.vmm_log()))?;
+        pending.extend(buf);
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            if parse_boot_time(&line).is_some() {
+                return Ok(());
+            }
+            text.push_str(&line);
+        }
+        exited(child, dir, "agent")?;
+        if Instant::now() > deadline {
+            return Err(failed(
+                "agent",
+                None,
+                format!("the guest agent was not ready after {READY_TIMEOUT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `Err(BootFailed)` if the VMM has exited, with the end of its log as the message.
+fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
+    let Ok(Some(status)) = child.try_wait() else {
+        return Ok(());
+    };
+    let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
+    let last: Vec<&str> = log.lines().rev().take(5).collect();
+    let last: Vec<&str> = last.into_iter().rev().collect();
+    Err(failed(
+        stage,
+        None,
+        format!("the VMM exited ({status}): {}", last.join(" | ")),
+    ))
+}
+
+fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
+    Error::BootFailed {
+        stage,
+        errno,
+        message,
+    }
+}
+
+fn vmm_failed(stage: &'static str, e: VmmError) -> Error {
+    failed(stage, None, e.to_string())
+}

@@ -1,0 +1,344 @@
+//! `Sandbox`: create a microVM with an agent, run commands in it, move files, stop it.
+//!
+//! ```no_run
+//! use kiln::{Sandbox, ExecOptions};
+//! let sb = Sandbox::builder().image("minimal").cpus(1).memory_mib(256).create()?;
+//! let out = sb.exec(&ExecOptions::new(["sh", "-c", "echo $((6*7))"]))?;
+//! assert_eq!(out.stdout_str(), "42\n");
+//! sb.remove()?;
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
+//! A sandbox lives in its own folder of the state directory ([`state`]) and its VMM runs
+//! in the background, so another process finds it by id ([`Sandbox::get`]). A sandbox
+//! created with `detach(false)` (the library default) is stopped and removed when the
+//! `Sandbox` is dropped; `detach(true)` (what `kiln create` uses) leaves it running.
+
+mod image;
+mod launch;
+mod lifecycle;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+pub use image::{sparse_copy, Image};
+pub use lifecycle::State;
+
+use crate::agent::{AgentAddr, ExecStream};
+use crate::error::{Error, Result};
+use crate::exec::{ExecOptions, ExecOutput, WinSize};
+use crate::vmm::{DriveSpec, GuestSpec, DEFAULT_BOOT_ARGS};
+use kiln_proto::{DirEntry, FileStat};
+use state::{Dir, Record};
+
+/// Settings for a new sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxBuilder {
+    id: Option<String>,
+    image: String,
+    cpus: u8,
+    memory_mib: u64,
+    env: BTreeMap<String, String>,
+    timeout: Option<Duration>,
+    detach: bool,
+}
+
+/// A running (or stopped) sandbox.
+pub struct Sandbox {
+    id: String,
+    dir: Dir,
+    record: Record,
+    agent: AgentAddr,
+    child: Option<Child>,
+    detach: bool,
+    removed: bool,
+}
+
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        SandboxBuilder {
+            id: None,
+            image: image::DEFAULT.into(),
+            cpus: 1,
+            memory_mib: 256,
+            env: BTreeMap::new(),
+            timeout: None,
+            detach: false,
+        }
+    }
+}
+
+impl SandboxBuilder {
+    /// `minimal` (initramfs only, fastest), `debian` (default) or a path to an ext4 image.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = image.into();
+        self
+    }
+    pub fn cpus(mut self, n: u8) -> Self {
+        self.cpus = n;
+        self
+    }
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+    /// An environment variable for every command.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+    /// The default per-command timeout (a command's own timeout overrides it). The
+    /// sandbox's own lifetime limit is the service's concern (`kiln serve`).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    /// A chosen id instead of a generated one.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Keep the sandbox running after this `Sandbox` is dropped.
+    pub fn detach(mut self, detach: bool) -> Self {
+        self.detach = detach;
+        self
+    }
+
+    /// Boots the sandbox and waits for its agent. On failure nothing is left behind.
+    pub fn create(self) -> Result<Sandbox> {
+        let img = Image::resolve(&self.image)?;
+        if !(1..=32).contains(&self.cpus) {
+            return Err(Error::InvalidInput(format!(
+                "cpus {}: use 1 to 32",
+                self.cpus
+            )));
+        }
+        if self.memory_mib < 64 {
+            return Err(Error::InvalidInput(format!(
+                "memory {} MiB: use at least 64",
+                self.memory_mib
+            )));
+        }
+        let id = match self.id {
+            Some(id) => {
+                state::check_id(&id)?;
+                id
+            }
+            None => state::new_id(),
+        };
+        let dir = Dir::of(&state::state_dir()?, &id);
+        dir.create(&id)?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut record = Record {
+            id: id.clone(),
+            image: img.name().into(),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            pid: 0,
+            created,
+            exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
+            stopped: false,
+        };
+        let mut sb = Sandbox {
+            agent: AgentAddr::new(dir.vsock(), &id),
+            id,
+            dir,
+            record: record.clone(),
+            child: None,
+            detach: self.detach,
+            removed: false,
+        };
+        // From here on a failure removes the folder (and the VMM) through Drop.
+        sb.dir.save(&record)?;
+        let g = match guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib) {
+            Ok(g) => g,
+            Err(e) => {
+                sb.detach = false;
+                return Err(e);
+            }
+        };
+        let child = match launch::launch(&sb.dir, &sb.id, &g) {
+            Ok(c) => c,
+            Err(e) => {
+                sb.detach = false;
+                return Err(e);
+            }
+        };
+        record.pid = child.id();
+        sb.child = Some(child);
+        sb.record = record;
+        if let Err(e) = sb.dir.save(&sb.record).and_then(|_| {
+            if self.env.is_empty() {
+                Ok(())
+            } else {
+                sb.agent
+                    .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())
+            }
+        }) {
+            sb.detach = false;
+            return Err(e);
+        }
+        Ok(sb)
+    }
+}
+
+/// The VM for `img`: the minimal initramfs, plus for disk images the root filesystem
+/// (read-only, /dev/vda) and a fresh writable layer (/dev/vdb) the agent overlays.
+fn guest_spec(img: &Image, dir: &Dir, id: &str, cpus: u8, memory_mib: u64) -> Result<GuestSpec> {
+    let mut g = GuestSpec::minimal();
+    g.cpus = cpus;
+    g.memory_mib = memory_mib;
+    g.vsock = Some(dir.vsock());
+    let mut args = format!("{DEFAULT_BOOT_ARGS} kiln.hostname={id}");
+    if let Image::Disk { rootfs, .. } = img {
+        image::sparse_copy(&image::scratch_template()?, &dir.scratch())?;
+        g.drives = vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: rootfs.clone(),
+                read_only: true,
+                root: false,
+            },
+            DriveSpec {
+                id: "scratch".into(),
+                path: dir.scratch(),
+                read_only: false,
+                root: false,
+            },
+        ];
+        args.push_str(" kiln.root=/dev/vda kiln.overlay=/dev/vdb");
+    }
+    g.boot_args = Some(args);
+    Ok(g)
+}
+
+impl Sandbox {
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// Finds a sandbox by id in the state directory. The result is detached: dropping it
+    /// leaves the sandbox as it is.
+    pub fn get(id: &str) -> Result<Sandbox> {
+        state::check_id(id).map_err(|_| Error::NotFound { id: id.into() })?;
+        let dir = Dir::of(&state::state_dir()?, id);
+        let record = dir.load(id)?;
+        Ok(Sandbox {
+            agent: AgentAddr::new(dir.vsock(), id),
+            id: id.into(),
+            dir,
+            record,
+            child: None,
+            detach: true,
+            removed: false,
+        })
+    }
+
+    /// All sandboxes in the state directory.
+    pub fn list() -> Result<Vec<Sandbox>> {
+        let dir = state::state_dir()?;
+        let mut out = Vec::new();
+        for id in state::list_ids(&dir)? {
+            match Sandbox::get(&id) {
+                Ok(sb) => out.push(sb),
+                Err(Error::NotFound { .. }) => {} // removed meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+    /// The sandbox's folder (logs, sockets, writable layer).
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+    /// The agent, for operations not wrapped here.
+    pub fn agent(&self) -> &AgentAddr {
+        &self.agent
+    }
+
+    fn running_agent(&self) -> Result<&AgentAddr> {
+        if self.record.stopped {
+            return Err(Error::AgentUnavailable {
+                id: self.id.clone(),
+                reason: "the sandbox is stopped".into(),
+            });
+        }
+        Ok(&self.agent)
+    }
+
+    /// Runs a command to completion. A timeout is `Err(CommandTimedOut)` with the output.
+    pub fn exec(&self, opts: &ExecOptions) -> Result<ExecOutput> {
+        self.running_agent()?.exec(opts, self.record.exec_timeout())
+    }
+
+    /// Starts a command and streams its output. `opts.stdin = Some(..)` keeps stdin
+    /// open for [`ExecStream::input`] (the given bytes are not sent).
+    pub fn exec_stream(&self, opts: &ExecOptions) -> Result<ExecStream> {
+        self.running_agent()?
+            .exec_stream(opts, None, self.record.exec_timeout())
+    }
+
+    /// Starts a command on a pseudo-terminal (interactive shells).
+    pub fn spawn_pty(&self, opts: &ExecOptions, size: WinSize) -> Result<ExecStream> {
+        self.running_agent()?
+            .exec_stream(opts, Some(size), self.record.exec_timeout())
+    }
+
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.running_agent()?.read_file_to(path, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<()> {
+        self.running_agent()?
+            .write_file_from(path, &mut &data[..], mode)
+            .map(|_| ())
+    }
+
+    /// Copies a local file or directory tree into the guest.
+    pub fn upload(&self, local: &Path, remote: &str) -> Result<u64> {
+        self.running_agent()?.upload(local, remote)
+    }
+
+    /// Copies a guest file or directory tree to the host.
+    pub fn download(&self, remote: &str, local: &Path) -> Result<u64> {
+        self.running_agent()?.download(remote, local)
+    }
+
+    pub fn stat(&self, path: &str) -> Result<FileStat> {
+        self.running_agent()?.stat(path)
+    }
+    pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.running_agent()?.list_dir(path)
+    }
+    pub fn mkdir(&self, path: &str) -> Result<()> {
+        self.running_agent()?.mkdir(path, true)
+    }
+    pub fn remove_path(&self, path: &str, recursive: bool) -> Result<()> {
+        self.running_agent()?.remove(path, recursive)
+    }
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.running_agent()?.rename(from, to)
+    }
+    pub fn set_secret(&self, name: &str, value: &str) -> Result<()> {
+        self.running_agent()?.set_secret(name, value)
+    }
+    /// Host → agent → host round trip.
+    pub fn ping(&self) -> Result<Duration> {
+        self.running_agent()?.ping()
+    }
+}

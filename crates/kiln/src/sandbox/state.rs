@@ -1,0 +1,216 @@
+//! The state directory: one folder per sandbox, so a sandbox created by one process is
+//! found again by id from another.
+//!
+//! `<state>/<id>/` holds `sandbox.json` (the record), `api.sock` (the VMM's API),
+//! `v.sock` (its vsock socket), `vmm.log`, `console.log` and, for disk images, the
+//! sandbox's writable layer `scratch.ext4`. Removing the folder removes every trace.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where sandboxes are kept: `$KILN_STATE_DIR`, else the runtime directory
+/// (`$XDG_RUNTIME_DIR/kiln`, or `<tmp>/kiln-<uid>`). It must not be on a filesystem that
+/// cannot hold unix sockets (9p, some FUSE mounts).
+pub fn state_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("KILN_STATE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => crate::paths::runtime_dir()?,
+    };
+    fs::create_dir_all(&dir).map_err(Error::host_io("cannot create the state directory", &dir))?;
+    Ok(dir)
+}
+
+/// What `sandbox.json` says about a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub image: String,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    /// The VMM's pid (0 until it is spawned).
+    pub pid: u32,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// Default per-command timeout.
+    #[serde(default)]
+    pub exec_timeout_ms: Option<u64>,
+    /// Set once the sandbox was stopped on purpose.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+impl Record {
+    pub fn exec_timeout(&self) -> Option<Duration> {
+        self.exec_timeout_ms.map(Duration::from_millis)
+    }
+}
+
+/// The files of one sandbox.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn of(state: &Path, id: &str) -> Dir {
+        Dir {
+            path: state.join(id),
+        }
+    }
+
+    pub fn record(&self) -> PathBuf {
+        self.path.join("sandbox.json")
+    }
+    pub fn api_sock(&self) -> PathBuf {
+        self.path.join("api.sock")
+    }
+    pub fn vsock(&self) -> PathBuf {
+        self.path.join("v.sock")
+    }
+    pub fn vmm_log(&self) -> PathBuf {
+        self.path.join("vmm.log")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.path.join("console.log")
+    }
+    pub fn scratch(&self) -> PathBuf {
+        self.path.join("scratch.ext4")
+    }
+
+    /// Creates the folder; fails with `AlreadyExists` if the id is taken.
+    pub fn create(&self, id: &str) -> Result<()> {
+        match fs::create_dir(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::AlreadyExists { id: id.into() })
+            }
+            Err(e) => Err(Error::host_io("cannot create", &self.path)(e)),
+        }
+    }
+
+    pub fn load(&self, id: &str) -> Result<Record> {
+        let text = match fs::read(self.record()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { id: id.into() })
+            }
+            Err(e) => return Err(Error::host_io("cannot read", self.record())(e)),
+        };
+        serde_json::from_slice(&text).map_err(|e| {
+            Error::InvalidInput(format!("{}: corrupt record: {e}", self.record().display()))
+        })
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub fn save(&self, r: &Record) -> Result<()> {
+        let tmp = self.path.join(".sandbox.json.tmp");
+        let text = serde_json::to_vec_pretty(r).expect("records serialise");
+        fs::write(&tmp, text).map_err(Error::host_io("cannot write", &tmp))?;
+        fs::rename(&tmp, self.record()).map_err(Error::host_io("cannot write", self.record()))
+    }
+
+    /// Removes the folder and everything in it.
+    pub fn remove(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::host_io("cannot remove", &self.path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Ids of all sandboxes in the state directory (folders with a record), sorted.
+pub fn list_ids(state: &Path) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let rd = match fs::read_dir(state) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+        Err(e) => return Err(Error::host_io("cannot list", state)(e)),
+    };
+    for e in rd.flatten() {
+        if e.path().join("sandbox.json").is_file() {
+            if let Some(name) = e.file_name().to_str() {
+                ids.push(name.to_string());
+            }
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// A fresh id: `sb-` and 8 hex digits from the kernel's RNG.
+pub fn new_id() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.subsec_nanos() ^ std::process::id()).to_le_bytes();
+    }
+    format!("sb-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// Checks a caller-chosen id: 1-40 of `[A-Za-z0-9_-]` (it becomes a folder name).
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "sandbox id {id:?}: use 1-40 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_and_fresh_ids_pass() {
+        assert!(check_id(&new_id()).is_ok());
+        assert_ne!(new_id(), new_id());
+        for bad in ["", "../x", "a/b", "a b", &"x".repeat(41)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_missing_is_not_found() {
+        let tmp = std::env::temp_dir().join(format!("kiln-state-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).unwrap();
+        let d = Dir::of(&tmp, "sb-1");
+        assert!(matches!(d.load("sb-1"), Err(Error::NotFound { .. })));
+        d.create("sb-1").unwrap();
+        assert!(matches!(d.create("sb-1"), Err(Error::AlreadyExists { .. })));
+        let r = Record {
+            id: "sb-1".into(),
+            image: "minimal".into(),
+            cpus: 1,
+            memory_mib: 128,
+            pid: 42,
+            created: 1,
+            exec_timeout_ms: Some(5),
+            stopped: false,
+        };
+        d.save(&r).unwrap();
+        assert_eq!(d.load("sb-1").unwrap().pid, 42);
+        assert_eq!(list_ids(&tmp).unwrap(), vec!["sb-1".to_string()]);
+        d.remove().unwrap();
+        assert!(list_ids(&tmp).unwrap().is_empty());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}
