@@ -5,8 +5,9 @@
 #   target/x86_64-unknown-linux-gnu/release/kiln-agent   the static agent
 #   target/guest/initramfs.cpio                          the newc archive
 #
-# The archive holds the directories dev proc sys tmp run mnt root etc, /init
-# (the agent, 0755) and /dev/console (char 5,1) so the kernel can open a
+# The archive holds the directories dev proc sys tmp run mnt root etc bin sbin usr,
+# /init (the agent, 0755), busybox with a symlink per applet (sh, cat, sha256sum, ...:
+# the minimal image's userland) and /dev/console (char 5,1) so the kernel can open a
 # console for init before devtmpfs is mounted. It is written by mkcpio.py
 # (deterministic: uid/gid 0, mtime 0), so neither root nor cpio(1) is needed.
 # Re-running is cheap: cargo rebuilds only when the agent changed.
@@ -61,12 +62,25 @@ for i in range(phnum):
         sys.exit("initramfs: dynamically linked (has an ELF interpreter)")
 PY
 
+# --- busybox: a shell and core tools for commands in the minimal image ----------
+# Debian's busybox-static (installed by scripts/setup); every applet is a symlink.
+busybox=/bin/busybox
+[[ -x $busybox ]] && "$busybox" --list-full >/dev/null 2>&1 ||
+    die "$busybox missing: apt-get install busybox-static (scripts/setup does)"
+links=()
+while read -r applet; do
+    case $applet in bin/busybox | linuxrc | sbin/init) continue ;; esac # init is the agent
+    links+=(--symlink "$applet:/bin/busybox")
+done < <("$busybox" --list-full | sort -u)
+
 # --- the archive ------------------------------------------------------------
 mkdir -p "$(dirname "$out")"
 python3 "$script_dir/mkcpio.py" -o "$out" \
     --dir dev --dir proc --dir sys --dir tmp:1777 --dir run --dir mnt \
-    --dir root:0700 --dir etc \
+    --dir root:0700 --dir etc --dir bin --dir sbin --dir usr --dir usr/bin --dir usr/sbin \
     --file "init:0755:$agent" \
+    --file "bin/busybox:0755:$busybox" \
+    "${links[@]}" \
     --char dev/console:0600:5:1 ||
     die "writing $out failed"
 

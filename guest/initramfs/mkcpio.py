@@ -8,7 +8,7 @@ same inputs always give the same bytes.
 
 Usage:
   mkcpio.py -o OUT [--dir PATH[:MODE]]... [--file PATH:MODE:SRC]...
-            [--char PATH:MODE:MAJOR:MINOR]...
+            [--char PATH:MODE:MAJOR:MINOR]... [--symlink PATH:TARGET]...
 
 PATH is the path inside the archive, without a leading slash; MODE is
 octal permission bits (e.g. 0755).
@@ -68,6 +68,7 @@ def main():
     ap.add_argument("--dir", action="append", default=[], metavar="PATH[:MODE]")
     ap.add_argument("--file", action="append", default=[], metavar="PATH:MODE:SRC")
     ap.add_argument("--char", action="append", default=[], metavar="PATH:MODE:MAJOR:MINOR")
+    ap.add_argument("--symlink", action="append", default=[], metavar="PATH:TARGET")
     args = ap.parse_args()
 
     entries = {}  # path -> (mode, data, rdev)
@@ -90,6 +91,11 @@ def main():
         for spec in args.char:
             path, mode, major, minor = spec.split(":")
             add(path, (stat.S_IFCHR | parse_mode(mode), b"", (int(major), int(minor))))
+        for spec in args.symlink:
+            path, _, target = spec.partition(":")
+            if not target:
+                raise ValueError(f"--symlink {spec}: no target")
+            add(path, (stat.S_IFLNK | 0o777, target.encode(), (0, 0)))
         for path in entries:
             parent = path.rpartition("/")[0]
             if parent and not stat.S_ISDIR(entries.get(parent, (0,))[0]):

@@ -156,3 +156,32 @@ pub fn report_value(console: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(&pat)? + pat.len()..];
     rest.split_whitespace().next()?.trim().parse().ok()
 }
+
+/// A sandbox of `image` for `test`, or `None` when real guests cannot run here (see
+/// [`require_kvm`]). It is removed when dropped.
+pub fn sandbox(test: &str, image: &str) -> Option<kiln::Sandbox> {
+    sandbox_with(test, kiln::Sandbox::builder().image(image))
+}
+
+/// Like [`sandbox`] with a prepared builder.
+pub fn sandbox_with(test: &str, b: kiln::SandboxBuilder) -> Option<kiln::Sandbox> {
+    if !require_kvm(test) {
+        return None;
+    }
+    Some(b.create().unwrap_or_else(|e| panic!("{test}: create: {e}")))
+}
+
+/// Runs `sh -c script` and returns its output (panics on a kiln error).
+pub fn sh(sb: &kiln::Sandbox, script: &str) -> kiln::ExecOutput {
+    sb.exec(&kiln::ExecOptions::new(["sh", "-c", script]))
+        .unwrap_or_else(|e| panic!("sh -c {script:?}: {e}"))
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
