@@ -28,13 +28,15 @@ apt_ensure() {
 
 # Everything kiln's build, tests and harness use from Debian.
 PACKAGES=(qemu-system-x86 e2fsprogs busybox-static cpio kmod xz-utils python3
-	bc bison flex libelf-dev libssl-dev make gcc linux-source iproute2)
+	bc bison flex libelf-dev libssl-dev make gcc linux-source iproute2 debootstrap)
 
-# Kernel, initramfs and release binaries.
+# Kernel, initramfs, images and release binaries.
 build_all() {
 	apt_ensure "${PACKAGES[@]}"
 	"$REPO/guest/kernel/build.sh"
 	"$REPO/guest/initramfs/build.sh"
+	"$REPO/guest/images/debian/build.sh"
+	"$REPO/guest/images/scratch.sh" >/dev/null
 	say "building release binaries (cargo build --release)"
 	(cd "$REPO" && cargo build --release --workspace --quiet) || die "cargo build --release failed"
 }
