@@ -7,7 +7,7 @@
 mod signals;
 
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
@@ -55,17 +55,15 @@ fn load_config(path: &PathBuf) -> VmConfig {
         .unwrap_or_else(|e| die(format!("--config-file {}: {e}", path.display())))
 }
 
-fn bind(path: &PathBuf) -> UnixListener {
+fn bind(path: &Path) -> UnixListener {
     if path.exists() {
         die(format!(
             "API socket {} already exists; remove it (is another kiln-vmm using it?) or choose another --api-sock",
             path.display()
         ));
     }
-    let listener = UnixListener::bind(path)
-        .unwrap_or_else(|e| die(format!("cannot bind API socket {}: {e}", path.display())));
-    signals::remove_on_exit(path.clone());
-    listener
+    kiln_vmm::exit::bind_socket(path)
+        .unwrap_or_else(|e| die(format!("cannot bind API socket {}: {e}", path.display())))
 }
 
 /// Maps why the VM stopped to the process exit status.

@@ -1,28 +1,14 @@
-//! Process exit: removes the API socket on every path out, including SIGTERM/SIGINT.
+//! Process exit: removes the socket files (API socket, vsock `uds_path`; see
+//! `kiln_vmm::exit::bind_socket`) on every path out, including SIGTERM/SIGINT.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Mutex;
-
-static SOCKET: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
-/// Remembers a path to unlink when the process exits.
-pub fn remove_on_exit(path: PathBuf) {
-    if let Ok(mut s) = SOCKET.lock() {
-        *s = Some(path);
-    }
-}
-
-/// Flushes output, removes the socket and exits.
+/// Flushes output, removes the socket files and exits.
 pub fn exit(code: i32) -> ! {
     let _ = std::io::stdout().flush();
-    if let Ok(mut s) = SOCKET.lock() {
-        if let Some(p) = s.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    kiln_vmm::exit::remove_socket_files();
     std::process::exit(code)
 }
 
@@ -56,7 +42,7 @@ pub fn block_and_handle() {
         });
     if spawned.is_err() {
         eprintln!(
-            "kiln-vmm: warning: no signal thread; the API socket may be left behind on SIGTERM"
+            "kiln-vmm: warning: no signal thread; socket files may be left behind on SIGTERM"
         );
     }
 }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response};
-use crate::config::{drive, parse_json, BootSource, ConfigError, Drive, MachineConfig};
+use crate::config::{
+    drive, parse_json, BootSource, ConfigError, Drive, MachineConfig, VsockConfig,
+};
 use crate::vmm::Vmm;
 
 const AFTER_START: &str =
@@ -132,6 +134,15 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     Ok(Response::no_content())
 }
 
+/// PUT /vsock: one vsock device; a second PUT replaces the first (before boot).
+fn put_vsock(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let v: VsockConfig = parse_json(body).map_err(cfg_err)?;
+    v.validate().map_err(cfg_err)?;
+    vmm.config.vsock = Some(v);
+    Ok(Response::no_content())
+}
+
 fn put_action(vmm: &mut Vmm, body: &str) -> Outcome {
     let a: Action = parse_json(body).map_err(cfg_err)?;
     match a.action_type.as_str() {
@@ -180,6 +191,7 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("PUT", "/boot-source") => put_boot_source(vmm, body),
         ("GET", "/vm/config") => to_json(&vmm.config),
         ("PUT", "/actions") => put_action(vmm, body),
+        ("PUT", "/vsock") => put_vsock(vmm, body),
         ("PUT", p) if p.starts_with("/drives/") => put_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", p) if p.starts_with("/drives/") => patch_drive(vmm, &p["/drives/".len()..], body),
         (m, p) => Err(format!("invalid request method and/or path: {m} {p}")),
@@ -193,4 +205,56 @@ pub fn handle(vmm: &Mutex<Vmm>, req: &Request) -> Response {
         Err(p) => p.into_inner(),
     };
     route(&mut vmm, req).unwrap_or_else(|msg| Response::fault(400, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+
+    use super::*;
+    use crate::vmm::ConsoleTarget;
+
+    fn call(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> Response {
+        let req = Request {
+            method: method.into(),
+            path: path.into(),
+            body: body.into(),
+            keep_alive: true,
+        };
+        handle(vmm, &req)
+    }
+
+    #[test]
+    fn put_vsock_validates_and_shows_in_vm_config() {
+        let (tx, _rx) = channel();
+        let vmm = Mutex::new(Vmm::new("t".into(), ConsoleTarget::Off, tx));
+        let dir = std::env::temp_dir();
+        let uds = dir.join(format!("kiln-routes-vsock-{}.sock", std::process::id()));
+        let body = format!(
+            r#"{{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "{}"}}"#,
+            uds.display()
+        );
+        assert_eq!(call(&vmm, "PUT", "/vsock", &body).status, 204);
+        let cfg = call(&vmm, "GET", "/vm/config", "").body.unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        assert_eq!(cfg["vsock"]["guest_cid"], 3);
+        assert_eq!(cfg["vsock"]["uds_path"], uds.display().to_string());
+
+        let fault = |body: &str| {
+            let r = call(&vmm, "PUT", "/vsock", body);
+            assert_eq!(r.status, 400, "{body}");
+            r.body.unwrap()
+        };
+        assert!(
+            fault(r#"{"guest_cid": 3, "uds_path": "/tmp/x", "bogus": 1}"#)
+                .contains("unknown field")
+        );
+        assert!(fault(r#"{"guest_cid": 2, "uds_path": "/tmp/x.sock"}"#).contains("guest_cid"));
+        let taken = dir.display().to_string();
+        let msg = fault(&format!(r#"{{"guest_cid": 3, "uds_path": "{taken}"}}"#));
+        assert!(msg.contains("already exists"), "{msg}");
+        // The failed PUTs changed nothing.
+        let cfg = call(&vmm, "GET", "/vm/config", "").body.unwrap();
+        assert!(cfg.contains(&uds.display().to_string()));
+    }
 }

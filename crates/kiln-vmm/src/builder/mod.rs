@@ -93,6 +93,9 @@ pub fn start(
     for d in &drives {
         d.validate()?;
     }
+    if let Some(v) = &cfg.vsock {
+        v.validate()?;
+    }
 
     let mem_size = cfg.machine_config.mem_size_mib << 20;
     let Prepared {
@@ -118,7 +121,7 @@ pub fn start(
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
     let legacy = legacy::attach(&vmfd, &mut pio, console, start, &boot_times, &exit)?;
-    let virtio = virtio::attach(&vmfd, &mem, &mut mmio, &drives)?;
+    let virtio = virtio::attach(&vmfd, &mem, &mut mmio, &drives, cfg.vsock.as_ref())?;
 
     let mut cmdline = boot.boot_args().to_string();
     for arg in &virtio.cmdline_args {

@@ -11,10 +11,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{device_err, StartError};
 use crate::arch::layout::{IRQ_MAX, VIRTIO_IRQ_START, VIRTIO_MMIO_START};
-use crate::config::Drive;
+use crate::config::{Drive, VsockConfig};
 use crate::devices::bus::Bus;
 use crate::devices::virtio::{
-    Block, MmioTransport, Rng, VirtioDevice, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
+    Block, MmioTransport, Rng, VirtioDevice, Vsock, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
 };
 use crate::exit::{ExitReason, ExitSignal};
 
@@ -23,13 +23,15 @@ pub struct VirtioSet {
     pub transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
-/// Attaches one virtio-blk per drive (in device order: /dev/vda, /dev/vdb, ...) and a
-/// virtio-rng.
+/// Attaches one virtio-blk per drive (in device order: /dev/vda, /dev/vdb, ...), a
+/// virtio-rng and, if configured, a virtio-vsock (which creates its `uds_path` socket
+/// now; dropping the set on a later failure removes it again).
 pub fn attach(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     mmio: &mut Bus,
     drives: &[&Drive],
+    vsock: Option<&VsockConfig>,
 ) -> Result<VirtioSet, StartError> {
     let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
     for d in drives {
@@ -42,6 +44,11 @@ pub fn attach(
         devices.push((format!("drive '{}'", d.drive_id), Box::new(blk)));
     }
     devices.push(("virtio-rng".into(), Box::new(Rng::new())));
+    if let Some(v) = vsock {
+        let path = std::path::Path::new(&v.uds_path);
+        let dev = Vsock::new(u64::from(v.guest_cid), path).map_err(device_err("vsock"))?;
+        devices.push(("vsock".into(), Box::new(dev)));
+    }
 
     let mut set = VirtioSet {
         cmdline_args: Vec::new(),
@@ -80,7 +87,8 @@ pub fn attach(
     Ok(set)
 }
 
-/// Serves the devices' queue eventfds on one thread until the process exits.
+/// Serves the devices' queue eventfds (and backend fds, e.g. vsock's sockets) on one
+/// thread until the process exits.
 pub fn spawn_event_loop(
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     exit: Arc<ExitSignal>,

@@ -4,12 +4,14 @@
 pub mod boot_source;
 pub mod drive;
 pub mod machine;
+pub mod vsock;
 
 use serde::{Deserialize, Serialize};
 
 pub use boot_source::BootSource;
 pub use drive::Drive;
 pub use machine::MachineConfig;
+pub use vsock::VsockConfig;
 
 /// A configuration error: the message says what to fix. Served as HTTP 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +41,8 @@ pub struct VmConfig {
     /// Accepted for compatibility with Firecracker config files; must be empty for now.
     #[serde(rename = "network-interfaces", default, skip_serializing)]
     pub network_interfaces: Vec<serde_json::Value>,
-    /// Accepted for compatibility; must be null for now.
-    #[serde(default, skip_serializing)]
-    pub vsock: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
     /// Firecracker logger/metrics sections are accepted and ignored (kiln logs to stderr).
     #[serde(default, skip_serializing)]
     pub logger: Option<serde_json::Value>,
@@ -66,10 +67,8 @@ impl VmConfig {
                 "network-interfaces are not supported by this kiln-vmm yet; remove them",
             ));
         }
-        if cfg.vsock.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ConfigError::new(
-                "vsock is not supported by this kiln-vmm yet; remove it",
-            ));
+        if let Some(v) = &cfg.vsock {
+            v.validate()?;
         }
         cfg.machine_config.validate()?;
         let Some(boot) = &cfg.boot_source else {
@@ -126,6 +125,32 @@ mod tests {
         .unwrap_err()
         .0
         .contains("boot-source"));
+        std::fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn config_file_vsock_section() {
+        let dir = std::env::temp_dir();
+        let kernel = dir.join(format!("kiln-cfg-vsock-kernel-{}", std::process::id()));
+        std::fs::write(&kernel, b"x").unwrap();
+        let uds = dir.join(format!("kiln-cfg-vsock-{}.sock", std::process::id()));
+        let json = |vsock: &str| {
+            format!(
+                r#"{{"boot-source": {{"kernel_image_path": "{}"}}, "vsock": {vsock}}}"#,
+                kernel.display()
+            )
+        };
+        let body = format!(r#"{{"guest_cid": 7, "uds_path": "{}"}}"#, uds.display());
+        let cfg = VmConfig::from_json(&json(&body)).unwrap();
+        assert_eq!(cfg.vsock.as_ref().unwrap().guest_cid, 7);
+        let shown = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(shown["vsock"]["guest_cid"], 7);
+        assert!(VmConfig::from_json(&json("null")).unwrap().vsock.is_none());
+        let bad = format!(r#"{{"guest_cid": 2, "uds_path": "{}"}}"#, uds.display());
+        assert!(VmConfig::from_json(&json(&bad))
+            .unwrap_err()
+            .0
+            .contains("guest_cid"));
         std::fs::remove_file(kernel).unwrap();
     }
 }

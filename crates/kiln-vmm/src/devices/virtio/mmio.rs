@@ -147,6 +147,19 @@ impl MmioTransport {
         }
     }
 
+    /// The device's backend fd is readable: lets the device serve it (with the queues once
+    /// it runs) and raises the used-ring interrupt if it used buffers.
+    pub fn process_backend(&mut self) {
+        let queues = if self.activated {
+            Some(&mut self.queues[..])
+        } else {
+            None
+        };
+        if self.device.process_backend(queues, &self.mem) {
+            self.interrupt.trigger(INT_USED_RING);
+        }
+    }
+
     fn offered_features(&self) -> u64 {
         self.device.features() | VIRTIO_F_VERSION_1
     }

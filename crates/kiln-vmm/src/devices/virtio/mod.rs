@@ -8,6 +8,13 @@
 //!
 //! Notification policy: we never offer `VIRTIO_RING_F_EVENT_IDX`, so after any used-ring
 //! update the transport raises the used-ring interrupt unconditionally.
+//!
+//! Host-side events: a device with its own event sources (vsock's sockets) exposes one fd
+//! through [`VirtioDevice::backend_fd`], typically an epoll fd over all of them. The
+//! transport registers it in the event loop beside the queue eventfds and calls
+//! [`VirtioDevice::process_backend`] (with the queues once the device runs) whenever it is
+//! readable, raising the used-ring interrupt if the device used buffers. The fd is polled
+//! level-triggered, so the device must consume what made it readable or stop watching it.
 
 pub mod blk;
 pub mod mmio;
@@ -15,8 +22,10 @@ mod queue_handler;
 pub mod rng;
 #[cfg(test)]
 mod test_utils;
+pub mod vsock;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +36,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub use blk::{Block, BlockError};
 pub use mmio::MmioTransport;
 pub use rng::Rng;
+pub use vsock::{Vsock, VsockError};
 
 /// Size of one virtio-mmio device window.
 pub const MMIO_REGION_SIZE: u64 = 0x1000;
@@ -48,9 +58,8 @@ pub struct ActivateError(pub String);
 
 /// A virtio device behind a transport.
 ///
-/// The transport owns the queues; the device gets them lent on every kick. Devices that
-/// later need to signal the guest from their own event sources (vsock, net) keep the
-/// [`Interrupt`] handed to [`VirtioDevice::activate`].
+/// The transport owns the queues; the device gets them lent on every kick, and on every
+/// event of its [`VirtioDevice::backend_fd`] (see the module docs).
 pub trait VirtioDevice: Send {
     /// Virtio device type (`VIRTIO_ID_*`).
     fn device_type(&self) -> u32;
@@ -80,6 +89,19 @@ pub trait VirtioDevice: Send {
     /// Returns true if at least one used-ring entry was added (the transport then raises
     /// the used-ring interrupt).
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
+
+    /// An fd the event loop watches for readability on the device's behalf (e.g. an epoll
+    /// fd over its host sockets). It must stay open and the same for the device's lifetime.
+    fn backend_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// [`VirtioDevice::backend_fd`] is readable. `queues` is None until the device is
+    /// activated (and after a reset); the device must still consume the event. Returns true
+    /// if used-ring entries were added.
+    fn process_backend(&mut self, _queues: Option<&mut [Queue]>, _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
 
     /// The driver reset the device (wrote 0 to Status). Drop any in-flight state.
     fn reset(&mut self) {}

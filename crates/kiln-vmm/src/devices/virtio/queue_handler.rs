@@ -1,8 +1,10 @@
-//! Event-loop glue: the transport as an `event_manager` subscriber of its queue eventfds.
+//! Event-loop glue: the transport as an `event_manager` subscriber of its queue eventfds
+//! and of the device's backend fd.
 //!
 //! Each queue eventfd is registered with the queue index as epoll data. On an event the
 //! eventfd is drained and, if the device is running, the queue is processed (which raises
-//! the used-ring interrupt when used entries were added).
+//! the used-ring interrupt when used entries were added). The backend fd, if the device
+//! has one, is registered with [`BACKEND_DATA`] and handed to the device on each event.
 
 use std::os::fd::AsRawFd;
 
@@ -10,8 +12,41 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
 use super::MmioTransport;
 
+/// Epoll data of the device's backend fd (queue indexes are far below).
+const BACKEND_DATA: u32 = u32::MAX;
+
+impl MmioTransport {
+    fn backend_event(&mut self, events: Events, ops: &mut EventOps) {
+        let Some(fd) = self.device.backend_fd() else {
+            return;
+        };
+        if fd != events.fd() {
+            tracing::warn!("virtio: backend event fd does not match the device's");
+            return;
+        }
+        if events
+            .event_set()
+            .intersects(EventSet::ERROR | EventSet::HANG_UP)
+        {
+            tracing::error!("virtio: device backend fd failed; unregistering it");
+            let ev = Events::with_data_raw(fd, BACKEND_DATA, EventSet::IN);
+            if let Err(e) = ops.remove(ev) {
+                tracing::error!("virtio: cannot unregister the backend fd: {e:?}");
+            }
+            return;
+        }
+        self.process_backend();
+    }
+}
+
 impl MutEventSubscriber for MmioTransport {
     fn init(&mut self, ops: &mut EventOps) {
+        if let Some(fd) = self.device.backend_fd() {
+            let ev = Events::with_data_raw(fd, BACKEND_DATA, EventSet::IN);
+            if let Err(e) = ops.add(ev) {
+                tracing::error!("virtio: cannot register the device backend fd: {e:?}");
+            }
+        }
         for (i, evt) in self.queue_evts.iter().enumerate() {
             let Ok(data) = u32::try_from(i) else {
                 break;
@@ -23,6 +58,10 @@ impl MutEventSubscriber for MmioTransport {
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.data() == BACKEND_DATA {
+            self.backend_event(events, ops);
+            return;
+        }
         let index = events.data() as usize;
         let Some(evt) = self.queue_evts.get(index) else {
             tracing::warn!("virtio: event for unknown queue {index}");
