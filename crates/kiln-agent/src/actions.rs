@@ -1,6 +1,7 @@
-//! What PID 1 does after signalling ready (`kiln.action=`). None of these
-//! return: if power off or reboot fail, the agent falls back to waiting, since
-//! PID 1 exiting panics the kernel.
+//! What PID 1 does after signalling ready (`kiln.action=`), and the power-off
+//! and reboot paths the server's `shutdown` request shares. PID 1 exiting panics
+//! the kernel, so power off and reboot return only when they failed; the caller
+//! then keeps running (serving, or waiting).
 
 use std::path::PathBuf;
 
@@ -8,39 +9,56 @@ use crate::cmdline::Action;
 use crate::mounts;
 use crate::port::{ControlPort, MAGIC_POWEROFF};
 
-pub fn run(action: Action, port: &ControlPort, mounted: &[PathBuf]) -> ! {
+/// Runs `action`. Returns for [`Action::Wait`] and when power off or reboot failed.
+pub fn run(action: Action, port: &ControlPort, mounted: &[PathBuf]) {
     match action {
-        Action::Poweroff => {
-            shutdown(mounted);
-            // The VMM exits 0 on this write; the reboot calls are the fallback
-            // for other VMMs (and for kiln without ioperm).
-            port.write(MAGIC_POWEROFF);
-            // SAFETY: reboot(2) with valid commands; we are PID 1 (CAP_SYS_BOOT).
-            unsafe {
-                libc::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
-                libc::reboot(libc::RB_AUTOBOOT);
-            }
-            say!(
-                "poweroff failed: {}",
-                crate::console::strerror(crate::console::errno())
-            );
-        }
-        Action::Reboot => {
-            shutdown(mounted);
-            // SAFETY: as above.
-            unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_RESTART) };
-            say!(
-                "reboot failed: {}",
-                crate::console::strerror(crate::console::errno())
-            );
-        }
+        Action::Poweroff => power_off(port, mounted),
+        Action::Reboot => reboot(mounted),
         Action::Panic => {
             say!("exiting PID 1 on request");
             std::process::exit(1);
         }
         Action::Wait => {}
     }
-    reap_forever()
+}
+
+/// Syncs, unmounts the `kiln.mount=` mounts and powers the VM off. Returns only
+/// if that failed (after printing why).
+///
+/// `port` must have been opened on the calling thread: I/O permissions from
+/// `ioperm` are per thread.
+pub fn power_off(port: &ControlPort, mounted: &[PathBuf]) {
+    shutdown(mounted);
+    // The VMM exits 0 on this write; the reboot calls are the fallback for
+    // other VMMs (and for kiln without ioperm).
+    port.write(MAGIC_POWEROFF);
+    // SAFETY: reboot(2) with valid commands; we are PID 1 (CAP_SYS_BOOT).
+    unsafe {
+        libc::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    say!(
+        "poweroff failed: {}",
+        crate::console::strerror(crate::console::errno())
+    );
+}
+
+/// Syncs, unmounts and reboots. Returns only if that failed.
+pub fn reboot(mounted: &[PathBuf]) {
+    shutdown(mounted);
+    // SAFETY: as above.
+    unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_RESTART) };
+    say!(
+        "reboot failed: {}",
+        crate::console::strerror(crate::console::errno())
+    );
+}
+
+/// Sleeps forever (PID 1 must not exit); another thread does the work.
+pub fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Flushes filesystems and unmounts the `kiln.mount=` mounts (newest first).
@@ -52,7 +70,9 @@ fn shutdown(mounted: &[PathBuf]) {
 
 extern "C" fn on_sigchld(_: libc::c_int) {}
 
-/// Reaps zombies forever (init's job: orphans are re-parented to PID 1).
+/// Reaps zombies forever (init's job: orphans are re-parented to PID 1). Only
+/// for a PID 1 without the server's reaper (`server::reaper`), which would
+/// otherwise lose exit statuses to this loop.
 ///
 /// SIGCHLD is blocked and only let through inside `sigsuspend`, so a child
 /// that exits between a `waitpid` that found nothing and the wait cannot be
@@ -60,7 +80,7 @@ extern "C" fn on_sigchld(_: libc::c_int) {}
 /// needed because a signal with the default disposition does not wake
 /// `sigsuspend`. Note for later stages: children spawned from here inherit
 /// the blocked mask and must reset it before exec.
-fn reap_forever() -> ! {
+pub fn reap_forever() -> ! {
     // SAFETY: plain signal-mask and sigaction calls on zero-initialised,
     // then properly initialised, sigset_t/sigaction values; the handler is
     // async-signal-safe (it does nothing).

@@ -15,6 +15,10 @@
 //!   e.g. `%20` for a space, `%2C` for a comma, `%25` for `%`); a `%` not
 //!   followed by two hex digits is kept as is.
 //! - Paths must be non-empty and must not contain NUL (`%00`).
+//!
+//! Directives (see [`Directive`]): `kiln.report`, `kiln.verbose`, `kiln.mount`,
+//! `kiln.cat`, `kiln.write`, `kiln.action`, and for the boot itself `kiln.root`,
+//! `kiln.overlay` and `kiln.hostname`.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -56,6 +60,17 @@ pub enum Directive {
     Write { path: PathBuf, data: Vec<u8> },
     /// `kiln.action=...`.
     Action(Action),
+    /// `kiln.verbose=1` (or bare `kiln.verbose`): one console line per boot stage
+    /// that is otherwise silent (e.g. whether the vsock server is up).
+    Verbose,
+    /// `kiln.root=<dev>`: an ext4 device mounted read-only as the lower layer of an
+    /// overlay that becomes `/`.
+    Root(PathBuf),
+    /// `kiln.overlay=<dev>`: an ext4 scratch device holding the overlay's writable
+    /// layer (`upper/`, `work/`); without it the writable layer is a tmpfs.
+    Overlay(PathBuf),
+    /// `kiln.hostname=<name>`: 1 to 64 of `A-Z a-z 0-9 - .` (default "kiln").
+    Hostname(String),
     /// A recognised key with a malformed value, as written on the command line.
     Bad { key: String, value: String },
 }
@@ -121,12 +136,22 @@ fn parse_param(key: &[u8], value: Option<&[u8]>) -> Option<Directive> {
         (b"kiln.report", None | Some(b"1")) => Some(Directive::Report),
         (b"kiln.report", Some(b"0")) => return None,
         (b"kiln.report", Some(_)) => None,
+        (b"kiln.verbose", None | Some(b"1")) => Some(Directive::Verbose),
+        (b"kiln.verbose", Some(b"0")) => return None,
+        (b"kiln.verbose", Some(_)) => None,
+        (b"kiln.root", Some(v)) => path_from(decode(v)).map(Directive::Root),
+        (b"kiln.overlay", Some(v)) => path_from(decode(v)).map(Directive::Overlay),
+        (b"kiln.hostname", Some(v)) => parse_hostname(v).map(Directive::Hostname),
         (b"kiln.mount", Some(v)) => parse_mount(v),
         (b"kiln.cat", Some(v)) => path_from(decode(v)).map(Directive::Cat),
         (b"kiln.write", Some(v)) => parse_write(v),
         (b"kiln.action", Some(v)) => parse_action(v).map(Directive::Action),
         // A recognised key without `=value`.
-        (b"kiln.mount" | b"kiln.cat" | b"kiln.write" | b"kiln.action", None) => None,
+        (
+            b"kiln.mount" | b"kiln.cat" | b"kiln.write" | b"kiln.action" | b"kiln.root"
+            | b"kiln.overlay" | b"kiln.hostname",
+            None,
+        ) => None,
         _ => return None,
     };
     Some(directive.unwrap_or_else(|| Directive::Bad {
@@ -175,6 +200,19 @@ fn parse_action(value: &[u8]) -> Option<Action> {
         b"wait" => Some(Action::Wait),
         _ => None,
     }
+}
+
+/// Longest hostname Linux accepts (HOST_NAME_MAX).
+const HOSTNAME_MAX: usize = 64;
+
+/// A hostname: 1 to 64 ASCII letters, digits, `-` and `.`.
+fn parse_hostname(value: &[u8]) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= HOSTNAME_MAX
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 /// A path from decoded bytes: non-empty and without NUL.
@@ -377,6 +415,55 @@ mod tests {
         );
         assert_eq!(p("kiln.action=halt"), vec![bad("kiln.action", "halt")]);
         assert_eq!(Action::default(), Action::Wait);
+    }
+
+    #[test]
+    fn verbose() {
+        assert_eq!(p("kiln.verbose"), vec![Directive::Verbose]);
+        assert_eq!(p("kiln.verbose=1"), vec![Directive::Verbose]);
+        assert!(p("kiln.verbose=0").is_empty());
+        assert_eq!(p("kiln.verbose=2"), vec![bad("kiln.verbose", "2")]);
+    }
+
+    #[test]
+    fn root_and_overlay_devices() {
+        assert_eq!(
+            p("console=ttyS0 kiln.root=/dev/vda kiln.overlay=/dev/vdb"),
+            vec![
+                Directive::Root("/dev/vda".into()),
+                Directive::Overlay("/dev/vdb".into()),
+            ]
+        );
+        assert_eq!(
+            p("kiln.root=/dev/disk%20one"),
+            vec![Directive::Root("/dev/disk one".into())]
+        );
+        assert_eq!(p("kiln.root="), vec![bad("kiln.root", "")]);
+        assert_eq!(p("kiln.root"), vec![bad("kiln.root", "")]);
+        assert_eq!(p("kiln.overlay=%00"), vec![bad("kiln.overlay", "%00")]);
+        assert_eq!(p("kiln.overlay"), vec![bad("kiln.overlay", "")]);
+    }
+
+    #[test]
+    fn hostname() {
+        assert_eq!(
+            p("kiln.hostname=sb-42.example"),
+            vec![Directive::Hostname("sb-42.example".into())]
+        );
+        let longest = "h".repeat(64);
+        assert_eq!(
+            p(&format!("kiln.hostname={longest}")),
+            vec![Directive::Hostname(longest)]
+        );
+        let too_long = "h".repeat(65);
+        for v in ["", "a%20b", "a/b", "a_b", "%41", too_long.as_str()] {
+            assert_eq!(
+                p(&format!("kiln.hostname={v}")),
+                vec![bad("kiln.hostname", v)],
+                "{v:?}"
+            );
+        }
+        assert_eq!(p("kiln.hostname"), vec![bad("kiln.hostname", "")]);
     }
 
     #[test]

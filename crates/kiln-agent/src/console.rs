@@ -26,6 +26,7 @@ fn write_all(bytes: &[u8]) {
 }
 
 /// `say!("format", args...)`: prints one `kiln-agent: ...` line.
+#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::console::say(format_args!($($arg)*))

@@ -1,22 +1,35 @@
-//! kiln-agent: the guest's PID 1.
+//! kiln-agent: the guest's PID 1 — the boot sequence. The work lives in the
+//! library (`lib.rs`).
 //!
-//! This stage: mount the base filesystems, run the `kiln.*` steps from the
-//! kernel command line (see `cmdline.rs`), tell the VMM the guest is ready
-//! (control port 0x440), then power off, reboot, panic or wait as asked.
-//! A healthy boot prints nothing unless the command line asks for output.
+//! 1. mount /proc /sys /dev /tmp /run;
+//! 2. `kiln.root=` (+ `kiln.overlay=`): switch to the overlay root, or stop the boot;
+//! 3. the `kiln.*` steps in command-line order (report, mount, cat, write);
+//! 4. hostname, loopback up, our OOM score to -1000;
+//! 5. the reaper and the vsock server (port 1024), if the guest has vsock;
+//! 6. tell the VMM we are ready (the host connects right after);
+//! 7. `kiln.action=`: power off, reboot, panic, or — the default — serve forever.
+//!
+//! A healthy boot prints nothing unless `kiln.report`/`kiln.verbose` ask for it.
 
-#[macro_use]
-mod console;
-mod actions;
-mod cmdline;
-mod mounts;
-mod port;
-mod steps;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use cmdline::{Action, Directive};
+use kiln_agent::cmdline::{self, Action, Directive};
+use kiln_agent::server::{self, vsock::VsockListener, Context, Waiter};
+use kiln_agent::{actions, console, mounts, port, root, say, steps, system};
 
 /// /proc/cmdline is at most a few KiB (COMMAND_LINE_SIZE is 2048 on x86).
 const CMDLINE_LIMIT: u64 = 64 * 1024;
+
+/// The directives that shape the boot itself (the rest are steps).
+#[derive(Default)]
+struct Boot {
+    action: Action,
+    verbose: bool,
+    root: Option<PathBuf>,
+    overlay: Option<PathBuf>,
+    hostname: Option<String>,
+}
 
 fn main() {
     // SAFETY: getpid has no preconditions.
@@ -29,22 +42,130 @@ fn main() {
     mounts::mount_base();
     console::ensure_stdio();
 
-    let mut action = Action::default();
-    let mut mounted = Vec::new();
-    for directive in cmdline::parse(&read_cmdline()) {
-        match directive {
-            Directive::Report => steps::report(),
-            Directive::Mount(spec) => mounted.extend(mounts::mount_spec(&spec)),
-            Directive::Cat(path) => steps::cat(&path),
-            Directive::Write { path, data } => steps::write(&path, &data),
-            Directive::Action(a) => action = a,
-            Directive::Bad { key, value } => say!("bad {key}: {value}"),
-        }
+    let directives = cmdline::parse(&read_cmdline());
+    let boot = boot_config(&directives);
+    match (&boot.root, &boot.overlay) {
+        (Some(lower), overlay) => switch_root(lower, overlay.as_deref()),
+        (None, Some(_)) => say!("kiln.overlay without kiln.root: ignored"),
+        (None, None) => {}
     }
+    let mounted = run_steps(&directives);
+
+    setup_system(&boot);
+    let waiter = start_reaper();
+    let server = start_server(&boot, &waiter, mounted.clone());
 
     let port = port::ControlPort::open();
     port.write(port::MAGIC_READY);
-    actions::run(action, &port, &mounted)
+    actions::run(boot.action, &port, &mounted);
+
+    // Waiting (the default action), or power off failed: keep serving.
+    match (server, waiter) {
+        (Some((listener, ctx)), _) => server::serve_forever(listener, ctx),
+        (None, Waiter::Reaper(_)) => actions::park_forever(),
+        (None, Waiter::PerPid) => actions::reap_forever(),
+    }
+}
+
+fn boot_config(directives: &[Directive]) -> Boot {
+    let mut boot = Boot::default();
+    for d in directives {
+        match d {
+            Directive::Action(a) => boot.action = *a,
+            Directive::Report | Directive::Verbose => boot.verbose = true,
+            Directive::Root(dev) => boot.root = Some(dev.clone()),
+            Directive::Overlay(dev) => boot.overlay = Some(dev.clone()),
+            Directive::Hostname(name) => boot.hostname = Some(name.clone()),
+            _ => {}
+        }
+    }
+    boot
+}
+
+/// Switches to the disk root, or stops the boot visibly: the reason on the
+/// console, then PID 1 exits (kernel panic, which the VMM reports as a failure).
+fn switch_root(lower: &std::path::Path, overlay: Option<&std::path::Path>) {
+    if let Err(e) = root::switch(lower, overlay) {
+        say!("root: {e}");
+        // SAFETY: tcdrain on our stdout; waits until the line left the UART.
+        unsafe { libc::tcdrain(1) };
+        std::process::exit(1);
+    }
+}
+
+/// Runs the step directives in order; returns the `kiln.mount=` mount points.
+fn run_steps(directives: &[Directive]) -> Vec<PathBuf> {
+    let mut mounted = Vec::new();
+    for directive in directives {
+        match directive {
+            Directive::Report => steps::report(),
+            Directive::Mount(spec) => mounted.extend(mounts::mount_spec(spec)),
+            Directive::Cat(path) => steps::cat(path),
+            Directive::Write { path, data } => steps::write(path, data),
+            Directive::Bad { key, value } => say!("bad {key}: {value}"),
+            Directive::Action(_)
+            | Directive::Verbose
+            | Directive::Root(_)
+            | Directive::Overlay(_)
+            | Directive::Hostname(_) => {}
+        }
+    }
+    mounted
+}
+
+fn setup_system(boot: &Boot) {
+    let name = boot.hostname.as_deref().unwrap_or(system::DEFAULT_HOSTNAME);
+    if let Err(e) = system::set_hostname(name) {
+        say!("sethostname {name} failed: {}", console::io_strerror(&e));
+    }
+    if let Err(e) = system::loopback_up() {
+        if boot.verbose {
+            say!("lo up failed: {}", console::io_strerror(&e));
+        }
+    }
+    if let Err(e) = system::set_oom_score_adj(-1000) {
+        say!("oom_score_adj failed: {}", console::io_strerror(&e));
+    }
+}
+
+fn start_reaper() -> Waiter {
+    Waiter::reaper().unwrap_or_else(|e| {
+        say!(
+            "cannot start the reaper thread ({}): orphans will not be reaped",
+            console::io_strerror(&e)
+        );
+        Waiter::PerPid
+    })
+}
+
+/// The vsock listener and the server's context, or `None` without vsock.
+fn start_server(
+    boot: &Boot,
+    waiter: &Waiter,
+    mounted: Vec<PathBuf>,
+) -> Option<(VsockListener, Arc<Context>)> {
+    let listener = match VsockListener::bind(kiln_proto::AGENT_PORT) {
+        Ok(l) => l,
+        Err(e) => {
+            if boot.verbose {
+                say!("vsock: unavailable ({})", console::io_strerror(&e));
+            }
+            return None;
+        }
+    };
+    if boot.verbose {
+        say!("vsock: listening on port {}", kiln_proto::AGENT_PORT);
+    }
+    let ctx = Context::new(waiter.clone(), move |reboot| {
+        // ioperm is per thread: open the port on the thread that powers off.
+        let port = port::ControlPort::open();
+        if reboot {
+            actions::reboot(&mounted);
+        } else {
+            actions::power_off(&port, &mounted);
+        }
+    });
+    Some((listener, Arc::new(ctx)))
 }
 
 fn read_cmdline() -> Vec<u8> {

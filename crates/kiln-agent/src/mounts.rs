@@ -21,7 +21,7 @@ struct Base {
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
-const BASE: [Base; 5] = [
+const BASE: [Base; 7] = [
     Base {
         src: c"proc",
         dir: c"/proc",
@@ -46,6 +46,25 @@ const BASE: [Base; 5] = [
         data: Some(c"mode=0755"),
         ok_if_busy: true,
     },
+    // Pseudo-terminals for PTY execs (devtmpfs provides /dev/ptmx; it finds this
+    // devpts instance as its sibling "pts"). gid 5 is the conventional tty group.
+    Base {
+        src: c"devpts",
+        dir: c"/dev/pts",
+        fstype: c"devpts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: Some(c"gid=5,mode=0620,ptmxmode=0666"),
+        ok_if_busy: true,
+    },
+    // POSIX shared memory (shm_open, Python multiprocessing).
+    Base {
+        src: c"tmpfs",
+        dir: c"/dev/shm",
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(c"mode=1777"),
+        ok_if_busy: true,
+    },
     Base {
         src: c"tmpfs",
         dir: c"/tmp",
@@ -64,9 +83,18 @@ const BASE: [Base; 5] = [
     },
 ];
 
-/// Mounts /proc, /sys, /dev, /tmp and /run, creating the directories if
-/// needed. Failures are printed and otherwise ignored: a guest without /sys
-/// is still more useful than a kernel panic.
+/// The /dev symlinks devtmpfs does not create (shells use /dev/fd for `<(...)`).
+const DEV_LINKS: [(&CStr, &CStr); 4] = [
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
+];
+
+/// Mounts /proc, /sys, /dev (with /dev/pts and /dev/shm), /tmp and /run,
+/// creating the directories if needed, and adds the /dev/fd links. Failures
+/// are printed and otherwise ignored: a guest without /sys is still more
+/// useful than a kernel panic.
 pub fn mount_base() {
     for m in &BASE {
         mkdir(m.dir);
@@ -82,6 +110,11 @@ pub fn mount_base() {
                 );
             }
         }
+    }
+    for (target, link) in DEV_LINKS {
+        // SAFETY: both are NUL-terminated literals. EEXIST (a link already
+        // there) is fine; anything else only costs the convenience link.
+        unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
     }
 }
 
@@ -127,7 +160,8 @@ pub fn unmount_all(dirs: &[PathBuf]) {
     }
 }
 
-fn sys_mount(
+/// mount(2) with C strings; returns 0 or -1 (errno set).
+pub(crate) fn sys_mount(
     src: &CStr,
     dir: &CStr,
     fstype: &CStr,
@@ -148,7 +182,7 @@ fn mkdir(path: &CStr) {
 
 /// `mkdir -p`: creates every missing component of `path` (mode 0755).
 /// Returns the errno of the first failure other than EEXIST.
-fn mkdir_p(path: &Path) -> Result<(), i32> {
+pub(crate) fn mkdir_p(path: &Path) -> Result<(), i32> {
     let bytes = path.as_os_str().as_bytes();
     // Every prefix ending just before a `/`, then the whole path.
     let ends = bytes
@@ -174,7 +208,7 @@ fn mkdir_p(path: &Path) -> Result<(), i32> {
     Ok(())
 }
 
-fn cpath(p: &Path) -> Option<CString> {
+pub(crate) fn cpath(p: &Path) -> Option<CString> {
     CString::new(p.as_os_str().as_bytes()).ok()
 }
 

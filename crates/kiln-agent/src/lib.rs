@@ -1,0 +1,24 @@
+//! kiln-agent: the guest's PID 1, as a library so that the server can be tested on the
+//! host (see `tests/`). The binary (`main.rs`) is the boot sequence.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`cmdline`] | the `kiln.*` kernel command-line directives |
+//! | [`mounts`] | base filesystems and `kiln.mount=` |
+//! | [`root`] | `kiln.root=` / `kiln.overlay=`: the overlay root and the switch to it |
+//! | [`system`] | hostname, loopback, PID 1's OOM score |
+//! | [`steps`] | `kiln.report` / `kiln.cat` / `kiln.write` |
+//! | [`port`] | the VMM control port (ready, power off) |
+//! | [`actions`] | power off / reboot / panic |
+//! | [`server`] | the vsock server: connections, exec, files, metadata |
+
+#[macro_use]
+pub mod console;
+pub mod actions;
+pub mod cmdline;
+pub mod mounts;
+pub mod port;
+pub mod root;
+pub mod server;
+pub mod steps;
+pub mod system;
