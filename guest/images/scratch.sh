@@ -66,7 +66,33 @@ done
 uuid=$(printf 'kiln-scratch %s %s' "$SCRATCH_FORMAT" "$size_mib" | sha256sum |
     sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
 
+# The template's data extents, for copying it where the filesystem cannot report holes
+# (SEEK_DATA/SEEK_HOLE; e.g. 9p in scripts/harness): "kiln-extents 1 <size> <mtime_ns>",
+# then "<offset> <length>" per extent. kiln uses it while size and mtime match.
+write_extents() {
+    python3 - "$out" <<'PY' || die "cannot write $out.extents"
+import os, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_RDONLY)
+st = os.fstat(fd)
+lines, pos = [f"kiln-extents 1 {st.st_size} {st.st_mtime_ns}"], 0
+while pos < st.st_size:
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, data, os.SEEK_HOLE)
+    lines.append(f"{data} {hole - data}")
+    pos = hole
+tmp = f"{path}.extents.tmp"
+with open(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+os.replace(tmp, f"{path}.extents")
+PY
+}
+
 if [[ -f "$out" ]] && valid; then
+    [[ "$out.extents" -nt "$out" ]] || write_extents
     printf '%s\n' "$out"
     exit 0
 fi
@@ -88,6 +114,7 @@ E2FSPROGS_FAKE_TIME=${SOURCE_DATE_EPOCH:-1700000000} mkfs.ext4 -q -F -T default 
 mv -f "$tmp" "$out"
 trap - EXIT
 valid || die "$out does not read back as expected"
+write_extents
 printf 'scratch: %s (%d MiB, %d KiB on disk)\n' "${out#"$repo_root"/}" "$size_mib" \
     "$(du -k "$out" | cut -f1)" >&2
 printf '%s\n' "$out"

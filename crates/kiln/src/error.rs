@@ -45,11 +45,11 @@ pub enum Error {
     /// The agent broke the protocol or answered something unexpected.
     #[error("agent protocol error: {0}")]
     Protocol(String),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {cause}", path.display())]
     HostIo {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -61,7 +61,7 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::HostIo { what, path, source }
+        move |cause| Error::HostIo { what, path, cause }
     }
 
     /// The guest-side error kind, for file operations.

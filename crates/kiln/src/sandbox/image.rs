@@ -92,21 +92,27 @@ pub fn scratch_template() -> Result<PathBuf> {
     }
 }
 
-/// Copies `src` to a new file `dst`, keeping holes: only the data extents are copied
-/// (SEEK_DATA/SEEK_HOLE), so a 2 GiB empty filesystem costs a few MiB.
+/// Copies `src` to a new file `dst`, keeping holes: only the data extents are copied,
+/// so a 2 GiB empty filesystem costs a few MiB. The extents come from `<src>.extents`
+/// (written by guest/images/scratch.sh) while it matches `src`'s size and mtime — for
+/// filesystems that cannot report holes, such as 9p — else from SEEK_DATA/SEEK_HOLE.
 pub fn sparse_copy(src: &Path, dst: &Path) -> Result<()> {
     let s = File::open(src).map_err(Error::host_io("cannot open", src))?;
+    let meta = s.metadata().map_err(Error::host_io("cannot stat", src))?;
+    let len = meta.len();
     let d = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dst)
         .map_err(Error::host_io("cannot create", dst))?;
-    let len = s
-        .metadata()
-        .map_err(Error::host_io("cannot stat", src))?
-        .len();
     d.set_len(len).map_err(Error::host_io("cannot size", dst))?;
-    let (sfd, dfd) = (s.as_raw_fd(), d.as_raw_fd());
+    if let Some(extents) = extents_map(src, &meta) {
+        for (off, n) in extents {
+            copy_range(&s, &d, off, n).map_err(Error::host_io("cannot copy to", dst))?;
+        }
+        return Ok(());
+    }
+    let sfd = s.as_raw_fd();
     let mut pos: i64 = 0;
     while (pos as u64) < len {
         // SAFETY: plain lseek on an fd we own.
@@ -121,18 +127,83 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> Result<()> {
                 std::io::Error::last_os_error(),
             ));
         }
-        let (mut off_in, mut off_out) = (data, data);
-        let mut left = (hole - data) as usize;
-        while left > 0 {
-            // SAFETY: offsets point at our own locals; fds are open.
-            let n = unsafe { libc::copy_file_range(sfd, &mut off_in, dfd, &mut off_out, left, 0) };
-            if n <= 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(Error::host_io("cannot copy to", dst)(e));
-            }
-            left -= n as usize;
-        }
+        copy_range(&s, &d, data as u64, (hole - data) as u64)
+            .map_err(Error::host_io("cannot copy to", dst))?;
         pos = hole;
+    }
+    Ok(())
+}
+
+/// `<src>.extents` if it describes `src` as it is now (same size and mtime).
+fn extents_map(src: &Path, meta: &std::fs::Metadata) -> Option<Vec<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut name = src.as_os_str().to_owned();
+    name.push(".extents");
+    let text = std::fs::read_to_string(name).ok()?;
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    if head.len() != 4
+        || head[..2] != ["kiln-extents", "1"]
+        || head[2].parse::<u64>().ok()? != meta.len()
+        || head[3].parse::<i128>().ok()? != mtime_ns
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    for l in lines {
+        let (off, n) = l.split_once(' ')?;
+        let (off, n): (u64, u64) = (off.parse().ok()?, n.parse().ok()?);
+        if off.checked_add(n)? > meta.len() {
+            return None;
+        }
+        out.push((off, n));
+    }
+    Some(out)
+}
+
+/// Copies `len` bytes at `off` from `s` to the same offset of `d`: copy_file_range
+/// (in-kernel, reflinks where the filesystem can), or read/write where it refuses
+/// (different filesystems: EXDEV; old kernels: ENOSYS).
+fn copy_range(s: &File, d: &File, mut off: u64, mut len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = Vec::new();
+    while len > 0 {
+        let (mut off_in, mut off_out) = (off as i64, off as i64);
+        // SAFETY: the offsets point at our locals; both fds are open.
+        let n = unsafe {
+            libc::copy_file_range(
+                s.as_raw_fd(),
+                &mut off_in,
+                d.as_raw_fd(),
+                &mut off_out,
+                len as usize,
+                0,
+            )
+        };
+        let n = if n > 0 {
+            n as u64
+        } else {
+            let e = std::io::Error::last_os_error();
+            if n == 0
+                || !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                )
+            {
+                return Err(if n == 0 {
+                    std::io::ErrorKind::UnexpectedEof.into()
+                } else {
+                    e
+                });
+            }
+            buf.resize(len.min(1 << 20) as usize, 0);
+            s.read_exact_at(&mut buf, off)?;
+            d.write_all_at(&buf, off)?;
+            buf.len() as u64
+        };
+        off += n;
+        len -= n;
     }
     Ok(())
 }
@@ -165,6 +236,28 @@ mod tests {
             m.blocks()
         );
         assert!(sparse_copy(&a, &b).is_err(), "never overwrites");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_matching_extents_map_is_used_and_a_stale_one_ignored() {
+        let dir = std::env::temp_dir().join(format!("kiln-extents-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a");
+        std::fs::write(&a, vec![9u8; 8192]).unwrap();
+        let m = std::fs::metadata(&a).unwrap();
+        let ns = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
+        // The map names only the first 4 KiB: a copy through it has zeros after that.
+        let map = dir.join("a.extents");
+        std::fs::write(&map, format!("kiln-extents 1 8192 {ns}\n0 4096\n")).unwrap();
+        sparse_copy(&a, &dir.join("b")).unwrap();
+        let b = std::fs::read(dir.join("b")).unwrap();
+        assert_eq!((&b[..4096], &b[4096..]), (&[9u8; 4096][..], &[0u8; 4096][..]));
+        // A map for another size/mtime is ignored: a full copy.
+        std::fs::write(&map, format!("kiln-extents 1 8192 {}\n0 4096\n", ns + 1)).unwrap();
+        sparse_copy(&a, &dir.join("c")).unwrap();
+        assert_eq!(std::fs::read(dir.join("c")).unwrap(), vec![9u8; 8192]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
