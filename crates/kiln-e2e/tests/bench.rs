@@ -53,3 +53,51 @@ fn bench_boot_reports_its_figures() {
     );
     assert!(v["qemu_microvm"].is_null() && v["ratio_kiln_over_qemu_p50"].is_null());
 }
+
+/// Runs `kiln bench ARGS` and returns its JSON report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let kiln = kiln::paths::vmm_binary().with_file_name("kiln");
+    let out = Command::new(&kiln)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run kiln bench");
+    assert!(
+        out.status.success(),
+        "kiln bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+fn positive(v: &serde_json::Value, key: &str) {
+    assert!(
+        v[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+        "{key}: {v}"
+    );
+}
+
+#[test]
+fn bench_create_exec_and_files_report_their_figures() {
+    if !require_kvm("bench_sandbox") {
+        return;
+    }
+    let v = bench_json(&["create", "-n", "1", "--images", "minimal"]);
+    positive(&v, "create_to_first_exec_ms_minimal");
+    positive(&v, "host_fork_exec_true_ms");
+    assert!(v["ratio_minimal_over_host_p50"].as_f64().is_some(), "{v}");
+
+    let v = bench_json(&["exec", "-n", "3"]);
+    positive(&v, "exec_true_round_trip_ms");
+    positive(&v, "agent_ping_ms");
+    assert!(v["ratio_exec_over_host_p50"].as_f64().is_some(), "{v}");
+
+    let v = bench_json(&["files", "-n", "1", "--size-mib", "8"]);
+    positive(&v, "upload_mib_s");
+    positive(&v, "download_mib_s");
+    assert!(
+        v["host_copy_mib_s"].as_f64().is_some_and(|x| x > 0.0),
+        "{v}"
+    );
+}

@@ -203,3 +203,69 @@ fn a_fork_bomb_and_a_memory_hog_do_not_take_down_the_agent() {
     assert_eq!(sh(&sb, "echo alive").stdout_str(), "alive\n");
     assert!(sb.ping().is_ok());
 }
+
+#[test]
+fn pty_mode_gives_a_terminal_that_can_be_resized() {
+    let Some(sb) = sandbox("pty", "minimal") else {
+        return;
+    };
+    let opts = ExecOptions::new([
+        "sh",
+        "-c",
+        "tty; stty size; read line; stty size; echo got:$line",
+    ]);
+    let mut s = sb
+        .spawn_pty(
+            &opts,
+            kiln::WinSize {
+                rows: 30,
+                cols: 100,
+            },
+        )
+        .unwrap();
+    let mut input = s.input().unwrap();
+    let mut seen = String::new();
+    let mut resized = false;
+    let status = loop {
+        match s.next_event().unwrap() {
+            Some(ExecEvent::Stdout(b)) => {
+                seen.push_str(&String::from_utf8_lossy(&b));
+                if !resized && seen.contains("30 100") {
+                    resized = true;
+                    input.resize(40, 120).unwrap();
+                    // Give the resize a moment to land before the command reads on.
+                    std::thread::sleep(Duration::from_millis(300));
+                    use std::io::Write;
+                    input.write_all(b"hello\n").unwrap();
+                }
+            }
+            Some(ExecEvent::Exit(st)) => break st,
+            Some(ExecEvent::Stderr(_)) => {}
+            None => panic!("no exit"),
+        }
+    };
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    assert!(seen.contains("40 120"), "{seen}");
+    assert!(seen.contains("got:hello"), "{seen}");
+}
+
+#[test]
+fn metadata_env_secrets_and_ping() {
+    let Some(sb) = sandbox("metadata", "minimal") else {
+        return;
+    };
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("LATER".to_string(), Some("yes".to_string()));
+    sb.agent().set_env(env).unwrap();
+    assert_eq!(sh(&sb, "echo $LATER").stdout_str(), "yes\n");
+    sb.set_secret("api_key", "s3cr3t").unwrap();
+    let st = sb.stat("/run/kiln/secrets/api_key").unwrap();
+    assert_eq!(st.mode & 0o777, 0o600);
+    assert_eq!(
+        sb.read_file("/run/kiln/secrets/api_key").unwrap(),
+        b"s3cr3t"
+    );
+    assert!(sb.set_secret("../escape", "x").is_err());
+    assert!(sb.ping().unwrap() > Duration::ZERO);
+}

@@ -253,7 +253,10 @@ mod tests {
         std::fs::write(&map, format!("kiln-extents 1 8192 {ns}\n0 4096\n")).unwrap();
         sparse_copy(&a, &dir.join("b")).unwrap();
         let b = std::fs::read(dir.join("b")).unwrap();
-        assert_eq!((&b[..4096], &b[4096..]), (&[9u8; 4096][..], &[0u8; 4096][..]));
+        assert_eq!(
+            (&b[..4096], &b[4096..]),
+            (&[9u8; 4096][..], &[0u8; 4096][..])
+        );
         // A map for another size/mtime is ignored: a full copy.
         std::fs::write(&map, format!("kiln-extents 1 8192 {}\n0 4096\n", ns + 1)).unwrap();
         sparse_copy(&a, &dir.join("c")).unwrap();
