@@ -1,10 +1,13 @@
 //! The write half of a connection, shared by the connection thread and every
 //! operation thread on it: whole frames under one lock, so frames never interleave.
 
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use kiln_proto::{write_frame, ErrorKind, ErrorReply, Frame, Hello, Kind, Reply, MAX_PAYLOAD};
+use kiln_proto::frame::header;
+use kiln_proto::{ErrorKind, ErrorReply, Frame, Hello, Kind, Reply, MAX_PAYLOAD};
 
 use super::sys::lock;
 use super::Stream;
@@ -26,20 +29,22 @@ impl Writer {
         }
     }
 
-    /// Writes one frame. False once the connection is closed or a write failed
-    /// (then every later write is skipped: the host is gone).
+    /// Writes one frame. False once the connection is closed or a write failed; a
+    /// failed write closes the connection, so the host sees the end instead of waiting
+    /// for a frame that will never come.
     pub fn frame(&self, kind: Kind, flags: u8, id: u32, payload: &[u8]) -> bool {
-        if self.is_dead() {
+        if self.is_dead() || payload.len() > MAX_PAYLOAD {
             return false;
         }
         let mut out = lock(&self.out);
         if self.is_dead() {
             return false;
         }
-        match write_frame(&mut *out, kind, flags, id, payload) {
+        let h = header(kind, flags, id, payload.len());
+        match write_patiently(&mut *out, &h).and_then(|_| write_patiently(&mut *out, payload)) {
             Ok(()) => true,
             Err(_) => {
-                self.dead.store(true, Ordering::Relaxed);
+                self.close();
                 false
             }
         }
@@ -90,5 +95,86 @@ impl Writer {
     pub fn close(&self) {
         self.dead.store(true, Ordering::Relaxed);
         self.closer.shutdown_both();
+    }
+}
+
+/// Largest single write: the guest's vsock allocates a kernel buffer per packet, and
+/// up to 32 KiB (order 3) stays cheap to allocate when memory is fragmented.
+const WRITE_PIECE: usize = 32 * 1024;
+/// How long transient failures (ENOMEM, ENOBUFS, EAGAIN) are retried.
+const TRANSIENT_FOR: Duration = Duration::from_secs(30);
+
+/// `write_all` in pieces of at most [`WRITE_PIECE`] that rides out transient failures:
+/// under memory pressure a vsock send fails with ENOMEM instead of blocking.
+fn write_patiently(out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + TRANSIENT_FOR;
+    while !buf.is_empty() {
+        let n = buf.len().min(WRITE_PIECE);
+        match out.write(&buf[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => buf = &buf[k..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN)
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails every other write with ENOMEM and takes at most 5 bytes at a time.
+    struct Flaky {
+        got: Vec<u8>,
+        fail: bool,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.fail = !self.fail;
+            if self.fail {
+                return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+            }
+            let n = buf.len().min(5);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn transient_enomem_is_retried_and_nothing_is_lost() {
+        let mut f = Flaky {
+            got: Vec::new(),
+            fail: false,
+        };
+        let data: Vec<u8> = (0..100u8).collect();
+        write_patiently(&mut f, &data).unwrap();
+        assert_eq!(f.got, data);
+    }
+
+    #[test]
+    fn a_hard_error_is_returned() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(libc::EPIPE))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(write_patiently(&mut Broken, b"x").is_err());
     }
 }
