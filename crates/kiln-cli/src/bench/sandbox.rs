@@ -133,7 +133,8 @@ fn files_in(a: &SandboxBenchArgs, dir: &std::path::Path) -> Result<Value> {
 
     let sb = Sandbox::builder()
         .image("minimal")
-        .memory_mib(a.size_mib + 256)
+        // The file lands in the guest's /tmp, a tmpfs of half the guest's memory.
+        .memory_mib(a.size_mib * 2 + 256)
         .create()?;
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for _ in 0..a.n.clamp(1, 5) {
@@ -144,6 +145,7 @@ fn files_in(a: &SandboxBenchArgs, dir: &std::path::Path) -> Result<Value> {
         sb.download("/tmp/f.bin", &dir.join("back.bin"))?;
         down.push(mib_s(bytes, t.elapsed()));
         std::fs::remove_file(dir.join("back.bin"))?;
+        sb.remove_path("/tmp/f.bin", false)?;
     }
     sb.remove()?;
     Ok(json!({
