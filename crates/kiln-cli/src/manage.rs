@@ -57,7 +57,12 @@ pub fn stop(a: IdsArgs) -> Result<i32> {
 
 pub fn rm(a: IdsArgs) -> Result<i32> {
     for id in &a.ids {
-        Sandbox::get(id)?.remove()?;
+        let mut sb = Sandbox::get(id)?;
+        if matches!(sb.state(), kiln::State::Running | kiln::State::Failed) {
+            let how = sb.stop()?;
+            println!("{id} stopped ({how})");
+        }
+        sb.remove()?;
         println!("{id} removed");
     }
     Ok(0)

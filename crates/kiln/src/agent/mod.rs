@@ -54,27 +54,23 @@ impl AgentAddr {
 
     /// Connects and sends `Hello` followed by `req` (id 1).
     pub fn open(&self, req: &Request) -> Result<AgentConn> {
-        let stream = UnixStream::connect(&self.uds)
-            .map_err(|e| self.unavailable(format!("connect {}: {e}", self.uds.display())))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| self.unavailable(e))?;
-        let mut writer = stream.try_clone().map_err(|e| self.unavailable(e))?;
-        writer
-            .write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
-            .map_err(|e| self.unavailable(format!("vsock handshake: {e}")))?;
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| self.unavailable(format!("vsock handshake: {e}")))?;
-        if !line.starts_with("OK ") {
-            return Err(self.unavailable(if line.is_empty() {
-                "nothing listens on the agent port (is the guest up?)".to_string()
-            } else {
-                format!("vsock handshake answered {:?}", line.trim())
-            }));
-        }
+        // A connection the guest did not accept (no `OK`) is retried a few times: right
+        // after an OOM kill or a fork bomb the agent may take a moment to accept.
+        let mut attempt = 0;
+        let (reader, writer) = loop {
+            match self.vsock_connect()? {
+                Some(pair) => break pair,
+                None if attempt < 3 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100 * attempt));
+                }
+                None => {
+                    return Err(
+                        self.unavailable("nothing listens on the agent port (is the guest up?)")
+                    )
+                }
+            }
+        };
         // Operations may stream for a long time; the caller's timeouts govern from here.
         reader
             .get_ref()
@@ -96,6 +92,29 @@ impl AgentAddr {
             .write_all(&out)
             .map_err(|e| self.unavailable(format!("send: {e}")))?;
         Ok(conn)
+    }
+
+    /// The hybrid-vsock handshake; `None` when the guest did not accept.
+    fn vsock_connect(&self) -> Result<Option<(BufReader<UnixStream>, UnixStream)>> {
+        let stream = UnixStream::connect(&self.uds)
+            .map_err(|e| self.unavailable(format!("connect {}: {e}", self.uds.display())))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| self.unavailable(e))?;
+        let mut writer = stream.try_clone().map_err(|e| self.unavailable(e))?;
+        writer
+            .write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
+            .map_err(|e| self.unavailable(format!("vsock handshake: {e}")))?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(_) if line.starts_with("OK ") => Ok(Some((reader, writer))),
+            Ok(0) => Ok(None),
+            // The VMM closes without a line; a reset looks the same.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
+            Ok(_) => Err(self.unavailable(format!("vsock handshake answered {:?}", line.trim()))),
+            Err(e) => Err(self.unavailable(format!("vsock handshake: {e}"))),
+        }
     }
 
     /// One request, one reply (no data streams).

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 const GRACE: Duration = Duration::from_secs(10);
 const TERM_GRACE: Duration = Duration::from_secs(3);
+const KILL_GRACE: Duration = Duration::from_secs(30);
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,13 @@ impl Sandbox {
                 if !self.wait_gone(TERM_GRACE) {
                     how = "SIGKILL";
                     self.signal(libc::SIGKILL);
-                    self.wait_gone(TERM_GRACE);
+                    // SIGKILL always ends it, but tearing down a VM takes a moment.
+                    if !self.wait_gone(KILL_GRACE) {
+                        return Err(Error::Unsupported(format!(
+                            "the VMM of sandbox {} (pid {}) survived SIGKILL for {KILL_GRACE:?}",
+                            self.id, self.record.pid
+                        )));
+                    }
                 }
             }
         }
