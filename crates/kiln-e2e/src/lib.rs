@@ -186,14 +186,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Whether `pid` is a live process: it exists and is not a zombie (an exited process
-/// nobody has reaped yet, e.g. an orphan under an init that reaps lazily).
+/// Whether `pid` is a live process (not a zombie).
 pub fn process_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(kiln::process::is_running)
 }

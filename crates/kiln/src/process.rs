@@ -26,3 +26,29 @@ pub fn kill_if_running(child: &mut Child) {
         let _ = child.wait();
     }
 }
+
+/// Whether `pid` is a live process: it exists and is not a zombie (an exited process
+/// its parent has not reaped yet, e.g. an orphan under an init that reaps lazily).
+pub fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any
+        // character: split at the last ')'.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn we_are_running_and_a_reaped_child_is_not() {
+        assert!(super::is_running(std::process::id()));
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        assert!(!super::is_running(pid));
+    }
+}

@@ -224,10 +224,16 @@ impl AgentAddr {
                 ));
                 let mut f =
                     fs::File::create(&tmp).map_err(Error::host_io("cannot create", &tmp))?;
-                let n = match self.read_file_to(
-                    remote,
-                    &mut std::io::BufWriter::with_capacity(CHUNK, &mut f),
-                ) {
+                // The buffer is flushed explicitly: an error in the last write (say,
+                // ENOSPC) must fail the download, not vanish in a drop.
+                let mut out = std::io::BufWriter::with_capacity(CHUNK, &mut f);
+                let copied = self.read_file_to(remote, &mut out).and_then(|n| {
+                    out.flush()
+                        .map_err(Error::host_io("cannot write", &tmp))
+                        .map(|_| n)
+                });
+                drop(out);
+                let n = match copied {
                     Ok(n) => n,
                     Err(e) => {
                         let _ = fs::remove_file(&tmp);

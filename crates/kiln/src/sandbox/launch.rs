@@ -89,7 +89,6 @@ fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
     let mut log =
         File::open(dir.vmm_log()).map_err(Error::host_io("cannot open", dir.vmm_log()))?;
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut text = String::new();
     let mut pending = Vec::new();
     loop {
         let mut buf = Vec::new();
@@ -102,7 +101,6 @@ fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
             if parse_boot_time(&line).is_some() {
                 return Ok(());
             }
-            text.push_str(&line);
         }
         exited(child, dir, "agent")?;
         if Instant::now() > deadline {

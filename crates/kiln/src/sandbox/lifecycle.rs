@@ -58,15 +58,7 @@ impl Sandbox {
             return matches!(c.try_wait(), Ok(None));
         }
         let pid = self.record.pid;
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        if stat
-            .rsplit(')')
-            .next()
-            .map(|s| s.trim_start().starts_with('Z'))
-            == Some(true)
-        {
+        if !crate::process::is_running(pid) {
             return false;
         }
         let sock = self.dir.api_sock();
