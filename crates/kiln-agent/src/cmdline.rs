@@ -202,17 +202,11 @@ fn parse_action(value: &[u8]) -> Option<Action> {
     }
 }
 
-/// Longest hostname Linux accepts (HOST_NAME_MAX).
-const HOSTNAME_MAX: usize = 64;
-
-/// A hostname: 1 to 64 ASCII letters, digits, `-` and `.`.
+/// A hostname: 1 to 64 ASCII letters, digits, `-` and `.` (the rule `reidentify`
+/// checks too).
 fn parse_hostname(value: &[u8]) -> Option<String> {
-    let ok = !value.is_empty()
-        && value.len() <= HOSTNAME_MAX
-        && value
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    ok.then(|| String::from_utf8_lossy(value).into_owned())
+    let name = std::str::from_utf8(value).ok()?;
+    kiln_proto::identity::valid_hostname(name).then(|| name.to_owned())
 }
 
 /// A path from decoded bytes: non-empty and without NUL.

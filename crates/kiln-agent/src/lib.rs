@@ -6,7 +6,8 @@
 //! | [`cmdline`] | the `kiln.*` kernel command-line directives |
 //! | [`mounts`] | base filesystems and `kiln.mount=` |
 //! | [`root`] | `kiln.root=` / `kiln.overlay=`: the overlay root and the switch to it |
-//! | [`system`] | hostname, loopback, PID 1's OOM score |
+//! | [`system`] | hostname, loopback, PID 1's OOM score, realtime clock, machine id |
+//! | [`entropy`] | reseeding the kernel RNG with the host's entropy |
 //! | [`steps`] | `kiln.report` / `kiln.cat` / `kiln.write` |
 //! | [`port`] | the VMM control port (ready, power off) |
 //! | [`actions`] | power off / reboot / panic |
@@ -16,6 +17,7 @@
 pub mod console;
 pub mod actions;
 pub mod cmdline;
+pub mod entropy;
 pub mod mounts;
 pub mod port;
 pub mod root;

@@ -55,7 +55,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let opts = a.command.options(&a.cmd)?;
     let sb = a
         .sandbox
-        .builder()
+        .builder()?
         .create()
         .context("creating the sandbox")?;
     let code = stream::run(&sb, &opts, a.command.tty);
@@ -67,7 +67,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
 
 /// Boots a sandbox that keeps running in the background; prints its id.
 pub fn create(a: CreateArgs) -> Result<i32> {
-    let mut b = a.sandbox.builder().detach(true);
+    let mut b = a.sandbox.builder()?.detach(true);
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')
@@ -86,7 +86,41 @@ pub fn create(a: CreateArgs) -> Result<i32> {
     }
     let sb = b.create().context("creating the sandbox")?;
     println!("{}", sb.id());
+    if let Some(snap) = &a.sandbox.from {
+        refill_pool(snap);
+    }
     Ok(0)
+}
+
+/// If `snapshot` has a warm pool below its target size, refills it in the background
+/// (a detached `kiln pool`), so the next create is a hand-off again.
+pub fn refill_pool(snapshot: &str) {
+    let Ok(snap) = kiln::Snapshot::get(snapshot) else {
+        return;
+    };
+    let target = kiln::sandbox::pool_target(&snap);
+    let have = Sandbox::pool_members(snapshot).map_or(0, |m| m.len());
+    if target == 0 || have >= target {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["pool", snapshot, "-n", &target.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the refill from our session.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        eprintln!("kiln: warning: cannot refill the pool of {snapshot}: {e}");
+    }
 }
 
 pub fn exec(a: ExecArgs) -> Result<i32> {

@@ -5,6 +5,7 @@ mod boot;
 mod commands;
 mod manage;
 mod sandbox_args;
+mod snapshots;
 mod stream;
 mod tty;
 
@@ -35,6 +36,18 @@ enum Cmd {
     Stop(manage::IdsArgs),
     /// Stop and delete sandboxes with everything they left on the host.
     Rm(manage::IdsArgs),
+    /// Pause a sandbox's vCPUs.
+    Pause(snapshots::IdArg),
+    /// Resume a paused sandbox.
+    Resume(snapshots::IdArg),
+    /// Snapshot a sandbox (`kiln snapshot ID --name N`), or manage snapshots (ls, rm, verify, import).
+    Snapshot(snapshots::SnapshotArgs),
+    /// Start a sandbox from a snapshot; prints its id.
+    Restore(snapshots::RestoreArgs),
+    /// Fork a running sandbox into N children that continue from the same instant; prints their ids.
+    Fork(snapshots::ForkArgs),
+    /// Fill the warm pool of a snapshot, so `kiln create --from SNAP` is a hand-off.
+    Pool(snapshots::PoolArgs),
     /// Boot a kernel with an initramfs and/or root disk, console attached (for debugging).
     Boot(boot::BootArgs),
     /// Benchmarks.
@@ -53,6 +66,12 @@ fn main() {
         Cmd::Ls => manage::ls(),
         Cmd::Stop(a) => manage::stop(a),
         Cmd::Rm(a) => manage::rm(a),
+        Cmd::Pause(a) => snapshots::pause(a),
+        Cmd::Resume(a) => snapshots::resume(a),
+        Cmd::Snapshot(a) => snapshots::snapshot(a),
+        Cmd::Restore(a) => snapshots::restore(a),
+        Cmd::Fork(a) => snapshots::fork(a),
+        Cmd::Pool(a) => snapshots::pool(a),
         Cmd::Boot(a) => boot::run(a),
         Cmd::Bench(b) => bench::run(b),
     };

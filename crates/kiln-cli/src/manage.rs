@@ -31,12 +31,15 @@ pub fn ls() -> Result<i32> {
         "ID", "STATE", "IMAGE", "CPUS", "MEMORY", "AGE", "PID"
     );
     for mut sb in Sandbox::list()? {
-        let state = sb.state();
+        let state = match sb.state() {
+            kiln::State::Running if sb.record().pool.is_some() => "pooled".to_string(),
+            s => s.to_string(),
+        };
         let r = sb.record();
         println!(
             "{:<14} {:<9} {:<10} {:>4} {:>6}M {:>7}s {:>8}",
             r.id,
-            state.to_string(),
+            state,
             r.image,
             r.cpus,
             r.memory_mib,
@@ -58,7 +61,10 @@ pub fn stop(a: IdsArgs) -> Result<i32> {
 pub fn rm(a: IdsArgs) -> Result<i32> {
     for id in &a.ids {
         let mut sb = Sandbox::get(id)?;
-        if matches!(sb.state(), kiln::State::Running | kiln::State::Failed) {
+        if matches!(
+            sb.state(),
+            kiln::State::Running | kiln::State::Paused | kiln::State::Failed
+        ) {
             let how = sb.stop()?;
             println!("{id} stopped ({how})");
         }

@@ -17,6 +17,13 @@ pub struct SandboxArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u64,
+    /// Restore this snapshot instead of booting (image, cpus and memory come from it;
+    /// taken from its warm pool when one is filled: `kiln pool SNAP -n N`).
+    #[arg(long, value_name = "SNAP")]
+    pub from: Option<String>,
+    /// With --from: `file` or `uffd` (see `kiln restore --help`).
+    #[arg(long, default_value = "file")]
+    pub memory_backend: String,
 }
 
 /// How to run a command (`kiln run`, `kiln exec`).
@@ -40,11 +47,17 @@ pub struct CommandArgs {
 }
 
 impl SandboxArgs {
-    pub fn builder(&self) -> SandboxBuilder {
-        kiln::Sandbox::builder()
+    pub fn builder(&self) -> Result<SandboxBuilder> {
+        let b = kiln::Sandbox::builder()
             .image(&self.image)
             .cpus(self.cpus)
-            .memory_mib(self.memory)
+            .memory_mib(self.memory);
+        Ok(match &self.from {
+            Some(snap) => b
+                .from_snapshot(snap)
+                .memory_backend(crate::snapshots::parse_backend(&self.memory_backend)?),
+            None => b,
+        })
     }
 }
 

@@ -39,11 +39,13 @@
 //! gets a `protocol` error reply with its id and the connection keeps serving.
 
 pub mod frame;
+pub mod identity;
 pub mod msg;
 
 pub use frame::{
     read_frame, write_frame, Decoder, Frame, FrameError, Kind, FLAG_EOF, HEADER_LEN, MAX_PAYLOAD,
 };
+pub use identity::{Reidentified, Reidentify};
 pub use msg::*;
 
 /// Protocol version: bumped on incompatible changes.

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{Reidentified, Reidentify};
+
 /// First frame each way on a connection (id 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +104,9 @@ pub enum Request {
         value: String,
     },
     Ping,
+    /// After a restore or fork, before anything else: reseed the RNG, step the clock,
+    /// new hostname and machine id. Reply `Reidentified`.
+    Reidentify(Reidentify),
     /// Sync disks and power off (or reboot).
     Shutdown {
         #[serde(default)]
@@ -254,8 +259,13 @@ pub enum Reply {
     Pong {
         agent_ns: u64,
     },
+    /// What `reidentify` did.
+    Reidentified(Reidentified),
     /// The request finished (mkdir, remove, rename, set_env, set_secret, read_file, control,
     /// shutdown).
     Done,
     Error(ErrorReply),
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,5 +7,6 @@ pub mod config;
 pub mod devices;
 pub mod exit;
 pub mod kernel;
+pub mod snapshot;
 pub mod vmm;
 pub mod vstate;

@@ -3,17 +3,17 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::builder::{self, StartError};
+use crate::builder::{self, RestoreOptions, StartError};
 use crate::config::VmConfig;
 use crate::devices::control::BootTimes;
-use crate::devices::i8042::I8042;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
+use crate::snapshot::{self, CreateReport, CreateRequest, SnapshotState};
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +56,10 @@ pub struct Started {
 }
 
 struct Running {
-    i8042: Arc<Mutex<I8042>>,
     boot_times: Arc<Mutex<BootTimes>>,
-    /// The VM's memory and KVM fds, held for as long as the VMM runs.
-    _keepalive: builder::KeepAlive,
+    /// The VM's memory, KVM fds and devices, held for as long as the VMM runs.
+    machine: builder::Machine,
+    paused: bool,
 }
 
 pub struct Vmm {
@@ -121,23 +121,107 @@ impl Vmm {
         let console = self.console.open().map_err(|e| e.to_string())?;
         let vm = builder::start(&self.config, self.prepared.take(), console, start)
             .map_err(|e| format!("cannot start the microVM: {e}"))?;
+        self.started(vm, false);
+        Ok(())
+    }
+
+    fn started(&mut self, vm: builder::RunningVm, paused: bool) {
         self.running = Some(Running {
-            i8042: vm.i8042,
             boot_times: vm.boot_times,
-            _keepalive: vm.keepalive,
+            machine: vm.machine,
+            paused,
         });
         let _ = self.on_start.send(Started {
             exit_rx: vm.exit_rx,
             console_tail: vm.console_tail,
         });
+    }
+
+    fn running_mut(&mut self) -> Result<&mut Running, String> {
+        self.running
+            .as_mut()
+            .ok_or_else(|| "the microVM is not running; send InstanceStart first".into())
+    }
+
+    /// True while the vCPUs are paused.
+    pub fn is_paused(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.paused)
+    }
+
+    /// Pauses every vCPU (idempotent).
+    pub fn pause(&mut self) -> Result<(), String> {
+        let r = self.running_mut()?;
+        if !r.paused {
+            r.machine.vcpus.pause()?;
+            r.paused = true;
+        }
         Ok(())
+    }
+
+    /// Resumes the vCPUs (idempotent).
+    pub fn resume(&mut self) -> Result<(), String> {
+        let r = self.running_mut()?;
+        if r.paused {
+            r.machine.vcpus.resume();
+            r.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the paused VM.
+    pub fn snapshot_create(&mut self, req: &CreateRequest) -> Result<CreateReport, String> {
+        let config = self.config.clone();
+        let r = self.running_mut()?;
+        if !r.paused {
+            return Err("the microVM must be paused to snapshot it; PATCH /vm {\"state\": \"Paused\"} first".into());
+        }
+        let states = r
+            .machine
+            .vcpus
+            .parked_states()
+            .ok_or("the vCPUs are not all paused")??;
+        snapshot::create(&r.machine, &config, states, req).map_err(|e| e.to_string())
+    }
+
+    /// Builds the VM from a snapshot (only in a fresh VMM); it stays paused unless
+    /// `resume` is set.
+    pub fn snapshot_load(
+        &mut self,
+        state_path: &Path,
+        opts: &RestoreOptions,
+        resume: bool,
+    ) -> Result<(), String> {
+        if self.is_running() {
+            return Err("a snapshot can only be loaded into a fresh kiln-vmm; this one already runs a microVM".into());
+        }
+        let state = SnapshotState::load(state_path).map_err(|e| e.to_string())?;
+        let console = self.console.open().map_err(|e| e.to_string())?;
+        self.prepared = None;
+        let (vm, config) = builder::restore(&state, opts, console)
+            .map_err(|e| format!("cannot restore the snapshot: {e}"))?;
+        self.config = config;
+        self.started(vm, true);
+        if resume {
+            self.resume()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the userfaultfd backend's recorded working set now.
+    pub fn save_working_set(&mut self) -> Result<usize, String> {
+        let r = self.running_mut()?;
+        match &r.machine.uffd {
+            Some(u) => u.save_working_set().map_err(|e| e.to_string()),
+            None => Err("the VM was not restored with the Uffd memory backend".into()),
+        }
     }
 
     pub fn send_ctrl_alt_del(&self) -> Result<(), String> {
         let Some(r) = &self.running else {
             return Err("the microVM is not running; send InstanceStart first".into());
         };
-        r.i8042
+        r.machine
+            .i8042
             .lock()
             .map_err(|_| "i8042 lock poisoned")?
             .ctrl_alt_del();

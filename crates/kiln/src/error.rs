@@ -38,6 +38,16 @@ pub enum Error {
         errno: Option<i32>,
         message: String,
     },
+    #[error("snapshot {name} not found; `kiln snapshot ls` lists the snapshots")]
+    SnapshotNotFound { name: String },
+    #[error("snapshot {name} already exists; choose another --name or remove it")]
+    SnapshotExists { name: String },
+    /// A snapshot that is damaged, truncated, altered or from another format version.
+    #[error("{0}")]
+    BadSnapshot(String),
+    /// The VMM refused or failed an operation on a running VM (pause, snapshot).
+    #[error("sandbox {id}: {message}")]
+    Vmm { id: String, message: String },
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("invalid input: {0}")]

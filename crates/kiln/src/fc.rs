@@ -123,6 +123,11 @@ impl FcClient {
         self.expect("PUT", path, Some(body), 204).map(|_| ())
     }
 
+    /// PATCH expecting 204.
+    pub fn patch(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+        self.expect("PATCH", path, Some(body), 204).map(|_| ())
+    }
+
     /// GET expecting 200 and JSON.
     pub fn get(&self, path: &str) -> Result<Value, ApiError> {
         let text = self.expect("GET", path, None, 200)?;

@@ -9,11 +9,13 @@ pub mod fc;
 pub mod paths;
 pub mod process;
 pub mod sandbox;
+pub mod snapshot;
 pub mod vmm;
 
 pub use error::{Error, FileErrorKind, Result};
 pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};
 pub use kiln_proto::{DirEntry, FileKind, FileStat};
-pub use sandbox::{Sandbox, SandboxBuilder, State};
+pub use sandbox::{Fork, MemoryBackend, Sandbox, SandboxBuilder, State};
+pub use snapshot::Snapshot;
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

@@ -10,6 +10,7 @@
 //! | `exec`, `pump`, `command`, `pty`, `group` | running commands |
 //! | `reaper` | collecting exit statuses as PID 1 |
 //! | `files`, `fsops`, `meta` | file transfer, filesystem metadata, env/secrets/ping/shutdown |
+//! | `identity` | `reidentify`: clone safety after a restore or fork |
 //!
 //! Threads: one accept loop (PID 1's main thread), one thread per connection (reads
 //! and routes frames), one per operation, and the reaper. Thread creation can fail
@@ -22,6 +23,7 @@ pub mod exec;
 pub mod files;
 pub mod fsops;
 pub mod group;
+pub mod identity;
 pub mod inbox;
 pub mod meta;
 pub mod pty;
@@ -42,6 +44,7 @@ use std::time::Duration;
 use kiln_proto::Request;
 
 pub use conn::serve_connection;
+use identity::{GuestSys, IdentitySys};
 pub use reaper::Waiter;
 use routes::Op;
 use sys::lock;
@@ -80,6 +83,8 @@ pub struct Context {
     pub secrets_dir: PathBuf,
     /// Powers off (`false`) or reboots (`true`); returns only if that failed.
     power: Box<dyn Fn(bool) + Send + Sync>,
+    /// The privileged steps of `reidentify` ([`GuestSys`] unless a test says otherwise).
+    identity_sys: Box<dyn IdentitySys>,
     pub software: String,
 }
 
@@ -90,6 +95,7 @@ impl Context {
             env: Mutex::new(BTreeMap::new()),
             secrets_dir: PathBuf::from(SECRETS_DIR),
             power: Box::new(power),
+            identity_sys: Box::new(GuestSys),
             software: format!("kiln-agent {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -97,6 +103,16 @@ impl Context {
     pub fn with_secrets_dir(mut self, dir: impl Into<PathBuf>) -> Context {
         self.secrets_dir = dir.into();
         self
+    }
+
+    /// Replaces the system calls `reidentify` makes (tests use a fake).
+    pub fn with_identity_sys(mut self, sys: impl IdentitySys + 'static) -> Context {
+        self.identity_sys = Box::new(sys);
+        self
+    }
+
+    pub fn identity_sys(&self) -> &dyn IdentitySys {
+        &*self.identity_sys
     }
 
     /// The `set_env` environment now.
@@ -179,6 +195,7 @@ pub(crate) fn run_op(op: Op, req: Request, ctx: &Context) {
         Request::SetEnv { env } => meta::set_env(op, env, ctx),
         Request::SetSecret { name, value } => meta::set_secret(op, &name, &value, ctx),
         Request::Ping => meta::ping(op),
+        Request::Reidentify(r) => identity::reidentify(op, r, ctx),
         Request::Shutdown { reboot } => meta::shutdown(op, reboot, ctx),
     }
 }

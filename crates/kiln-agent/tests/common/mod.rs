@@ -16,6 +16,9 @@ use kiln_proto::{
     CHUNK, FLAG_EOF, VERSION,
 };
 
+mod fake_identity;
+pub use fake_identity::FakeIdentity;
+
 /// A fresh scratch directory under the system temp dir.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-agent-test-{}-{name}", std::process::id()));
@@ -28,6 +31,7 @@ pub fn scratch(name: &str) -> PathBuf {
 pub struct Agent {
     pub ctx: Arc<Context>,
     pub power_calls: Arc<Mutex<Vec<bool>>>,
+    pub identity: FakeIdentity,
     pub secrets: PathBuf,
     scratch: PathBuf,
 }
@@ -43,11 +47,14 @@ pub fn agent(waiter: Waiter, name: &str) -> Agent {
     let calls = power_calls.clone();
     let dir = scratch(&format!("agent-{name}"));
     let secrets = dir.join("secrets");
+    let identity = FakeIdentity::default();
     let ctx = Context::new(waiter, move |reboot| calls.lock().unwrap().push(reboot))
-        .with_secrets_dir(&secrets);
+        .with_secrets_dir(&secrets)
+        .with_identity_sys(identity.clone());
     Agent {
         ctx: Arc::new(ctx),
         power_calls,
+        identity,
         secrets,
         scratch: dir,
     }

@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod routes;
+pub mod snapshot;
 
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};

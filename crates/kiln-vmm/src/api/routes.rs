@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response};
+use super::snapshot;
 use crate::config::{
     drive, parse_json, BootSource, ConfigError, Drive, MachineConfig, VsockConfig,
 };
@@ -159,7 +160,9 @@ fn put_action(vmm: &mut Vmm, body: &str) -> Outcome {
 }
 
 fn instance_info(vmm: &Vmm) -> Outcome {
-    let state = if vmm.is_running() {
+    let state = if vmm.is_paused() {
+        "Paused"
+    } else if vmm.is_running() {
         "Running"
     } else {
         "Not started"
@@ -194,6 +197,10 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("PUT", "/vsock") => put_vsock(vmm, body),
         ("PUT", p) if p.starts_with("/drives/") => put_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", p) if p.starts_with("/drives/") => patch_drive(vmm, &p["/drives/".len()..], body),
+        ("PATCH", "/vm") => snapshot::patch_vm(vmm, body),
+        ("PUT", "/snapshot/create") => snapshot::create(vmm, body),
+        ("PUT", "/snapshot/load") => snapshot::load(vmm, body),
+        ("PUT", "/snapshot/working-set") => snapshot::save_working_set(vmm),
         (m, p) => Err(format!("invalid request method and/or path: {m} {p}")),
     }
 }

@@ -20,6 +20,7 @@ use crate::exit::ExitSignal;
 
 pub struct Legacy {
     pub console_tail: ConsoleTail,
+    pub serial: Arc<Mutex<SerialDevice>>,
     pub i8042: Arc<Mutex<I8042>>,
 }
 
@@ -42,7 +43,8 @@ pub fn attach(
     let sink = ConsoleSink::new(console);
     let console_tail = sink.tail();
     let serial = Serial::new(irq_line(vm, SERIAL_IRQ, "serial")?, sink);
-    pio.insert(Arc::new(Mutex::new(SerialDevice(serial))), SERIAL_PORT, 8)
+    let serial = Arc::new(Mutex::new(SerialDevice(serial)));
+    pio.insert(serial.clone(), SERIAL_PORT, 8)
         .map_err(device_err("serial"))?;
 
     let i8042 = Arc::new(Mutex::new(I8042::new(
@@ -57,6 +59,7 @@ pub fn attach(
         .map_err(device_err("control port"))?;
     Ok(Legacy {
         console_tail,
+        serial,
         i8042,
     })
 }

@@ -7,9 +7,11 @@
 
 mod legacy;
 mod prepare;
+mod restore;
 mod virtio;
 
 pub use prepare::{prepare, Prepared};
+pub use restore::{restore, MemBackend, RestoreOptions};
 
 use std::io::Write;
 use std::sync::mpsc::Receiver;
@@ -24,11 +26,16 @@ use crate::config::{drive, ConfigError, VmConfig};
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
 use crate::devices::i8042::I8042;
-use crate::devices::serial::ConsoleTail;
+use crate::devices::serial::{ConsoleTail, SerialDevice};
+use crate::devices::virtio::MmioTransport;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kernel::LoadError;
+use crate::snapshot::uffd::UffdMemory;
+use crate::vstate::control::{self, VcpuControl, Want};
 use crate::vstate::memory;
+use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vcpu::VcpuError;
+use crate::vstate::vcpu_state::msr_index_list;
 use crate::vstate::vm::KvmError;
 
 /// Why `InstanceStart` failed. Each message says what to fix.
@@ -64,17 +71,51 @@ pub(crate) fn device_err<E: std::fmt::Display>(
 pub struct RunningVm {
     pub exit_rx: Receiver<ExitReason>,
     pub console_tail: ConsoleTail,
-    pub i8042: Arc<Mutex<I8042>>,
     pub boot_times: Arc<Mutex<BootTimes>>,
     /// Must live as long as the VM runs.
-    pub keepalive: KeepAlive,
+    pub machine: Machine,
 }
 
-/// The KVM handles and guest memory behind a running VM.
-pub struct KeepAlive {
-    _kvm: Kvm,
-    _vm: VmFd,
-    _mem: GuestMemoryMmap,
+/// The KVM handles, guest memory and devices of a running VM: what pause, resume and
+/// snapshots work on.
+pub struct Machine {
+    pub kvm: Kvm,
+    pub vm: VmFd,
+    pub mem: GuestMemoryMmap,
+    pub vcpus: Arc<VcpuControl>,
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
+    pub serial: Arc<Mutex<SerialDevice>>,
+    pub i8042: Arc<Mutex<I8042>>,
+    /// The userfaultfd memory server of a VM restored with the Uffd backend.
+    pub uffd: Option<UffdMemory>,
+}
+
+/// Starts the device event loop and one thread per vCPU (each after the previous
+/// succeeded; a failure here leaves the started threads parked or running, and the
+/// caller exits the process).
+pub(crate) fn spawn_threads(
+    vcpus: Vec<Vcpu>,
+    pio: &Bus,
+    mmio: &Bus,
+    transports: &[Arc<Mutex<MmioTransport>>],
+    exit: &Arc<ExitSignal>,
+    ctl: &Arc<VcpuControl>,
+    msrs: Vec<u32>,
+) -> Result<(), StartError> {
+    virtio::spawn_event_loop(transports.to_vec(), exit.clone())?;
+    control::install_kick_handler().map_err(device_err("vCPU kick signal"))?;
+    let msrs = Arc::new(msrs);
+    for (i, vcpu) in vcpus.into_iter().enumerate() {
+        std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .spawn({
+                let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit.clone());
+                let (ctl, msrs) = (ctl.clone(), msrs.clone());
+                move || vcpu.run(pio, mmio, exit, ctl, msrs)
+            })
+            .map_err(device_err(format!("vcpu{i} thread")))?;
+    }
+    Ok(())
 }
 
 /// Builds and starts the VM described by `cfg`. `start` is the InstanceStart instant the
@@ -158,27 +199,24 @@ pub fn start(
     mem.write_obj(zero_page, GuestAddress(layout::ZERO_PAGE_START))?;
 
     tracing::debug!(us = start.elapsed().as_micros() as u64, "devices ready");
-    virtio::spawn_event_loop(virtio.transports, exit.clone())?;
-    for (i, vcpu) in vcpus.into_iter().enumerate() {
-        std::thread::Builder::new()
-            .name(format!("vcpu{i}"))
-            .spawn({
-                let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit.clone());
-                move || vcpu.run(pio, mmio, exit)
-            })
-            .map_err(device_err(format!("vcpu{i} thread")))?;
-    }
+    let msrs = msr_index_list(&kvm).map_err(device_err("MSR list"))?;
+    let ctl = Arc::new(VcpuControl::new(vcpus.len(), Want::Run));
+    spawn_threads(vcpus, &pio, &mmio, &virtio.transports, &exit, &ctl, msrs)?;
 
     tracing::debug!(us = start.elapsed().as_micros() as u64, "vCPUs started");
     Ok(RunningVm {
         exit_rx,
         console_tail: legacy.console_tail,
-        i8042: legacy.i8042,
         boot_times,
-        keepalive: KeepAlive {
-            _kvm: kvm,
-            _vm: vmfd,
-            _mem: mem,
+        machine: Machine {
+            kvm,
+            vm: vmfd,
+            mem,
+            vcpus: ctl,
+            transports: virtio.transports,
+            serial: legacy.serial,
+            i8042: legacy.i8042,
+            uffd: None,
         },
     })
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use vm_superio::Trigger;
 
 use super::bus::BusDevice;
@@ -36,6 +37,21 @@ const OUTPUT_MAX: usize = 16;
 /// Scan code set 2 make codes for Ctrl, Alt, Del (translation is off, see `CB_POST_OK`).
 const CTRL_ALT_DEL: [u8; 4] = [0x14, 0x11, 0xe0, 0x71];
 
+/// Status bits this model sets; `SB_SYSTEM | SB_KBD_ENABLED` are always on.
+const SB_BITS: u8 = SB_OUT_FULL | SB_SYSTEM | SB_LAST_WAS_CMD | SB_KBD_ENABLED;
+
+/// Snapshot of the controller: its registers, a command waiting for its data byte, and
+/// the bytes the guest has not read yet.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct I8042State {
+    pub status: u8,
+    pub control: u8,
+    pub pending_cmd: Option<u8>,
+    /// At most 16 bytes.
+    pub output: Vec<u8>,
+}
+
 pub struct I8042 {
     status: u8,
     control: u8,
@@ -55,6 +71,52 @@ impl I8042 {
             kbd_irq,
             exit,
         }
+    }
+
+    /// The controller's state, for a snapshot.
+    pub fn save_state(&self) -> I8042State {
+        I8042State {
+            status: self.status,
+            control: self.control,
+            pending_cmd: self.pending_cmd,
+            output: self.output.iter().copied().collect(),
+        }
+    }
+
+    /// Applies a snapshot's state (untrusted: checked against what this model can reach;
+    /// on error nothing changes). Unread output with the keyboard interrupt enabled raises
+    /// the interrupt again, so the guest driver comes back for it.
+    pub fn restore_state(&mut self, s: &I8042State) -> Result<(), String> {
+        let always = SB_SYSTEM | SB_KBD_ENABLED;
+        if s.status & !SB_BITS != 0
+            || s.status & always != always
+            || (s.status & SB_OUT_FULL != 0) == s.output.is_empty()
+        {
+            return Err(format!(
+                "i8042: invalid status {:#x} with {} output bytes",
+                s.status,
+                s.output.len()
+            ));
+        }
+        if s.output.len() > OUTPUT_MAX {
+            return Err(format!(
+                "i8042: {} output bytes, at most {OUTPUT_MAX}",
+                s.output.len()
+            ));
+        }
+        if let Some(cmd) = s.pending_cmd {
+            if ![CMD_WRITE_CTR, CMD_WRITE_OUTP, CMD_WRITE_AUX].contains(&cmd) {
+                return Err(format!("i8042: invalid pending command {cmd:#x}"));
+            }
+        }
+        self.status = s.status;
+        self.control = s.control;
+        self.pending_cmd = s.pending_cmd;
+        self.output = s.output.iter().copied().collect();
+        if !self.output.is_empty() && self.control & CB_KBD_INT != 0 {
+            let _ = self.kbd_irq.trigger();
+        }
+        Ok(())
     }
 
     fn push(&mut self, byte: u8) {
@@ -170,6 +232,65 @@ mod tests {
             got.push(b[0]);
         }
         assert_eq!(got, CTRL_ALT_DEL);
+    }
+
+    #[test]
+    fn state_round_trips_and_bad_state_is_refused() {
+        let (mut d, _rx) = dev();
+        d.write(OFS_STATUS, &[CMD_WRITE_CTR]);
+        d.write(OFS_DATA, &[0x47]);
+        d.ctrl_alt_del();
+        d.write(OFS_STATUS, &[CMD_WRITE_OUTP]);
+        let saved = d.save_state();
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: I8042State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, saved);
+
+        let (mut r, rx) = dev();
+        r.restore_state(&back).unwrap();
+        assert_eq!(r.save_state(), saved);
+        assert!(
+            r.kbd_irq.0.read().unwrap() > 0,
+            "unread output re-raises the irq"
+        );
+        // The pending "write output port" command is still waiting for its byte.
+        r.write(OFS_DATA, &[0xfe]);
+        assert_eq!(rx.try_recv().unwrap(), ExitReason::Reset);
+        let mut got = Vec::new();
+        let mut b = [0u8];
+        for _ in 0..CTRL_ALT_DEL.len() {
+            r.read(OFS_DATA, &mut b);
+            got.push(b[0]);
+        }
+        assert_eq!(got, CTRL_ALT_DEL);
+        r.read(OFS_STATUS, &mut b);
+        assert_eq!(b[0] & SB_OUT_FULL, 0);
+
+        let bad = [
+            I8042State {
+                output: vec![0; OUTPUT_MAX + 1],
+                ..saved.clone()
+            },
+            I8042State {
+                output: Vec::new(),
+                ..saved.clone()
+            },
+            I8042State {
+                status: 0xff,
+                ..saved.clone()
+            },
+            I8042State {
+                pending_cmd: Some(CMD_RESET_CPU),
+                ..saved.clone()
+            },
+        ];
+        let (mut fresh, _rx) = dev();
+        let before = fresh.save_state();
+        for s in &bad {
+            assert!(fresh.restore_state(s).is_err(), "{s:?}");
+            assert_eq!(fresh.save_state(), before);
+        }
+        assert!(serde_json::from_str::<I8042State>(r#"{"status":20,"x":0}"#).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use kvm_bindings::CpuId;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use super::control::{self, VcpuControl, Want};
+use super::vcpu_state::VcpuState;
 use super::vm::{kvm_err, KvmError};
 use crate::arch::{cpuid, msrs, regs};
 use crate::devices::bus::Bus;
@@ -77,10 +79,44 @@ impl Vcpu {
         Ok(())
     }
 
+    /// The vCPU's KVM fd (state capture and restore).
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Completes a pending port/MMIO operation (KVM_RUN with immediate_exit set), then
+    /// captures the state and parks until the VMM resumes the vCPUs.
+    fn park(&mut self, ctl: &VcpuControl, msrs: &[u32]) {
+        self.fd.set_kvm_immediate_exit(1);
+        match self.fd.run() {
+            Err(e) if e.errno() == libc::EINTR => {}
+            other => tracing::warn!(vcpu = self.index, "completing pending I/O: {other:?}"),
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        let state = VcpuState::capture(&self.fd, msrs);
+        ctl.park(usize::from(self.index), state);
+        // A kick that raced with the resume would make the next KVM_RUN return at once.
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
     /// Runs until the guest stops the machine or KVM fails; reports through the exit
-    /// signal. Port I/O and MMIO exits are dispatched to `pio` and `mmio`.
-    pub fn run(mut self, pio: Bus, mmio: Bus, exit: Arc<ExitSignal>) {
+    /// signal. Port I/O and MMIO exits are dispatched to `pio` and `mmio`. `ctl` pauses
+    /// and resumes the vCPU (see [`super::control`]).
+    pub fn run(
+        mut self,
+        pio: Bus,
+        mmio: Bus,
+        exit: Arc<ExitSignal>,
+        ctl: Arc<VcpuControl>,
+        msrs: Arc<Vec<u32>>,
+    ) {
+        control::register_kvm_run(self.fd.get_kvm_run());
+        ctl.register_thread(usize::from(self.index));
         let reason = loop {
+            if ctl.want() == Want::Pause {
+                self.park(&ctl, &msrs);
+                continue;
+            }
             match self.fd.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     pio.write(u64::from(port), data);
@@ -119,10 +155,13 @@ impl Vcpu {
                         self.index
                     ))
                 }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                }
                 Err(e) => break ExitReason::Error(format!("KVM_RUN on vCPU {}: {e}", self.index)),
             }
         };
+        control::register_kvm_run(std::ptr::null_mut());
         exit.exit(reason);
     }
 }

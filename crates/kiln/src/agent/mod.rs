@@ -6,6 +6,7 @@
 
 mod exec;
 mod files;
+mod identity;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +18,7 @@ use kiln_proto::{
 };
 
 pub use exec::ExecStream;
+pub use kiln_proto::Reidentified;
 
 use crate::error::{Error, Result};
 

@@ -2,8 +2,9 @@
 //! filesystem, or any ext4 file) attached read-only with a per-sandbox writable layer.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use kiln_vmm::snapshot::disk::{copy_range, data_extents};
 
 use crate::error::{Error, Result};
 use crate::paths;
@@ -112,24 +113,9 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    let sfd = s.as_raw_fd();
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        // SAFETY: plain lseek on an fd we own.
-        let data = unsafe { libc::lseek(sfd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: no more data.
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(Error::host_io("cannot seek in", src)(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        copy_range(&s, &d, data as u64, (hole - data) as u64)
-            .map_err(Error::host_io("cannot copy to", dst))?;
-        pos = hole;
+    let extents = data_extents(&s, len).map_err(Error::host_io("cannot seek in", src))?;
+    for (off, n) in extents {
+        copy_range(&s, &d, off, n).map_err(Error::host_io("cannot copy to", dst))?;
     }
     Ok(())
 }
@@ -160,52 +146,6 @@ fn extents_map(src: &Path, meta: &std::fs::Metadata) -> Option<Vec<(u64, u64)>> 
         out.push((off, n));
     }
     Some(out)
-}
-
-/// Copies `len` bytes at `off` from `s` to the same offset of `d`: copy_file_range
-/// (in-kernel, reflinks where the filesystem can), or read/write where it refuses
-/// (different filesystems: EXDEV; old kernels: ENOSYS).
-fn copy_range(s: &File, d: &File, mut off: u64, mut len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = Vec::new();
-    while len > 0 {
-        let (mut off_in, mut off_out) = (off as i64, off as i64);
-        // SAFETY: the offsets point at our locals; both fds are open.
-        let n = unsafe {
-            libc::copy_file_range(
-                s.as_raw_fd(),
-                &mut off_in,
-                d.as_raw_fd(),
-                &mut off_out,
-                len as usize,
-                0,
-            )
-        };
-        let n = if n > 0 {
-            n as u64
-        } else {
-            let e = std::io::Error::last_os_error();
-            if n == 0
-                || !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
-                )
-            {
-                return Err(if n == 0 {
-                    std::io::ErrorKind::UnexpectedEof.into()
-                } else {
-                    e
-                });
-            }
-            buf.resize(len.min(1 << 20) as usize, 0);
-            s.read_exact_at(&mut buf, off)?;
-            d.write_all_at(&buf, off)?;
-            buf.len() as u64
-        };
-        off += n;
-        len -= n;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

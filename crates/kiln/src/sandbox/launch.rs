@@ -25,6 +25,22 @@ const API_TIMEOUT: Duration = Duration::from_secs(20);
 /// Spawns the VMM for `dir`, configures and boots `g`, and waits for the agent.
 /// On error the VMM is killed; the caller removes the folder.
 pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
+    with_vmm(dir, id, |child, client| {
+        configure(client, g).map_err(|e| vmm_failed("config", e))?;
+        client
+            .action("InstanceStart")
+            .map_err(|e| vmm_failed("kernel", VmmError::Api(e)))?;
+        wait_ready(child, dir)
+    })
+}
+
+/// Spawns the VMM for `dir` and runs `setup` once its API answers. On error the VMM is
+/// killed; the caller removes the folder.
+pub fn with_vmm(
+    dir: &Dir,
+    id: &str,
+    setup: impl FnOnce(&mut Child, &FcClient) -> Result<()>,
+) -> Result<Child> {
     let bin = paths::vmm_binary();
     let log = OpenOptions::new()
         .create(true)
@@ -54,7 +70,8 @@ pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
             bin.display()
         ),
     })?;
-    match boot(&mut child, dir, g) {
+    let client = FcClient::new(dir.api_sock());
+    match wait_api(&mut child, dir, &client).and_then(|()| setup(&mut child, &client)) {
         Ok(()) => Ok(child),
         Err(e) => {
             crate::process::kill_if_running(&mut child);
@@ -63,8 +80,7 @@ pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
     }
 }
 
-fn boot(child: &mut Child, dir: &Dir, g: &GuestSpec) -> Result<()> {
-    let client = FcClient::new(dir.api_sock());
+fn wait_api(child: &mut Child, dir: &Dir, client: &FcClient) -> Result<()> {
     let deadline = Instant::now() + API_TIMEOUT;
     while client.get("/").is_err() {
         exited(child, dir, "other")?;
@@ -77,11 +93,7 @@ fn boot(child: &mut Child, dir: &Dir, g: &GuestSpec) -> Result<()> {
         }
         std::thread::sleep(Duration::from_micros(300));
     }
-    configure(&client, g).map_err(|e| vmm_failed("config", e))?;
-    client
-        .action("InstanceStart")
-        .map_err(|e| vmm_failed("kernel", VmmError::Api(e)))?;
-    wait_ready(child, dir)
+    Ok(())
 }
 
 /// Polls `vmm.log` for the boot-time line the agent's ready signal produces.
@@ -115,7 +127,7 @@ fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
 }
 
 /// `Err(BootFailed)` if the VMM has exited, with the end of its log as the message.
-fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
+pub(super) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
     let Ok(Some(status)) = child.try_wait() else {
         return Ok(());
     };
@@ -129,7 +141,7 @@ fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
     ))
 }
 
-fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
+pub(super) fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
     Error::BootFailed {
         stage,
         errno,

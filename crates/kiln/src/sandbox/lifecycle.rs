@@ -19,6 +19,7 @@ const KILL_GRACE: Duration = Duration::from_secs(30);
 pub enum State {
     Creating,
     Running,
+    Paused,
     Stopping,
     Stopped,
     /// The VMM is gone although nobody stopped it (crash, kill, guest panic).
@@ -30,6 +31,7 @@ impl fmt::Display for State {
         f.write_str(match self {
             State::Creating => "creating",
             State::Running => "running",
+            State::Paused => "paused",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
@@ -45,7 +47,11 @@ impl Sandbox {
         } else if self.record.pid == 0 {
             State::Creating
         } else if self.vmm_alive() {
-            State::Running
+            if self.record.paused {
+                State::Paused
+            } else {
+                State::Running
+            }
         } else {
             State::Failed
         }
@@ -92,7 +98,12 @@ impl Sandbox {
 
     /// Stops the VM (agent power-off, then SIGTERM, then SIGKILL). Returns how it ended.
     pub fn stop(&mut self) -> Result<&'static str> {
-        let from = self.state();
+        let mut from = self.state();
+        if from == State::Paused {
+            // A paused guest cannot shut down by itself: let it run to do so.
+            self.resume()?;
+            from = State::Running;
+        }
         if from != State::Running && from != State::Failed {
             return Err(Error::InvalidTransition {
                 id: self.id.clone(),
@@ -133,7 +144,7 @@ impl Sandbox {
     }
 
     fn remove_inner(&mut self) -> Result<()> {
-        if matches!(self.state(), State::Running | State::Failed) {
+        if matches!(self.state(), State::Running | State::Paused | State::Failed) {
             self.stop()?;
         }
         if let Some(mut c) = self.child.take() {

@@ -14,9 +14,13 @@
 //! created with `detach(false)` (the library default) is stopped and removed when the
 //! `Sandbox` is dropped; `detach(true)` (what `kiln create` uses) leaves it running.
 
+mod fork;
 mod image;
 mod launch;
 mod lifecycle;
+mod pause;
+mod pool;
+mod restore;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -24,8 +28,11 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
+pub use fork::Fork;
 pub use image::{sparse_copy, Image};
 pub use lifecycle::State;
+pub use pool::pool_target;
+pub use restore::MemoryBackend;
 
 use crate::agent::{AgentAddr, ExecStream};
 use crate::error::{Error, Result};
@@ -44,6 +51,8 @@ pub struct SandboxBuilder {
     env: BTreeMap<String, String>,
     timeout: Option<Duration>,
     detach: bool,
+    from: Option<String>,
+    backend: MemoryBackend,
 }
 
 /// A running (or stopped) sandbox.
@@ -67,6 +76,8 @@ impl Default for SandboxBuilder {
             env: BTreeMap::new(),
             timeout: None,
             detach: false,
+            from: None,
+            backend: MemoryBackend::File,
         }
     }
 }
@@ -107,8 +118,24 @@ impl SandboxBuilder {
         self
     }
 
-    /// Boots the sandbox and waits for its agent. On failure nothing is left behind.
+    /// Restore this snapshot (name or directory) instead of booting an image; image,
+    /// cpus and memory come from the snapshot.
+    pub fn from_snapshot(mut self, name: impl Into<String>) -> Self {
+        self.from = Some(name.into());
+        self
+    }
+    /// How a restored sandbox's memory is backed.
+    pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// Boots the sandbox (or restores its snapshot) and waits for its agent. On failure
+    /// nothing is left behind.
     pub fn create(self) -> Result<Sandbox> {
+        if self.from.is_some() {
+            return self.create_from_snapshot();
+        }
         let img = Image::resolve(&self.image)?;
         if !(1..=32).contains(&self.cpus) {
             return Err(Error::InvalidInput(format!(
@@ -131,10 +158,7 @@ impl SandboxBuilder {
         };
         let dir = Dir::of(&state::state_dir()?, &id);
         dir.create(&id)?;
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let created = now_secs();
         let mut record = Record {
             id: id.clone(),
             image: img.name().into(),
@@ -143,7 +167,7 @@ impl SandboxBuilder {
             pid: 0,
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
-            stopped: false,
+            ..Default::default()
         };
         let mut sb = Sandbox {
             agent: AgentAddr::new(dir.vsock(), &id),
@@ -186,6 +210,14 @@ impl SandboxBuilder {
         }
         Ok(sb)
     }
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The VM for `img`: the minimal initramfs, plus for disk images the root filesystem

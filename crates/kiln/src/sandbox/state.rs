@@ -26,7 +26,7 @@ pub fn state_dir() -> Result<PathBuf> {
 }
 
 /// What `sandbox.json` says about a sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     pub image: String,
@@ -42,6 +42,18 @@ pub struct Record {
     /// Set once the sandbox was stopped on purpose.
     #[serde(default)]
     pub stopped: bool,
+    /// The vCPUs are paused (`kiln pause`).
+    #[serde(default)]
+    pub paused: bool,
+    /// The snapshot it was restored from (None: booted from its image, or forked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The sandbox it was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Waiting in the warm pool of this snapshot (not yet handed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl Record {
@@ -80,6 +92,14 @@ impl Dir {
     }
     pub fn scratch(&self) -> PathBuf {
         self.path.join("scratch.ext4")
+    }
+    /// The backing file of drive `id` (the writable layer is `scratch`).
+    pub fn disk(&self, id: &str) -> PathBuf {
+        if id == "scratch" {
+            self.scratch()
+        } else {
+            self.path.join(format!("disk-{id}.img"))
+        }
     }
 
     /// Creates the folder; fails with `AlreadyExists` if the id is taken.
@@ -162,14 +182,12 @@ pub fn new_id() -> String {
 pub fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 40
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(
-            "sandbox id {id:?}: use 1-40 letters, digits, '-' or '_'"
+            "sandbox id {id:?}: use 1-40 letters, digits or '-' (it is also the guest's hostname)"
         )))
     }
 }
@@ -204,7 +222,7 @@ mod tests {
             pid: 42,
             created: 1,
             exec_timeout_ms: Some(5),
-            stopped: false,
+            ..Default::default()
         };
         d.save(&r).unwrap();
         assert_eq!(d.load("sb-1").unwrap().pid, 42);

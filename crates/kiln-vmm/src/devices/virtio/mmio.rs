@@ -22,6 +22,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::{Interrupt, VirtioDevice, INT_CONFIG, INT_USED_RING, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
 
+// Snapshot save/restore of the transport (an `impl MmioTransport` kept apart).
+#[path = "mmio_state.rs"]
+mod state;
+pub use state::{QueueSnapshot, TransportState};
+
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const MMIO_VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0;

@@ -33,10 +33,10 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use blk::{Block, BlockError};
-pub use mmio::MmioTransport;
+pub use blk::{Block, BlockError, BlockState};
+pub use mmio::{MmioTransport, QueueSnapshot, TransportState};
 pub use rng::Rng;
-pub use vsock::{Vsock, VsockError};
+pub use vsock::{Vsock, VsockError, VsockState};
 
 /// Size of one virtio-mmio device window.
 pub const MMIO_REGION_SIZE: u64 = 0x1000;
@@ -105,6 +105,32 @@ pub trait VirtioDevice: Send {
 
     /// The driver reset the device (wrote 0 to Status). Drop any in-flight state.
     fn reset(&mut self) {}
+
+    /// Device-specific state for a snapshot (the transport saves features, queues and
+    /// interrupt status itself). `Null` when the device keeps nothing worth saving.
+    fn save_device_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Applies what [`VirtioDevice::save_device_state`] returned, after the transport has
+    /// acked the saved features and (if it ran) activated the device. The value comes from
+    /// an untrusted file: validate it. The default accepts only `Null`.
+    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        if state.is_null() {
+            Ok(())
+        } else {
+            Err(format!(
+                "virtio device type {} keeps no device state, got {state}",
+                self.device_type()
+            ))
+        }
+    }
+
+    /// Called once on a restored, activated device before the VM runs again, before the
+    /// transport processes every queue. Returns true if used-ring entries were added.
+    fn after_restore(&mut self, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
 }
 
 /// The interrupt line of one device: the InterruptStatus register plus the irqfd.
@@ -126,6 +152,11 @@ impl Interrupt {
     /// Sets `cause` (`INT_USED_RING` / `INT_CONFIG`) in InterruptStatus and kicks the irqfd.
     pub fn trigger(&self, cause: u32) {
         self.status.fetch_or(cause, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Kicks the irqfd without changing InterruptStatus (re-raises a pending interrupt).
+    pub(crate) fn kick(&self) {
         if let Err(e) = self.evt.write(1) {
             // EAGAIN means the counter is saturated: an interrupt is pending anyway.
             if e.kind() != io::ErrorKind::WouldBlock {
@@ -137,6 +168,11 @@ impl Interrupt {
     /// Current InterruptStatus value.
     pub fn status(&self) -> u32 {
         self.status.load(Ordering::SeqCst)
+    }
+
+    /// Sets InterruptStatus without kicking the irqfd (snapshot restore).
+    pub(crate) fn set_status(&self, v: u32) {
+        self.status.store(v, Ordering::SeqCst);
     }
 
     /// InterruptACK: clears the acknowledged bits.

@@ -4,6 +4,7 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_F_SIZE_MAX,
@@ -23,6 +24,18 @@ const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
 /// Config space up to and including `blk_size` (virtio 1.1 §5.2.4): capacity @0,
 /// size_max @8, seg_max @12, geometry @16 (unused), blk_size @20. Later fields read as 0.
 const CONFIG_LEN: usize = 24;
+
+/// The device-specific snapshot state. The acked features (whether writes go through
+/// `fdatasync`) are restored by the transport re-acking the driver's features; these
+/// fields only check that the drive the guest sees is the one it saw before.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlockState {
+    /// Capacity in sectors, as the guest read it from config space.
+    pub capacity: u64,
+    /// Whether `VIRTIO_BLK_F_RO` was offered.
+    pub read_only: bool,
+}
 
 /// virtio-blk device backed by a raw image file.
 pub struct Block {
@@ -136,6 +149,33 @@ impl VirtioDevice for Block {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
+    }
+
+    fn save_device_state(&self) -> serde_json::Value {
+        let state = BlockState {
+            capacity: self.disk.capacity,
+            read_only: self.disk.read_only,
+        };
+        serde_json::to_value(state).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Refuses a drive of another size or writability than the snapshot's: the guest has
+    /// the old capacity cached and its filesystem would be corrupted.
+    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let saved = BlockState::deserialize(state)
+            .map_err(|e| format!("virtio-blk {}: bad state: {e}", self.path.display()))?;
+        if saved.capacity != self.disk.capacity || saved.read_only != self.disk.read_only {
+            let mode = |ro: bool| if ro { "read-only" } else { "read-write" };
+            return Err(format!(
+                "virtio-blk {}: the snapshot's drive had {} sectors ({}), this one has {} ({})",
+                self.path.display(),
+                saved.capacity,
+                mode(saved.read_only),
+                self.disk.capacity,
+                mode(self.disk.read_only),
+            ));
+        }
+        Ok(())
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {

@@ -22,7 +22,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use device::{Block, QUEUE_SIZE};
+pub use device::{Block, BlockState, QUEUE_SIZE};
 pub use request::{MAX_DATA_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 
 /// Why a drive could not be set up.

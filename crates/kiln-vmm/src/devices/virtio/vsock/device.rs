@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -26,6 +27,15 @@ const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
 const EVENT_TRANSPORT_RESET: u32 = 0;
+
+/// The device-specific snapshot state. Connections are not saved (their host sockets
+/// cannot be): after a restore the guest gets a transport reset and drops them.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VsockState {
+    /// The CID the guest driver read from config space.
+    pub guest_cid: u64,
+}
 
 /// virtio-vsock device backed by unix sockets.
 pub struct Vsock {
@@ -253,5 +263,33 @@ impl VirtioDevice for Vsock {
     fn reset(&mut self) {
         self.muxer.reset_all();
         self.tx_throttled = false;
+    }
+
+    fn save_device_state(&self) -> serde_json::Value {
+        let state = VsockState {
+            guest_cid: self.guest_cid,
+        };
+        serde_json::to_value(state).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The restored device must have the snapshot's CID: the guest learns a new CID only
+    /// from a transport reset it might not receive (no event buffer posted), and until then
+    /// the muxer would drop every packet it sends.
+    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let saved = VsockState::deserialize(state).map_err(|e| format!("vsock: bad state: {e}"))?;
+        if saved.guest_cid != self.guest_cid {
+            return Err(format!(
+                "vsock: the snapshot's guest_cid is {}, this device's is {}; restore with \
+                 guest_cid {}",
+                saved.guest_cid, self.guest_cid, saved.guest_cid
+            ));
+        }
+        Ok(())
+    }
+
+    /// Host sockets do not survive a snapshot: tell the guest to drop its connections.
+    /// The listener and the muxer stay as they are, ready for new connections.
+    fn after_restore(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
+        self.send_transport_reset(queues, mem)
     }
 }

@@ -65,7 +65,7 @@ mod unix;
 
 use std::path::PathBuf;
 
-pub use device::Vsock;
+pub use device::{Vsock, VsockState};
 
 /// Why the vsock device could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -145,7 +145,9 @@ fn guest_data_waits_for_a_slow_client_and_keeps_order() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let mut got = vec![0u8; 3 * BUF_ALLOC as usize];
         c.read_exact(&mut got).unwrap();
-        got
+        // Keep the client open: closing it would make the device send SHUTDOWN while
+        // the loop below still expects only credit updates.
+        (got, c)
     });
     let (mut sent, mut fwd_cnt) = (0usize, 0u32);
     let mut updates = 0;
@@ -174,7 +176,8 @@ fn guest_data_waits_for_a_slow_client_and_keeps_order() {
         h.pump();
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    assert_eq!(reader.join().unwrap(), data);
+    let (got, _c) = reader.join().unwrap();
+    assert_eq!(got, data);
     // 768 KiB through a 256 KiB window needs at least two updates.
     assert!(updates >= 2, "only {updates} credit updates");
 }

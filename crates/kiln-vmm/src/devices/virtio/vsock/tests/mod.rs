@@ -5,6 +5,7 @@ mod data;
 mod guest;
 mod host;
 mod malformed;
+mod restore;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};

@@ -1,0 +1,183 @@
+//! `kiln pause | resume | snapshot | restore | fork | pool`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use kiln::snapshot::Trust;
+use kiln::{MemoryBackend, Sandbox, Snapshot};
+
+#[derive(clap::Args)]
+pub struct IdArg {
+    /// The sandbox.
+    id: String,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    cmd: Option<SnapCmd>,
+    /// The sandbox to snapshot (`kiln snapshot ID --name N`).
+    id: Option<String>,
+    /// Name of the snapshot (default: generated).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum SnapCmd {
+    /// List snapshots.
+    Ls,
+    /// Delete snapshots.
+    Rm { names: Vec<String> },
+    /// Hash every file of a snapshot and compare with the recorded SHA-256.
+    Verify { name: String },
+    /// Copy a snapshot directory into the store, verifying it.
+    Import {
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// Snapshot name (or a snapshot directory path).
+    snapshot: String,
+    /// Use this id instead of a generated one.
+    #[arg(long)]
+    id: Option<String>,
+    /// `file` (copy-on-write mapping of the memory file) or `uffd` (userfaultfd with the
+    /// recorded working set prefetched).
+    #[arg(long, default_value = "file")]
+    memory_backend: String,
+}
+
+#[derive(clap::Args)]
+pub struct ForkArgs {
+    /// The sandbox to fork.
+    id: String,
+    /// Number of children.
+    #[arg(short, default_value_t = 1)]
+    n: usize,
+}
+
+#[derive(clap::Args)]
+pub struct PoolArgs {
+    /// The snapshot whose pool to fill.
+    snapshot: String,
+    /// Pool size.
+    #[arg(short, default_value_t = 2)]
+    n: usize,
+}
+
+pub fn parse_backend(s: &str) -> Result<MemoryBackend> {
+    Ok(match s {
+        "file" => MemoryBackend::File,
+        "uffd" => MemoryBackend::Uffd,
+        other => bail!("--memory-backend {other}: use file or uffd"),
+    })
+}
+
+pub fn pause(a: IdArg) -> Result<i32> {
+    Sandbox::get(&a.id)?.pause()?;
+    println!("{} paused", a.id);
+    Ok(0)
+}
+
+pub fn resume(a: IdArg) -> Result<i32> {
+    Sandbox::get(&a.id)?.resume()?;
+    println!("{} resumed", a.id);
+    Ok(0)
+}
+
+pub fn snapshot(a: SnapshotArgs) -> Result<i32> {
+    match (a.cmd, a.id) {
+        (Some(SnapCmd::Ls), _) => list(),
+        (Some(SnapCmd::Rm { names }), _) => {
+            for n in names {
+                Snapshot::get(&n)?.remove()?;
+                println!("{n} removed");
+            }
+            Ok(0)
+        }
+        (Some(SnapCmd::Verify { name }), _) => {
+            let (_, v) = Snapshot::get(&name)?.verify(Trust::Rehash)?;
+            println!("{name}: {} files match their SHA-256", v.hashed);
+            Ok(0)
+        }
+        (Some(SnapCmd::Import { dir, name }), _) => {
+            Snapshot::import(&dir, &name)?;
+            println!("{name}");
+            Ok(0)
+        }
+        (None, Some(id)) => {
+            let s = Sandbox::get(&id)?.snapshot(a.name.as_deref())?;
+            println!("{}", s.name());
+            Ok(0)
+        }
+        (None, None) => bail!("give a sandbox id (`kiln snapshot ID --name N`) or a subcommand"),
+    }
+}
+
+fn list() -> Result<i32> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{:<20} {:<14} {:<10} {:>4} {:>7} {:>8} {:>5}",
+        "NAME", "SOURCE", "IMAGE", "CPUS", "MEMORY", "AGE", "POOL"
+    );
+    for s in Snapshot::list()? {
+        let m = &s.meta;
+        println!(
+            "{:<20} {:<14} {:<10} {:>4} {:>6}M {:>7}s {:>5}",
+            m.name,
+            m.source,
+            m.image,
+            m.cpus,
+            m.memory_mib,
+            now.saturating_sub(m.created),
+            Sandbox::pool_members(&m.name)?.len()
+        );
+    }
+    Ok(0)
+}
+
+pub fn restore(a: RestoreArgs) -> Result<i32> {
+    let mut b = Sandbox::builder()
+        .from_snapshot(&a.snapshot)
+        .memory_backend(parse_backend(&a.memory_backend)?)
+        .detach(true);
+    if let Some(id) = a.id {
+        b = b.id(id);
+    }
+    let sb = b.create()?;
+    println!("{}", sb.id());
+    crate::commands::refill_pool(&a.snapshot);
+    Ok(0)
+}
+
+pub fn fork(a: ForkArgs) -> Result<i32> {
+    let mut parent = Sandbox::get(&a.id)?;
+    let f = parent.fork_timed(a.n)?;
+    for mut c in f.children {
+        c.set_detach(true);
+        println!("{}", c.id());
+    }
+    eprintln!(
+        "kiln: {} children in {:.1} ms; {} was paused for {:.1} ms",
+        a.n,
+        f.total.as_secs_f64() * 1e3,
+        a.id,
+        f.pause_window.as_secs_f64() * 1e3
+    );
+    Ok(0)
+}
+
+pub fn pool(a: PoolArgs) -> Result<i32> {
+    let added = Sandbox::pool_fill(&a.snapshot, a.n)?;
+    eprintln!("kiln: pool of {} holds {} ({added} added)", a.snapshot, a.n);
+    Ok(0)
+}

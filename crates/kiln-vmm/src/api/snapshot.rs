@@ -1,0 +1,158 @@
+//! Pause/resume and snapshot routes, in Firecracker's shape: `PATCH /vm`,
+//! `PUT /snapshot/create`, `PUT /snapshot/load`. kiln's additions are `kiln_`-prefixed
+//! fields (copying disks into the snapshot, new vsock/drive paths for the restored VM, a
+//! working set for the userfaultfd backend) and `PUT /snapshot/working-set`.
+//!
+//! One difference: Firecracker's `Uffd` backend names the socket of an external page
+//! fault handler; kiln serves page faults itself, so its `backend_path` is the memory
+//! file in both backends.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::http::Response;
+use crate::builder::{MemBackend, RestoreOptions};
+use crate::config::parse_json;
+use crate::snapshot::format::{SnapshotState, MEMORY_FILE};
+use crate::snapshot::CreateRequest;
+use crate::vmm::Vmm;
+
+type Outcome = Result<Response, String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmStatePatch {
+    state: String,
+}
+
+pub fn patch_vm(vmm: &mut Vmm, body: &str) -> Outcome {
+    let p: VmStatePatch = parse_json(body).map_err(|e| e.0)?;
+    match p.state.as_str() {
+        "Paused" => vmm.pause()?,
+        "Resumed" => vmm.resume()?,
+        other => return Err(format!("unknown state '{other}'; use Paused or Resumed")),
+    }
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotCreate {
+    #[serde(default)]
+    snapshot_type: Option<String>,
+    snapshot_path: PathBuf,
+    mem_file_path: PathBuf,
+    /// Accepted for compatibility; the format version is kiln's own.
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+    #[serde(default)]
+    kiln_copy_disks: bool,
+}
+
+pub fn create(vmm: &mut Vmm, body: &str) -> Outcome {
+    let c: SnapshotCreate = parse_json(body).map_err(|e| e.0)?;
+    match c.snapshot_type.as_deref() {
+        None | Some("Full") => {}
+        Some("Diff") => {
+            return Err("Diff snapshots are not supported by kiln-vmm yet; use Full".into())
+        }
+        Some(other) => return Err(format!("unknown snapshot_type '{other}'; use Full")),
+    }
+    let report = vmm.snapshot_create(&CreateRequest {
+        state_path: c.snapshot_path,
+        mem_path: c.mem_file_path,
+        copy_disks: c.kiln_copy_disks,
+    })?;
+    tracing::info!(
+        us = report.took.as_micros() as u64,
+        memory_bytes = report.memory_bytes_written,
+        disk_bytes = report.disk_bytes_copied,
+        "snapshot created"
+    );
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemBackendBody {
+    backend_type: String,
+    backend_path: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkingSet {
+    prefetch: Option<PathBuf>,
+    record: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotLoad {
+    snapshot_path: PathBuf,
+    #[serde(default)]
+    mem_file_path: Option<PathBuf>,
+    #[serde(default)]
+    mem_backend: Option<MemBackendBody>,
+    #[serde(default)]
+    enable_diff_snapshots: bool,
+    #[serde(default)]
+    resume_vm: bool,
+    #[serde(default)]
+    kiln_vsock_uds_path: Option<String>,
+    #[serde(default)]
+    kiln_drives: BTreeMap<String, String>,
+    #[serde(default)]
+    kiln_working_set: WorkingSet,
+}
+
+pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
+    let l: SnapshotLoad = parse_json(body).map_err(|e| e.0)?;
+    if l.enable_diff_snapshots {
+        return Err(
+            "Diff snapshots are not supported by kiln-vmm yet; leave enable_diff_snapshots false"
+                .into(),
+        );
+    }
+    let dir = l
+        .snapshot_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let (mem_path, backend) = match (l.mem_backend, l.mem_file_path) {
+        (Some(_), Some(_)) => {
+            return Err("give either mem_backend or mem_file_path, not both".into())
+        }
+        (Some(b), None) => {
+            let backend = match b.backend_type.as_str() {
+                "File" => MemBackend::File,
+                "Uffd" => MemBackend::Uffd {
+                    prefetch: l.kiln_working_set.prefetch,
+                    record: l.kiln_working_set.record,
+                },
+                other => return Err(format!("unknown backend_type '{other}'; use File or Uffd")),
+            };
+            (b.backend_path, backend)
+        }
+        (None, path) => (
+            path.unwrap_or_else(|| SnapshotState::resolve(dir, MEMORY_FILE)),
+            MemBackend::File,
+        ),
+    };
+    let opts = RestoreOptions {
+        mem_path,
+        backend,
+        vsock_uds_path: l.kiln_vsock_uds_path,
+        drives: l.kiln_drives,
+    };
+    vmm.snapshot_load(&l.snapshot_path, &opts, l.resume_vm)?;
+    Ok(Response::no_content())
+}
+
+/// PUT /snapshot/working-set: writes the pages touched since a Uffd restore.
+pub fn save_working_set(vmm: &mut Vmm) -> Outcome {
+    let pages = vmm.save_working_set()?;
+    Ok(Response::json(200, &serde_json::json!({ "pages": pages })))
+}

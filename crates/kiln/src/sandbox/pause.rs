@@ -1,0 +1,117 @@
+//! Pause, resume and named snapshots of a sandbox, through its VMM's API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::lifecycle::State;
+use super::Sandbox;
+use crate::error::{Error, Result};
+use crate::fc::FcClient;
+use crate::snapshot::{bad, Snapshot, SnapshotMeta};
+
+impl Sandbox {
+    pub(super) fn vmm_api(&self) -> FcClient {
+        FcClient::new(self.dir.api_sock())
+    }
+
+    fn vmm_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Vmm {
+            id: self.id.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn require(&mut self, want: &[State], to: State) -> Result<State> {
+        let from = self.state();
+        if want.contains(&from) {
+            Ok(from)
+        } else {
+            Err(Error::InvalidTransition {
+                id: self.id.clone(),
+                from,
+                to,
+            })
+        }
+    }
+
+    fn set_vm_state(&mut self, paused: bool) -> Result<()> {
+        let state = if paused { "Paused" } else { "Resumed" };
+        self.vmm_api()
+            .patch("/vm", &json!({ "state": state }))
+            .map_err(|e| self.vmm_err(e))?;
+        self.record.paused = paused;
+        self.dir.save(&self.record)
+    }
+
+    /// Stops the vCPUs; memory and devices stay as they are.
+    pub fn pause(&mut self) -> Result<()> {
+        self.require(&[State::Running], State::Paused)?;
+        self.set_vm_state(true)
+    }
+
+    pub fn resume(&mut self) -> Result<()> {
+        self.require(&[State::Paused], State::Running)?;
+        self.set_vm_state(false)
+    }
+
+    /// Writes the VMM's snapshot (with a copy of the disk layer) into `dir` while the
+    /// sandbox is paused; resumes it after unless it was paused already. Returns how
+    /// long the guest was stopped.
+    pub(super) fn snapshot_into(&mut self, dir: &Path) -> Result<Duration> {
+        let from = self.require(&[State::Running, State::Paused], State::Paused)?;
+        let t0 = Instant::now();
+        if from == State::Running {
+            self.set_vm_state(true)?;
+        }
+        let body = json!({
+            "snapshot_type": "Full",
+            "snapshot_path": dir.join(kiln_vmm::snapshot::format::STATE_FILE),
+            "mem_file_path": dir.join(kiln_vmm::snapshot::format::MEMORY_FILE),
+            "kiln_copy_disks": true,
+        });
+        let made = self
+            .vmm_api()
+            .put("/snapshot/create", &body)
+            .map_err(|e| self.vmm_err(e));
+        if from == State::Running {
+            self.set_vm_state(false)?;
+        }
+        made?;
+        Ok(t0.elapsed())
+    }
+
+    pub(super) fn snapshot_meta(&self, name: &str) -> SnapshotMeta {
+        SnapshotMeta {
+            name: name.into(),
+            source: self.id.clone(),
+            image: self.record.image.clone(),
+            cpus: self.record.cpus,
+            memory_mib: self.record.memory_mib,
+            exec_timeout_ms: self.record.exec_timeout_ms,
+            created: super::now_secs(),
+        }
+    }
+
+    /// Takes a named snapshot (a generated name if None) and seals it (SHA-256 of memory
+    /// and disk, computed after the sandbox runs again). The sandbox keeps running.
+    pub fn snapshot(&mut self, name: Option<&str>) -> Result<Snapshot> {
+        let name = name.map_or_else(
+            || format!("snap-{}", &super::state::new_id()[3..]),
+            String::from,
+        );
+        let dir = Snapshot::reserve(&name)?;
+        let made = (|| {
+            self.snapshot_into(&dir)?;
+            Snapshot::write_meta(&dir, &self.snapshot_meta(&name))?;
+            kiln_vmm::snapshot::seal(&dir.join(kiln_vmm::snapshot::format::STATE_FILE))
+                .map_err(bad)?;
+            Snapshot::get(&name)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        made
+    }
+}

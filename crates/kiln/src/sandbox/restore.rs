@@ -1,0 +1,258 @@
+//! Making a sandbox of a snapshot: a new folder and id, a private copy of the snapshot's
+//! disk layer, a VMM that loads the snapshot with the new folder's vsock socket and disk,
+//! and then the agent told who it is now (fresh RNG seed, clock, hostname, machine id).
+//! The sandbox is ready when that answer comes back.
+
+use std::path::{Path, PathBuf};
+
+use kiln_vmm::snapshot::format::SnapshotState;
+use serde_json::json;
+
+use super::launch::{self, failed};
+use super::state::{self, Dir, Record};
+use super::Sandbox;
+use crate::agent::AgentAddr;
+use crate::error::Result;
+use crate::snapshot::SnapshotMeta;
+
+/// How a restored VM's memory is backed (see `kiln_vmm::builder::MemBackend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryBackend {
+    /// Private copy-on-write mapping of the memory file (the page cache is shared by
+    /// every sandbox restored from it).
+    #[default]
+    File,
+    /// userfaultfd, with the snapshot's recorded working set loaded first.
+    Uffd,
+}
+
+/// What a restore reads.
+#[derive(Debug, Clone)]
+pub(crate) struct RestoreSource {
+    pub state_path: PathBuf,
+    pub mem_path: PathBuf,
+    /// (drive id, the snapshot's copy of it).
+    pub disks: Vec<(String, PathBuf)>,
+    pub meta: SnapshotMeta,
+    /// For Uffd: the working set to prefetch, and where to record one if there is none.
+    pub working_set: Option<PathBuf>,
+}
+
+impl RestoreSource {
+    /// The files of the snapshot `state` (loaded from `state_path`).
+    pub fn new(
+        state_path: &Path,
+        state: &SnapshotState,
+        meta: SnapshotMeta,
+        working_set: Option<PathBuf>,
+    ) -> Self {
+        let dir = state_path.parent().unwrap_or(Path::new("."));
+        RestoreSource {
+            state_path: state_path.to_path_buf(),
+            mem_path: SnapshotState::resolve(dir, &state.memory.file),
+            disks: state
+                .disks
+                .iter()
+                .map(|d| {
+                    (
+                        d.drive_id.clone(),
+                        SnapshotState::resolve(dir, &d.data.file),
+                    )
+                })
+                .collect(),
+            meta,
+            working_set,
+        }
+    }
+}
+
+pub(crate) struct RestoreArgs {
+    pub id: Option<String>,
+    pub detach: bool,
+    pub backend: MemoryBackend,
+    pub snapshot: Option<String>,
+    pub parent: Option<String>,
+    pub pool: Option<String>,
+}
+
+fn load_body(
+    src: &RestoreSource,
+    dir: &Dir,
+    backend: MemoryBackend,
+    record_ws: bool,
+) -> serde_json::Value {
+    let drives: serde_json::Map<String, serde_json::Value> = src
+        .disks
+        .iter()
+        .map(|(id, _)| (id.clone(), json!(dir.disk(id))))
+        .collect();
+    let mut body = json!({
+        "snapshot_path": src.state_path,
+        "mem_backend": {
+            "backend_type": if backend == MemoryBackend::Uffd { "Uffd" } else { "File" },
+            "backend_path": src.mem_path,
+        },
+        "resume_vm": true,
+        "kiln_vsock_uds_path": dir.vsock(),
+        "kiln_drives": drives,
+    });
+    if backend == MemoryBackend::Uffd {
+        let ws = src.working_set.as_ref().filter(|p| p.is_file());
+        body["kiln_working_set"] = json!({
+            "prefetch": ws,
+            "record": if record_ws && ws.is_none() { Some(dir.path.join("working-set.rec")) } else { None },
+        });
+    }
+    body
+}
+
+/// Restores `src` into a new sandbox. On failure nothing is left behind.
+pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox> {
+    let id = match args.id {
+        Some(id) => {
+            state::check_id(&id)?;
+            id
+        }
+        None => state::new_id(),
+    };
+    let dir = Dir::of(&state::state_dir()?, &id);
+    dir.create(&id)?;
+    let m = &src.meta;
+    let mut sb = Sandbox {
+        agent: AgentAddr::new(dir.vsock(), &id),
+        id: id.clone(),
+        record: Record {
+            id: id.clone(),
+            image: m.image.clone(),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+            created: super::now_secs(),
+            exec_timeout_ms: m.exec_timeout_ms,
+            snapshot: args.snapshot,
+            parent: args.parent,
+            pool: args.pool,
+            ..Default::default()
+        },
+        dir,
+        child: None,
+        // Until it is ready, a failure removes everything through Drop.
+        detach: false,
+        removed: false,
+    };
+    sb.dir.save(&sb.record)?;
+    for (drive, copy) in &src.disks {
+        kiln_vmm::snapshot::disk::sparse_copy(copy, &sb.dir.disk(drive)).map_err(
+            crate::error::Error::host_io("cannot copy the snapshot's disk", copy),
+        )?;
+    }
+    let record_ws = args.backend == MemoryBackend::Uffd;
+    let body = load_body(src, &sb.dir, args.backend, record_ws);
+    let child = launch::with_vmm(&sb.dir, &id, |_, client| {
+        client
+            .put("/snapshot/load", &body)
+            .map_err(|e| failed("restore", None, e.to_string()))
+    })?;
+    sb.record.pid = child.id();
+    sb.child = Some(child);
+    sb.dir.save(&sb.record)?;
+    reidentify(&sb.agent, &id)?;
+    if record_ws {
+        sb.keep_working_set(src)?;
+    }
+    sb.detach = args.detach;
+    Ok(sb)
+}
+
+/// Tells the agent its new identity. The guest handles the vsock transport-reset event
+/// the VMM queued at restore when it first runs, and that reset may also close a
+/// connection we opened just before it: such a loss is retried (the op is idempotent).
+fn reidentify(agent: &AgentAddr, id: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match agent.reidentify(id) {
+            Ok(r) => {
+                if !r.reseeded {
+                    return Err(crate::error::Error::AgentUnavailable {
+                        id: id.into(),
+                        reason: format!("the guest could not reseed its RNG: {:?}", r.errors),
+                    });
+                }
+                return Ok(());
+            }
+            Err(crate::error::Error::AgentUnavailable { .. }) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Sandbox {
+    /// First Uffd restore of a snapshot: runs one command so the working set covers a
+    /// first exec, then stores it in the snapshot for the next restores.
+    fn keep_working_set(&self, src: &RestoreSource) -> Result<()> {
+        let (Some(ws), rec) = (&src.working_set, self.dir.path.join("working-set.rec")) else {
+            return Ok(());
+        };
+        if ws.is_file() {
+            return Ok(());
+        }
+        self.exec(&crate::exec::ExecOptions::new(["true"]))?;
+        let client = crate::fc::FcClient::new(self.dir.api_sock());
+        client
+            .request("PUT", "/snapshot/working-set", None)
+            .map_err(|e| failed("restore", None, e.to_string()))?;
+        if rec.is_file() {
+            let _ = std::fs::rename(&rec, ws);
+        }
+        Ok(())
+    }
+}
+
+impl super::SandboxBuilder {
+    /// `create()` for `from_snapshot(..)`: verifies the snapshot (stamps, or a full hash
+    /// of changed files) and restores it.
+    pub(super) fn create_from_snapshot(self) -> Result<Sandbox> {
+        let name = self.from.clone().unwrap_or_default();
+        let snap = crate::snapshot::Snapshot::get(&name)?;
+        let pooled = if self.id.is_none() && self.backend == MemoryBackend::File {
+            Sandbox::pool_claim(&snap.meta.name)?
+        } else {
+            None
+        };
+        let sb = match pooled {
+            Some(mut sb) => {
+                sb.detach = self.detach;
+                sb
+            }
+            None => self.restore_snapshot(&snap)?,
+        };
+        if !self.env.is_empty() {
+            sb.agent
+                .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())?;
+        }
+        Ok(sb)
+    }
+
+    fn restore_snapshot(&self, snap: &crate::snapshot::Snapshot) -> Result<Sandbox> {
+        let (state, _) = snap.verify(kiln_vmm::snapshot::Trust::Stamp)?;
+        let src = RestoreSource::new(
+            &snap.state_path(),
+            &state,
+            snap.meta.clone(),
+            Some(snap.working_set_path()),
+        );
+        restore(
+            &src,
+            RestoreArgs {
+                id: self.id.clone(),
+                detach: self.detach,
+                backend: self.backend,
+                snapshot: Some(snap.meta.name.clone()),
+                parent: None,
+                pool: None,
+            },
+        )
+    }
+}

@@ -1,0 +1,174 @@
+//! Named snapshots: `<state>/.snapshots/<name>/` holds the VMM's snapshot (`state.json`,
+//! `memory.bin`, `disk-scratch.img`) and `snapshot.json`, what kiln needs to make a
+//! sandbox of it again (image, size, default timeout, where it came from).
+//!
+//! Integrity: a snapshot is sealed (SHA-256 of memory and disk, with a stamp of each
+//! file) right after it is taken. A restore trusts stamped, unchanged files; `import`
+//! and `verify` hash everything. A snapshot from another format version, with a missing,
+//! truncated or altered file is refused before any VM runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_vmm::snapshot::format::{SnapshotState, MEMORY_FILE, STATE_FILE};
+pub use kiln_vmm::snapshot::{Trust, Verified};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sandbox::state::{check_id, state_dir};
+
+const META_FILE: &str = "snapshot.json";
+
+/// What kiln records beside the VMM's snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub name: String,
+    /// The sandbox it was taken of.
+    pub source: String,
+    pub image: String,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub exec_timeout_ms: Option<u64>,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+/// A snapshot on disk.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub dir: PathBuf,
+}
+
+/// Where named snapshots live.
+pub fn snapshots_dir() -> Result<PathBuf> {
+    let d = state_dir()?.join(".snapshots");
+    fs::create_dir_all(&d).map_err(Error::host_io("cannot create", &d))?;
+    Ok(d)
+}
+
+pub(crate) fn bad(e: impl std::fmt::Display) -> Error {
+    Error::BadSnapshot(e.to_string())
+}
+
+impl Snapshot {
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+    pub fn memory_path(&self) -> PathBuf {
+        self.dir.join(MEMORY_FILE)
+    }
+    /// The recorded userfaultfd working set (pages a restore touched before its first
+    /// command finished), once one was recorded.
+    pub fn working_set_path(&self) -> PathBuf {
+        self.dir.join("working-set")
+    }
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    /// A snapshot by name (or by path to a snapshot directory, if it has a '/').
+    pub fn get(name: &str) -> Result<Snapshot> {
+        if name.contains('/') {
+            return Snapshot::open(Path::new(name), name);
+        }
+        check_id(name).map_err(|_| Error::SnapshotNotFound { name: name.into() })?;
+        Snapshot::open(&snapshots_dir()?.join(name), name)
+    }
+
+    fn open(dir: &Path, name: &str) -> Result<Snapshot> {
+        let dir = dir.to_path_buf();
+        let text = match fs::read(dir.join(META_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::SnapshotNotFound { name: name.into() })
+            }
+            Err(e) => return Err(Error::host_io("cannot read", dir.join(META_FILE))(e)),
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&text)
+            .map_err(|e| bad(format!("{}: corrupt snapshot record: {e}", dir.display())))?;
+        Ok(Snapshot { meta, dir })
+    }
+
+    pub fn list() -> Result<Vec<Snapshot>> {
+        let root = snapshots_dir()?;
+        let mut out = Vec::new();
+        for e in fs::read_dir(&root)
+            .map_err(Error::host_io("cannot list", &root))?
+            .flatten()
+        {
+            if let Some(name) = e.file_name().to_str() {
+                if let Ok(s) = Snapshot::get(name) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        Ok(out)
+    }
+
+    /// Reserves `<snapshots>/<name>` (an empty directory) for a new snapshot.
+    pub(crate) fn reserve(name: &str) -> Result<PathBuf> {
+        check_id(name).map_err(|_| {
+            Error::InvalidInput(format!(
+                "snapshot name {name:?}: use 1-40 letters, digits or '-'"
+            ))
+        })?;
+        let dir = snapshots_dir()?.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::SnapshotExists { name: name.into() })
+            }
+            Err(e) => Err(Error::host_io("cannot create", &dir)(e)),
+        }
+    }
+
+    pub(crate) fn write_meta(dir: &Path, meta: &SnapshotMeta) -> Result<()> {
+        let text = serde_json::to_vec_pretty(meta).expect("metadata serialises");
+        let p = dir.join(META_FILE);
+        fs::write(&p, text).map_err(Error::host_io("cannot write", &p))
+    }
+
+    /// Checks the snapshot's content (see the module docs): `Trust::Stamp` is the fast
+    /// path restores use, `Trust::Rehash` hashes every file.
+    pub fn verify(&self, trust: Trust) -> Result<(SnapshotState, Verified)> {
+        kiln_vmm::snapshot::verify(&self.state_path(), trust).map_err(bad)
+    }
+
+    /// Copies a snapshot directory (e.g. from another machine) into the store under
+    /// `name`, verifying every file's digest first.
+    pub fn import(src: &Path, name: &str) -> Result<Snapshot> {
+        let src_snap = Snapshot::open(src, &src.display().to_string())?;
+        kiln_vmm::snapshot::verify(&src_snap.state_path(), Trust::Rehash).map_err(bad)?;
+        let dir = Snapshot::reserve(name)?;
+        let copy = || -> Result<()> {
+            for e in fs::read_dir(src)
+                .map_err(Error::host_io("cannot list", src))?
+                .flatten()
+            {
+                let from = e.path();
+                if from.is_file() && e.file_name() != "working-set" {
+                    kiln_vmm::snapshot::disk::sparse_copy(&from, &dir.join(e.file_name()))
+                        .map_err(Error::host_io("cannot copy", &from))?;
+                }
+            }
+            let mut meta = src_snap.meta.clone();
+            meta.name = name.into();
+            Snapshot::write_meta(&dir, &meta)?;
+            // The copies have new stamps: hash once more so restores take the fast path.
+            kiln_vmm::snapshot::verify(&dir.join(STATE_FILE), Trust::Rehash).map_err(bad)?;
+            Ok(())
+        };
+        if let Err(e) = copy() {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Snapshot::get(name)
+    }
+
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir).map_err(Error::host_io("cannot remove", &self.dir))
+    }
+}
