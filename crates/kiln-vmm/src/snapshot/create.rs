@@ -98,6 +98,12 @@ pub fn create(
         i8042: lock(&machine.i8042).save_state(),
     };
 
+    if let Some(u) = &machine.uffd {
+        // Pages never faulted in exist only in the source file; load them so the dump
+        // (which reads the mapping) sees them.
+        u.populate_all()
+            .map_err(|e| snap_err(&req.mem_path, e.to_string()))?;
+    }
     cleanup.0.push(req.mem_path.clone());
     let memory_bytes_written =
         dump(&machine.mem, &req.mem_path).map_err(|e| snap_err(&req.mem_path, e.to_string()))?;

@@ -302,10 +302,15 @@ impl Sandbox {
     }
 
     fn running_agent(&self) -> Result<&AgentAddr> {
-        if self.record.stopped {
+        if self.record.stopped || self.record.paused {
+            let what = if self.record.stopped {
+                "stopped"
+            } else {
+                "paused; `kiln resume` it first"
+            };
             return Err(Error::AgentUnavailable {
                 id: self.id.clone(),
-                reason: "the sandbox is stopped".into(),
+                reason: format!("the sandbox is {what}"),
             });
         }
         Ok(&self.agent)
