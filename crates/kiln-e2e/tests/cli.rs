@@ -201,3 +201,101 @@ fn rm_of_a_running_sandbox_stops_it_and_removes_its_disk_layer() {
         text(&out.stdout)
     );
 }
+
+/// Runs `kiln ARGS`, asserts success, returns stdout.
+fn ok(state: &TempDir, args: &[&str]) -> String {
+    let out = kiln(state, args);
+    assert!(out.status.success(), "kiln {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn pause_snapshot_restore_fork_and_pool_from_the_cli_leave_nothing() {
+    if !require_kvm("cli_snapshots") {
+        return;
+    }
+    let state = TempDir::new("cli-snap");
+    let id = ok(&state, &["create", "--image", "minimal"])
+        .trim()
+        .to_string();
+    ok(
+        &state,
+        &["exec", &id, "--", "sh", "-c", "echo cli > /tmp/mark"],
+    );
+    ok(&state, &["pause", &id]);
+    assert!(ok(&state, &["ls"])
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("paused")));
+    let out = kiln(&state, &["exec", &id, "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("paused"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&state, &["resume", &id]);
+    assert_eq!(ok(&state, &["snapshot", &id, "--name", "s1"]).trim(), "s1");
+    let out = kiln(&state, &["snapshot", &id, "--name", "s1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ok(&state, &["snapshot", "ls"])
+        .lines()
+        .any(|l| l.starts_with("s1")));
+    assert!(ok(&state, &["snapshot", "verify", "s1"]).contains("match"));
+
+    let r = ok(&state, &["restore", "s1"]).trim().to_string();
+    assert_eq!(ok(&state, &["exec", &r, "--", "cat", "/tmp/mark"]), "cli\n");
+    let kids: Vec<String> = ok(&state, &["fork", &r, "-n", "2"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(kids.len(), 2);
+    for k in &kids {
+        assert_eq!(ok(&state, &["exec", k, "--", "hostname"]).trim(), k);
+    }
+    ok(&state, &["pool", "s1", "-n", "1"]);
+    assert!(ok(&state, &["ls"]).contains("pooled"));
+    let from = ok(&state, &["create", "--from", "s1"]).trim().to_string();
+    assert_eq!(
+        ok(&state, &["exec", &from, "--", "cat", "/tmp/mark"]),
+        "cli\n"
+    );
+    let out = kiln(&state, &["restore", "nope"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Wait for the background refill, then remove everything.
+    for _ in 0..600 {
+        if ok(&state, &["ls"]).contains("pooled") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ids: Vec<String> = ok(&state, &["ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(ids.len() >= 5, "{ids:?}");
+    let mut args = vec!["rm"];
+    args.extend(ids.iter().map(String::as_str));
+    ok(&state, &args);
+    ok(&state, &["snapshot", "rm", "s1"]);
+    let left: Vec<_> = std::fs::read_dir(&state.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".snapshots")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(ok(&state, &["snapshot", "ls"]).lines().count() == 1);
+}

@@ -5,6 +5,7 @@ mod boot;
 mod procstat;
 mod qemu;
 mod sandbox;
+mod snapshot;
 mod stats;
 
 use anyhow::Result;
@@ -19,6 +20,14 @@ pub enum BenchCmd {
     Exec(sandbox::SandboxBenchArgs),
     /// Upload/download throughput of a 256 MiB file vs a host copy.
     Files(sandbox::SandboxBenchArgs),
+    /// Snapshot pause window and seal time vs guest memory size, vs a cold create.
+    Snapshot(snapshot::SnapBenchArgs),
+    /// Restore → first exec finished (File and Uffd memory) vs a cold create.
+    Restore(snapshot::SnapBenchArgs),
+    /// Fork a python3 parent with live data into N children: each child's first exec, the parent's pause.
+    Fork(snapshot::SnapBenchArgs),
+    /// Private memory per idle forked child and how many fit in 16 GiB.
+    Density(snapshot::SnapBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<i32> {
@@ -27,5 +36,9 @@ pub fn run(cmd: BenchCmd) -> Result<i32> {
         BenchCmd::Create(a) => sandbox::run(sandbox::What::Create, a),
         BenchCmd::Exec(a) => sandbox::run(sandbox::What::Exec, a),
         BenchCmd::Files(a) => sandbox::run(sandbox::What::Files, a),
+        BenchCmd::Snapshot(a) => snapshot::run(snapshot::What::Snapshot, a),
+        BenchCmd::Restore(a) => snapshot::run(snapshot::What::Restore, a),
+        BenchCmd::Fork(a) => snapshot::run(snapshot::What::Fork, a),
+        BenchCmd::Density(a) => snapshot::run(snapshot::What::Density, a),
     }
 }

@@ -39,7 +39,7 @@ pub enum What {
 }
 
 /// Host fork+exec of `true`, N times (ms).
-fn host_true(n: usize) -> Result<Vec<f64>> {
+pub(super) fn host_true(n: usize) -> Result<Vec<f64>> {
     (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -50,11 +50,11 @@ fn host_true(n: usize) -> Result<Vec<f64>> {
         .collect()
 }
 
-fn true_opts() -> ExecOptions {
+pub(super) fn true_opts() -> ExecOptions {
     ExecOptions::new(["true"])
 }
 
-fn ratio(a: &[f64], b: &[f64]) -> Value {
+pub(super) fn ratio(a: &[f64], b: &[f64]) -> Value {
     json!((p50(a) / p50(b) * 1000.0).round() / 1000.0)
 }
 
@@ -62,24 +62,31 @@ fn bench_create(a: &SandboxBenchArgs) -> Result<Value> {
     let floor = host_true(a.n)?;
     let mut out = json!({ "host_fork_exec_true_ms": summary(&floor) });
     for image in a.images.split(',').filter(|s| !s.is_empty()) {
-        let mut v = Vec::new();
-        for i in 0..a.n {
-            let t = Instant::now();
-            let sb = Sandbox::builder()
-                .image(image)
-                .create()
-                .with_context(|| format!("create #{i} ({image})"))?;
-            sb.exec(&true_opts())?;
-            v.push(ms(t.elapsed()));
-            sb.remove()?;
-            if !a.json {
-                eprint!(".");
-            }
-        }
+        let v = cold_creates(image, 256, a.n, !a.json)?;
         out[format!("create_to_first_exec_ms_{image}")] = summary(&v);
         out[format!("ratio_{image}_over_host_p50")] = ratio(&v, &floor);
     }
     Ok(out)
+}
+
+/// Cold create → first exec (`true`) finished, `n` times (ms).
+pub(super) fn cold_creates(image: &str, memory_mib: u64, n: usize, dots: bool) -> Result<Vec<f64>> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let sb = Sandbox::builder()
+            .image(image)
+            .memory_mib(memory_mib)
+            .create()
+            .with_context(|| format!("create #{i} ({image})"))?;
+        sb.exec(&true_opts())?;
+        v.push(ms(t.elapsed()));
+        sb.remove()?;
+        if dots {
+            eprint!(".");
+        }
+    }
+    Ok(v)
 }
 
 fn bench_exec(a: &SandboxBenchArgs) -> Result<Value> {

@@ -8,6 +8,7 @@ pub mod format;
 pub mod memory;
 pub mod seal;
 pub mod uffd;
+mod uffd_sys;
 
 pub use create::{create, CreateReport, CreateRequest};
 pub use format::{SnapshotError, SnapshotState};

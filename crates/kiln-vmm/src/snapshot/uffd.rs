@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,79 +22,11 @@ use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::memory::{data_extents, io_err, open_layout, page_size, MemFileError};
+use super::uffd_sys::*;
 
 /// A fault is served with the aligned block around it (clamped to the region): sequential
 /// access takes 16x fewer faults, for a few neighbouring pages populated early.
 const FAULT_BLOCK: u64 = 64 << 10;
-
-const fn iowr(nr: u64, size: usize) -> u64 {
-    (3 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr // _IOWR(UFFDIO, nr, size)
-}
-const UFFD_API: u64 = 0xAA;
-const UFFDIO_API: u64 = iowr(0x3F, size_of::<UffdioApi>());
-const UFFDIO_REGISTER: u64 = iowr(0x00, size_of::<UffdioRegister>());
-const UFFDIO_COPY: u64 = iowr(0x03, size_of::<UffdioCopy>());
-const UFFDIO_ZEROPAGE: u64 = iowr(0x04, size_of::<UffdioZeropage>());
-/// _IO(0xAA, 0) on /dev/userfaultfd.
-const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
-// The values of the kernel header (x86_64 and aarch64 share the _IOC encoding).
-const _: () = assert!(UFFDIO_API == 0xc018_aa3f && UFFDIO_REGISTER == 0xc020_aa00);
-const _: () = assert!(UFFDIO_COPY == 0xc028_aa03 && UFFDIO_ZEROPAGE == 0xc020_aa04);
-const MODE_MISSING: u64 = 1;
-const NEEDED_IOCTLS: u64 = (1 << 0x03) | (1 << 0x04); // COPY, ZEROPAGE
-const EVENT_PAGEFAULT: u8 = 0x12;
-const MSG_SIZE: usize = 32; // struct uffd_msg; the fault address is at byte 16
-
-#[repr(C)]
-#[derive(Default)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-#[repr(C)]
-#[derive(Default)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-#[repr(C)]
-#[derive(Default)]
-struct UffdioRegister {
-    range: UffdioRange,
-    mode: u64,
-    ioctls: u64,
-}
-#[repr(C)]
-#[derive(Default)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-#[repr(C)]
-#[derive(Default)]
-struct UffdioZeropage {
-    range: UffdioRange,
-    mode: u64,
-    zeropage: i64,
-}
-
-/// # Safety
-/// `req` must be a userfaultfd ioctl whose argument is a `T`.
-unsafe fn ioctl<T>(fd: RawFd, req: u64, arg: &mut T) -> io::Result<()> {
-    // SAFETY: the caller guarantees `req` takes a `T`; `arg` is valid and writable.
-    match unsafe { libc::ioctl(fd, req as _, arg as *mut T) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
-    }
-}
-
-fn uffd_err(op: &'static str) -> impl Fn(io::Error) -> MemFileError {
-    move |source| MemFileError::Uffd { op, source }
-}
 
 /// One registered region: host address, length, offset in the memory file.
 struct Region {
@@ -343,36 +275,6 @@ fn run(shared: &Shared, stop: &EventFd) {
     }
 }
 
-fn open_uffd() -> Result<File, MemFileError> {
-    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
-    // SAFETY: userfaultfd(2) takes only flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
-    let err = io::Error::last_os_error();
-    let fd = match fd {
-        -1 => {
-            // Linux 6.1+: /dev/userfaultfd, governed by its file permissions instead of the sysctl.
-            let dev = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open("/dev/userfaultfd");
-            let fd = dev.map_or(-1, |dev| {
-                // SAFETY: USERFAULTFD_IOC_NEW takes the flags as a plain int argument.
-                unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, flags) }
-            });
-            if fd < 0 {
-                return Err(uffd_err(
-                    "cannot create a userfaultfd (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd or vm.unprivileged_userfaultfd=1; else restore with the File backend)",
-                )(err));
-            }
-            fd
-        }
-        fd => fd as RawFd,
-    };
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
 /// Owns the userfaultfd, the memory file and the handler thread; dropping it stops the thread
 /// (which then saves the working set, if recording).
 pub struct UffdMemory {
@@ -532,60 +434,5 @@ impl Drop for UffdMemory {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::memory::tests::{ranges, sample_file, TempPath};
-    use crate::snapshot::memory::{dump, MemFileError};
-    use vm_memory::Bytes;
-
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    #[test]
-    fn uffd_serves_records_and_prefetches() {
-        let file = sample_file("uffd-mem");
-        let ws = TempPath::new("uffd-ws");
-        let (mem, u) = match map_uffd(&file.0, &ranges(), None, Some(&ws.0)) {
-            Err(MemFileError::Uffd { source, .. })
-                if matches!(source.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) =>
-            {
-                return eprintln!("skipping: userfaultfd unavailable: {source}");
-            }
-            r => r.unwrap(),
-        };
-        let check = |mem: &GuestMemoryMmap| {
-            assert_eq!(read(mem, 0x3000, 4096), vec![0xAB; 4096]);
-            assert_eq!(read(mem, 0x1000_7000, 10), b"region one");
-            assert_eq!(read(mem, 0x8_0000, 4096), vec![0; 4096]);
-        };
-        check(&mem);
-        assert_eq!((u.faults(), u.prefetched()), (3, 0));
-        let pages = u.save_working_set().unwrap();
-        assert_eq!(pages as u64, 3 * FAULT_BLOCK / page_size() as u64);
-        let saved = std::fs::read(&ws.0).unwrap();
-        assert_eq!((saved.len(), &saved[..8]), (pages * 8, &[0u8; 8][..]));
-        drop((mem, u));
-        let mut f = OpenOptions::new().append(true).open(&ws.0).unwrap();
-        f.write_all(&[0x123u64.to_le_bytes(), (1u64 << 40).to_le_bytes()].concat())
-            .unwrap();
-
-        let (mem, u) = map_uffd(&file.0, &ranges(), Some(&ws.0), None).unwrap();
-        assert_eq!(u.prefetched(), pages as u64);
-        check(&mem);
-        assert_eq!(u.faults(), 0);
-        assert_eq!(read(&mem, 0x1008_0000, 8), vec![0; 8]);
-        assert_eq!(u.faults(), 1);
-        assert!(matches!(
-            u.save_working_set(),
-            Err(MemFileError::NotRecording)
-        ));
-
-        u.populate_all().unwrap();
-        let out = TempPath::new("uffd-dump");
-        dump(&mem, &out.0).unwrap();
-        assert!(std::fs::read(&out.0).unwrap() == std::fs::read(&file.0).unwrap());
-    }
-}
+#[path = "uffd_tests.rs"]
+mod tests;

@@ -97,17 +97,24 @@ impl Sandbox {
     /// Takes a named snapshot (a generated name if None) and seals it (SHA-256 of memory
     /// and disk, computed after the sandbox runs again). The sandbox keeps running.
     pub fn snapshot(&mut self, name: Option<&str>) -> Result<Snapshot> {
+        self.snapshot_timed(name).map(|(s, _)| s)
+    }
+
+    /// [`Sandbox::snapshot`], also returning how long the guest was paused and how long
+    /// sealing took.
+    pub fn snapshot_timed(&mut self, name: Option<&str>) -> Result<(Snapshot, [Duration; 2])> {
         let name = name.map_or_else(
             || format!("snap-{}", &super::state::new_id()[3..]),
             String::from,
         );
         let dir = Snapshot::reserve(&name)?;
         let made = (|| {
-            self.snapshot_into(&dir)?;
+            let paused = self.snapshot_into(&dir)?;
             Snapshot::write_meta(&dir, &self.snapshot_meta(&name))?;
+            let t = Instant::now();
             kiln_vmm::snapshot::seal(&dir.join(kiln_vmm::snapshot::format::STATE_FILE))
                 .map_err(bad)?;
-            Snapshot::get(&name)
+            Ok((Snapshot::get(&name)?, [paused, t.elapsed()]))
         })();
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
