@@ -130,7 +130,18 @@ fn fork_children_diverge_with_their_own_identity() {
         "echo base > /root/disk.txt; echo base > /tmp/mem.txt",
     );
     start_counter(&parent);
+    // A vsock connection the parent has open across the fork keeps working.
+    let mut open = parent
+        .exec_stream(&ExecOptions::new(["sh", "-c", "sleep 2; echo survived"]))
+        .unwrap();
     let mut kids = parent.fork(2).unwrap();
+    let mut streamed = Vec::new();
+    while let Some(ev) = open.next_event().unwrap() {
+        if let kiln::ExecEvent::Stdout(b) = ev {
+            streamed.extend(b);
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&streamed), "survived\n");
     assert_eq!(kids.len(), 2);
     // Parent, children: all continue from the same instant.
     for sb in [&parent, &kids[0], &kids[1]] {
