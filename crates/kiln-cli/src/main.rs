@@ -3,6 +3,7 @@
 mod bench;
 mod boot;
 mod commands;
+mod logs;
 mod manage;
 mod sandbox_args;
 mod snapshots;
@@ -36,6 +37,8 @@ enum Cmd {
     Stop(manage::IdsArgs),
     /// Stop and delete sandboxes with everything they left on the host.
     Rm(manage::IdsArgs),
+    /// Print a sandbox's guest console (or, with --vmm, the VMM's log); -f follows it.
+    Logs(logs::LogsArgs),
     /// Pause a sandbox's vCPUs.
     Pause(snapshots::IdArg),
     /// Resume a paused sandbox.
@@ -66,6 +69,7 @@ fn main() {
         Cmd::Ls => manage::ls(),
         Cmd::Stop(a) => manage::stop(a),
         Cmd::Rm(a) => manage::rm(a),
+        Cmd::Logs(a) => logs::logs(a),
         Cmd::Pause(a) => snapshots::pause(a),
         Cmd::Resume(a) => snapshots::resume(a),
         Cmd::Snapshot(a) => snapshots::snapshot(a),

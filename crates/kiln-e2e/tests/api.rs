@@ -217,3 +217,57 @@ fn existing_socket_path_is_refused_and_sigterm_removes_the_socket() {
     assert!(!st.success());
     assert!(!sock.exists(), "SIGTERM left the API socket behind");
 }
+
+#[test]
+fn boot_error_json_says_why_a_vm_did_not_boot_and_a_good_start_clears_it() {
+    if !require_kvm("boot_error_json") {
+        return;
+    }
+    let dir = TempDir::new("boot-error");
+    let (sock, rec) = (dir.path("api.sock"), dir.path("boot-error.json"));
+    let mut child = Command::new(kiln::paths::vmm_binary())
+        .arg("--api-sock")
+        .arg(&sock)
+        .arg("--boot-error")
+        .arg(&rec)
+        .spawn()
+        .expect("spawn kiln-vmm");
+    let c = kiln::FcClient::new(&sock);
+    for _ in 0..2000 {
+        if c.get("/").is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let read = || kiln::boot_error::read(&rec).expect("boot-error.json written");
+
+    // A missing image.
+    let missing = dir.path("missing.ext4");
+    let drive = json!({"drive_id": "rootfs", "path_on_host": missing, "is_root_device": false, "is_read_only": true});
+    assert!(c.put("/drives/rootfs", &drive).is_err());
+    let r = read();
+    assert_eq!(r.stage, "image");
+    assert!(r.message.contains("missing.ext4"), "{r:?}");
+
+    // A kernel that is not a kernel.
+    let bad = dir.path("vmlinux");
+    std::fs::write(&bad, b"not a kernel at all").unwrap();
+    let mut g = spec("kiln.action=poweroff");
+    g.kernel = bad;
+    kiln::vmm::configure(&c, &g).expect("configure");
+    assert!(c.action("InstanceStart").is_err());
+    let r = read();
+    assert_eq!(r.stage, "kernel");
+    assert!(
+        r.message
+            .contains("neither an x86-64 ELF vmlinux nor a bzImage"),
+        "{r:?}"
+    );
+
+    // Fixed and started: the stale record goes.
+    kiln::vmm::configure(&c, &spec("kiln.action=poweroff")).expect("configure");
+    c.action("InstanceStart").expect("start");
+    assert!(!rec.exists(), "a stale boot-error.json was left");
+    assert!(child.wait().unwrap().success());
+    assert!(!rec.exists(), "a clean run wrote boot-error.json");
+}

@@ -145,6 +145,14 @@ fn a_sandbox_created_by_one_invocation_is_used_by_others_and_rm_leaves_nothing()
         "{ls}"
     );
 
+    let out = kiln(&state, &["logs", "--vmm", &id]);
+    assert!(
+        text(&out.stdout).contains("Guest-boot-time"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(kiln(&state, &["logs", &id]).status.success());
+
     let out = kiln(&state, &["stop", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -298,4 +306,34 @@ fn pause_snapshot_restore_fork_and_pool_from_the_cli_leave_nothing() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(ok(&state, &["snapshot", "ls"]).lines().count() == 1);
+}
+
+#[test]
+fn a_guest_that_cannot_boot_is_reported_with_its_stage_and_nothing_is_left() {
+    if !require_kvm("cli_boot_error") {
+        return;
+    }
+    let state = TempDir::new("cli-boot-error");
+    let guest = TempDir::new("cli-bad-guest");
+    std::fs::write(guest.path("vmlinux"), b"garbage").unwrap();
+    std::fs::copy(
+        kiln::paths::default_initramfs(),
+        guest.path("initramfs.cpio"),
+    )
+    .unwrap();
+    let out = Command::new(kiln_bin())
+        .args(["create", "--image", "minimal"])
+        .env("KILN_STATE_DIR", &state.0)
+        .env("KILN_GUEST_DIR", &guest.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(err.contains("boot failed at kernel"), "{err}");
+    assert!(
+        err.contains("neither an x86-64 ELF vmlinux nor a bzImage"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&state.0).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod boot_error;
 pub mod builder;
 pub mod config;
 pub mod devices;

@@ -38,6 +38,10 @@ struct Args {
     /// Guest serial console: `off` (default, fastest), `stdout`, or a file to append to.
     #[arg(long, default_value = "off", value_name = "off|stdout|FILE")]
     console: String,
+    /// Write why the VM failed before its agent was ready to this JSON file (atomically);
+    /// a successful start removes a stale one.
+    #[arg(long, value_name = "FILE")]
+    boot_error: Option<PathBuf>,
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
@@ -45,6 +49,7 @@ struct Args {
 
 fn die(msg: impl std::fmt::Display) -> ! {
     eprintln!("kiln-vmm: error: {msg}");
+    kiln_vmm::boot_error::record_if_absent("config", &msg.to_string());
     signals::exit(code::VMM_ERROR)
 }
 
@@ -64,6 +69,23 @@ fn bind(path: &Path) -> UnixListener {
     }
     kiln_vmm::exit::bind_socket(path)
         .unwrap_or_else(|e| die(format!("cannot bind API socket {}: {e}", path.display())))
+}
+
+/// Records why a VM that never got its agent ready stopped.
+fn record_early_exit(reason: &ExitReason, started: &Started) {
+    let tail: Vec<u8> = match started.console_tail.lock() {
+        Ok(t) => t.iter().copied().collect(),
+        Err(_) => Vec::new(),
+    };
+    let (stage, msg) = match (reason, panic_reason(&tail)) {
+        (ExitReason::Error(m), _) => ("other", m.clone()),
+        (_, Some(why)) => ("kernel", format!("guest kernel panic: {why}")),
+        _ => (
+            "agent",
+            "the guest stopped before its agent was ready (see console.log)".to_string(),
+        ),
+    };
+    kiln_vmm::boot_error::record(stage, None, &msg);
 }
 
 /// Maps why the VM stopped to the process exit status.
@@ -100,6 +122,9 @@ fn main() {
             .init();
     }
     signals::block_and_handle();
+    if let Some(p) = &args.boot_error {
+        kiln_vmm::boot_error::set_path(p.clone());
+    }
     if args.no_api && args.config_file.is_none() {
         die("--no-api needs --config-file FILE (there would be no way to configure the VM)");
     }
@@ -137,5 +162,12 @@ fn main() {
         .exit_rx
         .recv()
         .unwrap_or_else(|_| ExitReason::Error("all VM threads are gone".into()));
+    if !vmm
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .agent_was_ready()
+    {
+        record_early_exit(&reason, &started);
+    }
     signals::exit(outcome(reason, &started))
 }

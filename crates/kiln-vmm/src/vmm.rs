@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::boot_error;
 use crate::builder::{self, RestoreOptions, StartError};
 use crate::config::VmConfig;
 use crate::devices::control::BootTimes;
@@ -76,6 +77,8 @@ pub struct Vmm {
     running: Option<Running>,
     /// Memory, VM, kernel and vCPUs built ahead of InstanceStart (see builder::prepare).
     prepared: Option<builder::Prepared>,
+    /// The VM came from a snapshot (its agent was ready when the snapshot was taken).
+    restored: bool,
     on_start: Sender<Started>,
 }
 
@@ -87,6 +90,7 @@ impl Vmm {
             console,
             running: None,
             prepared: None,
+            restored: false,
             on_start,
         }
     }
@@ -125,9 +129,17 @@ impl Vmm {
             );
         }
         let start = Instant::now();
-        let console = self.console.open().map_err(|e| e.to_string())?;
-        let vm = builder::start(&self.config, self.prepared.take(), console, start)
-            .map_err(|e| format!("cannot start the microVM: {e}"))?;
+        let vm = self
+            .console
+            .open()
+            .and_then(|console| builder::start(&self.config, self.prepared.take(), console, start))
+            .map_err(|e| {
+                let msg = format!("cannot start the microVM: {e}");
+                let (stage, errno) = boot_error::classify(&e);
+                boot_error::record(stage, errno, &msg);
+                msg
+            })?;
+        boot_error::clear();
         self.started(vm, false);
         Ok(())
     }
@@ -209,6 +221,8 @@ impl Vmm {
         let (vm, config) = builder::restore(&state, opts, console)
             .map_err(|e| format!("cannot restore the snapshot: {e}"))?;
         self.config = config;
+        self.restored = true;
+        boot_error::clear();
         self.started(vm, true);
         drop(state);
         release_free_heap();
@@ -237,6 +251,12 @@ impl Vmm {
             .map_err(|_| "i8042 lock poisoned")?
             .ctrl_alt_del();
         Ok(())
+    }
+
+    /// Whether the guest agent has been ready: it signalled after boot, or the VM was
+    /// restored from a snapshot (taken of a ready guest).
+    pub fn agent_was_ready(&self) -> bool {
+        self.restored || self.boot_time_us().is_some()
     }
 
     /// Microseconds from InstanceStart to the agent's ready signal, once it came.

@@ -16,6 +16,7 @@ pub use error::{Error, FileErrorKind, Result};
 pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};
 pub use kiln_proto::{DirEntry, FileKind, FileStat};
+pub use kiln_vmm::boot_error;
 pub use sandbox::{Fork, MemoryBackend, Sandbox, SandboxBuilder, State};
 pub use snapshot::Snapshot;
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

@@ -211,7 +211,15 @@ pub fn handle(vmm: &Mutex<Vmm>, req: &Request) -> Response {
         Ok(v) => v,
         Err(p) => p.into_inner(),
     };
-    route(&mut vmm, req).unwrap_or_else(|msg| Response::fault(400, msg))
+    route(&mut vmm, req).unwrap_or_else(|msg| {
+        // A failed configuration call before the VM runs is why it will not boot, until
+        // corrected (InstanceStart records its own failures).
+        let path = req.path.split('?').next().unwrap_or("");
+        if req.method != "GET" && path != "/actions" && !vmm.is_running() {
+            crate::boot_error::record(crate::boot_error::api_stage(path), None, &msg);
+        }
+        Response::fault(400, msg)
+    })
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(20);
 /// On error the VMM is killed; the caller removes the folder.
 pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
     with_vmm(dir, id, |child, client| {
-        configure(client, g).map_err(|e| vmm_failed("config", e))?;
+        configure(client, g).map_err(|e| recorded(dir, "config", e.to_string()))?;
         client
             .action("InstanceStart")
-            .map_err(|e| vmm_failed("kernel", VmmError::Api(e)))?;
+            .map_err(|e| recorded(dir, "kernel", VmmError::Api(e).to_string()))?;
         wait_ready(child, dir)
     })
 }
@@ -52,6 +52,8 @@ pub fn with_vmm(
         .arg(dir.api_sock())
         .args(["--id", id, "--console"])
         .arg(dir.console_log())
+        .arg("--boot-error")
+        .arg(dir.boot_error())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -134,11 +136,26 @@ pub(super) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Resul
     let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
     let last: Vec<&str> = log.lines().rev().take(5).collect();
     let last: Vec<&str> = last.into_iter().rev().collect();
-    Err(failed(
+    Err(recorded(
+        dir,
         stage,
-        None,
         format!("the VMM exited ({status}): {}", last.join(" | ")),
     ))
+}
+
+/// The VMM's `boot-error.json` as the error if it wrote one, else `stage`/`message`.
+pub(super) fn recorded(dir: &Dir, stage: &'static str, message: String) -> Error {
+    match kiln_vmm::boot_error::read(&dir.boot_error()) {
+        Some(rec) => {
+            let stage = kiln_vmm::boot_error::STAGES
+                .iter()
+                .find(|s| **s == rec.stage)
+                .copied()
+                .unwrap_or("other");
+            failed(stage, rec.errno, rec.message)
+        }
+        None => failed(stage, None, message),
+    }
 }
 
 pub(super) fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
@@ -147,8 +164,4 @@ pub(super) fn failed(stage: &'static str, errno: Option<i32>, message: String) -
         errno,
         message,
     }
-}
-
-fn vmm_failed(stage: &'static str, e: VmmError) -> Error {
-    failed(stage, None, e.to_string())
 }

@@ -90,6 +90,10 @@ impl Dir {
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    /// Why the VM failed before its agent was ready (written by kiln-vmm).
+    pub fn boot_error(&self) -> PathBuf {
+        self.path.join("boot-error.json")
+    }
     pub fn scratch(&self) -> PathBuf {
         self.path.join("scratch.ext4")
     }
