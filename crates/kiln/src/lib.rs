@@ -10,6 +10,7 @@ pub mod paths;
 pub mod process;
 pub mod sandbox;
 pub mod snapshot;
+pub mod store;
 pub mod vmm;
 
 pub use error::{Error, FileErrorKind, Result};

@@ -1,0 +1,243 @@
+//! The `sandboxes` table: records, queries, pid and activity. State changes and deletion
+//! are in `lifecycle`.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::{Type, Value};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error::{is_duplicate, Result, StoreError};
+use super::events::insert_event;
+use super::state::SbState;
+use super::{now_ms, Store};
+
+/// One sandbox as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRow {
+    pub id: String,
+    pub state: SbState,
+    /// Which `VmBackend` runs it (`"kiln"`: our own VMM).
+    pub backend: String,
+    pub image: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// Why it failed (state `failed`).
+    pub failure: Option<String>,
+    /// The caller's labels; string values, so they can be filtered on exactly.
+    pub metadata: BTreeMap<String, String>,
+    /// Reap it after this long without activity (running or paused).
+    pub idle_timeout_ms: Option<u64>,
+    /// Reap it this long after its creation, whatever it does.
+    pub max_lifetime_ms: Option<u64>,
+    /// The last exec/file/API call; `None` counts as its creation time.
+    pub last_activity_ms: Option<i64>,
+    /// The snapshot it was restored from.
+    pub snapshot: Option<String>,
+    /// The sandbox it was forked from.
+    pub parent: Option<String>,
+}
+
+impl SandboxRow {
+    /// A sandbox being created now: state `creating`, backend `kiln`, nothing else set.
+    pub fn new(id: impl Into<String>, now_ms: i64) -> SandboxRow {
+        SandboxRow {
+            id: id.into(),
+            state: SbState::Creating,
+            backend: "kiln".into(),
+            image: None,
+            cpus: None,
+            memory_mib: None,
+            pid: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            failure: None,
+            metadata: BTreeMap::new(),
+            idle_timeout_ms: None,
+            max_lifetime_ms: None,
+            last_activity_ms: None,
+            snapshot: None,
+            parent: None,
+        }
+    }
+}
+
+/// Which sandboxes [`Store::list_sandboxes`] returns: all conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    pub state: Option<SbState>,
+    pub backend: Option<String>,
+    /// Each `(key, value)` must be in the sandbox's metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+const COLUMNS: &str = "id, state, backend, image, cpus, memory_mib, pid, created_ms, \
+    updated_ms, failure, metadata, idle_timeout_ms, max_lifetime_ms, last_activity_ms, \
+    snapshot, parent";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
+    let metadata = match r.get::<_, Option<String>>(10)? {
+        None => BTreeMap::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, Type::Text, e.into()))?,
+    };
+    Ok(SandboxRow {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        backend: r.get(2)?,
+        image: r.get(3)?,
+        cpus: r.get(4)?,
+        memory_mib: r.get(5)?,
+        pid: r.get(6)?,
+        created_ms: r.get(7)?,
+        updated_ms: r.get(8)?,
+        failure: r.get(9)?,
+        metadata,
+        idle_timeout_ms: r.get(11)?,
+        max_lifetime_ms: r.get(12)?,
+        last_activity_ms: r.get(13)?,
+        snapshot: r.get(14)?,
+        parent: r.get(15)?,
+    })
+}
+
+pub(super) fn get(conn: &Connection, id: &str) -> Result<SandboxRow> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+    .map_err(StoreError::db("read a sandbox"))?
+    .ok_or_else(|| not_found(id))
+}
+
+pub(super) fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "sandbox",
+        id: id.into(),
+    }
+}
+
+impl Store {
+    /// Records a new sandbox and appends a `created` event. `AlreadyExists` if the id is
+    /// taken (by a sandbox in any state).
+    pub fn insert_sandbox(&self, row: &SandboxRow) -> Result<()> {
+        let metadata = if row.metadata.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&row.metadata).expect("string maps serialise"))
+        };
+        self.write("insert a sandbox", |tx| {
+            let r = tx.execute(
+                &format!(
+                    "INSERT INTO sandboxes ({COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ),
+                params![
+                    row.id,
+                    row.state,
+                    row.backend,
+                    row.image,
+                    row.cpus,
+                    row.memory_mib,
+                    row.pid,
+                    row.created_ms,
+                    row.updated_ms,
+                    row.failure,
+                    metadata,
+                    row.idle_timeout_ms,
+                    row.max_lifetime_ms,
+                    row.last_activity_ms,
+                    row.snapshot,
+                    row.parent,
+                ],
+            );
+            match r {
+                Err(e) if is_duplicate(&e) => {
+                    return Err(StoreError::AlreadyExists {
+                        what: "sandbox",
+                        id: row.id.clone(),
+                    })
+                }
+                r => r.map_err(StoreError::db("insert a sandbox"))?,
+            };
+            let detail = json!({ "state": row.state, "backend": row.backend, "image": row.image });
+            insert_event(tx, now_ms(), Some(&row.id), "created", &detail)?;
+            Ok(())
+        })
+    }
+
+    pub fn get_sandbox(&self, id: &str) -> Result<SandboxRow> {
+        get(&self.conn(), id)
+    }
+
+    /// The sandboxes that match `filter`, oldest first.
+    pub fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRow>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE 1");
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(state) = filter.state {
+            args.push(state.as_str().to_string().into());
+            sql += &format!(" AND state = ?{}", args.len());
+        }
+        if let Some(backend) = &filter.backend {
+            args.push(backend.clone().into());
+            sql += &format!(" AND backend = ?{}", args.len());
+        }
+        for (key, value) in &filter.metadata {
+            args.push(key.clone().into());
+            args.push(value.clone().into());
+            let (k, v) = (args.len() - 1, args.len());
+            // json_each matches the key exactly: no JSON-path quoting of dots or quotes.
+            sql += &format!(
+                " AND EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) AS m \
+                 WHERE m.key = ?{k} AND m.type = 'text' AND m.value = ?{v})"
+            );
+        }
+        sql += " ORDER BY created_ms, id";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&sql)
+            .map_err(StoreError::db("list sandboxes"))?;
+        let rows = stmt
+            .query_map(params_from_iter(args), from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(StoreError::db("list sandboxes"))
+    }
+
+    /// Records the VMM's pid (`None` once it has exited).
+    pub fn set_pid(&self, id: &str, pid: Option<u32>) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sandboxes SET pid = ?1, updated_ms = ?2 WHERE id = ?3",
+                params![pid, now_ms(), id],
+            )
+            .map_err(StoreError::db("set a sandbox's pid"))?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Notes activity at `now_ms` (never moves the mark backwards: processes race).
+    pub fn touch_activity(&self, id: &str, now_ms: i64) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sandboxes SET last_activity_ms = MAX(COALESCE(last_activity_ms, ?1), ?1) \
+                 WHERE id = ?2",
+                params![now_ms, id],
+            )
+            .map_err(StoreError::db("note a sandbox's activity"))?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+}
