@@ -11,12 +11,14 @@
 //! | [`steps`] | `kiln.report` / `kiln.cat` / `kiln.write` |
 //! | [`port`] | the VMM control port (ready, power off) |
 //! | [`actions`] | power off / reboot / panic |
+//! | [`ctrl_alt_del`] | Ctrl-Alt-Del (SIGINT to PID 1) as a clean shutdown |
 //! | [`server`] | the vsock server: connections, exec, files, metadata |
 
 #[macro_use]
 pub mod console;
 pub mod actions;
 pub mod cmdline;
+pub mod ctrl_alt_del;
 pub mod entropy;
 pub mod mounts;
 pub mod port;

@@ -5,9 +5,10 @@
 //! 2. `kiln.root=` (+ `kiln.overlay=`): switch to the overlay root, or stop the boot;
 //! 3. the `kiln.*` steps in command-line order (report, mount, cat, write);
 //! 4. hostname, loopback up, our OOM score to -1000;
-//! 5. the reaper and the vsock server (port 1024), if the guest has vsock;
-//! 6. tell the VMM we are ready (the host connects right after);
-//! 7. `kiln.action=`: power off, reboot, panic, or — the default — serve forever.
+//! 5. the Ctrl-Alt-Del watcher (SIGINT: sync and power off; see `ctrl_alt_del`);
+//! 6. the reaper and the vsock server (port 1024), if the guest has vsock;
+//! 7. tell the VMM we are ready (the host connects right after);
+//! 8. `kiln.action=`: power off, reboot, panic, or — the default — serve forever.
 //!
 //! A healthy boot prints nothing unless `kiln.report`/`kiln.verbose` ask for it.
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use kiln_agent::cmdline::{self, Action, Directive};
 use kiln_agent::server::{self, vsock::VsockListener, Context, Waiter};
-use kiln_agent::{actions, console, mounts, port, root, say, steps, system};
+use kiln_agent::{actions, console, ctrl_alt_del, mounts, port, root, say, steps, system};
 
 /// /proc/cmdline is at most a few KiB (COMMAND_LINE_SIZE is 2048 on x86).
 const CMDLINE_LIMIT: u64 = 64 * 1024;
@@ -38,6 +39,11 @@ fn main() {
         say!("must run as PID 1 (the guest's init); refusing to start");
         std::process::exit(2);
     }
+    // Before the first thread starts, so that every thread inherits it: SIGINT
+    // (Ctrl-Alt-Del) is only ever taken by the watcher's sigwait.
+    if let Err(e) = ctrl_alt_del::block(ctrl_alt_del::CAD_SIGNAL) {
+        say!("cannot block SIGINT: {}", console::io_strerror(&e));
+    }
 
     mounts::mount_base();
     console::ensure_stdio();
@@ -52,6 +58,12 @@ fn main() {
     let mounted = run_steps(&directives);
 
     setup_system(&boot);
+    if let Err(e) = ctrl_alt_del::start(mounted.clone()) {
+        say!(
+            "Ctrl-Alt-Del will restart without syncing: {}",
+            console::io_strerror(&e)
+        );
+    }
     let waiter = start_reaper();
     let server = start_server(&boot, &waiter, mounted.clone());
 

@@ -19,11 +19,11 @@ fn restore(snap: &str) -> Sandbox {
 }
 
 /// Starts a shell loop that counts in a shell variable (process memory) and writes the
-/// count to /tmp/count (tmpfs) every 50 ms.
+/// count to /tmp/count (tmpfs) every 50 ms, by rename so a reader never sees it empty.
 fn start_counter(sb: &Sandbox) {
     sh(
         sb,
-        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) >/dev/null 2>&1 &",
+        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done) >/dev/null 2>&1 &",
     );
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod devices;
 pub mod exit;
 pub mod kernel;
+pub mod metrics;
 pub mod snapshot;
 pub mod vmm;
 pub mod vstate;

@@ -42,6 +42,10 @@ struct Args {
     /// a successful start removes a stale one.
     #[arg(long, value_name = "FILE")]
     boot_error: Option<PathBuf>,
+    /// Append metrics (one JSON line per flush) to this file or named pipe; flushed on
+    /// FlushMetrics, every 60 s and at exit. Same as `PUT /metrics`.
+    #[arg(long, alias = "metrics-path", value_name = "PATH")]
+    metrics: Option<PathBuf>,
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
@@ -112,7 +116,16 @@ fn outcome(reason: ExitReason, started: &Started) -> i32 {
     }
 }
 
+/// Sets where metric lines go (`--metrics`, the config file's "metrics" section).
+fn configure_metrics(metrics_path: PathBuf, from: &str) {
+    let cfg = kiln_vmm::metrics::MetricsConfig { metrics_path };
+    if let Err(e) = kiln_vmm::metrics::configure(&cfg) {
+        die(format!("{from}: {e}"));
+    }
+}
+
 fn main() {
+    kiln_vmm::metrics::mark_start();
     let args = Args::parse();
     // Logs go to stderr; off unless KILN_VMM_LOG is set (e.g. KILN_VMM_LOG=debug).
     if std::env::var_os("KILN_VMM_LOG").is_some() {
@@ -132,6 +145,12 @@ fn main() {
         die("give --api-sock PATH, or --config-file FILE --no-api");
     }
     let config = args.config_file.as_ref().map(load_config);
+    if let Some(p) = &args.metrics {
+        configure_metrics(p.clone(), "--metrics");
+    }
+    if let Some(m) = config.as_ref().and_then(|c| c.metrics.clone()) {
+        configure_metrics(m.metrics_path, "the config file's \"metrics\" section");
+    }
 
     let (tx, rx) = channel();
     let vmm = Arc::new(Mutex::new(Vmm::new(

@@ -1,12 +1,16 @@
-//! Process exit: removes the socket files (API socket, vsock `uds_path`; see
-//! `kiln_vmm::exit::bind_socket`) on every path out, including SIGTERM/SIGINT.
+//! Process exit: writes a last metrics line and removes the socket files (API socket,
+//! vsock `uds_path`; see `kiln_vmm::exit::bind_socket`) on every path out, including
+//! SIGTERM/SIGINT.
 
 use std::io::Write;
 
 const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
-/// Flushes output, removes the socket files and exits.
+/// Writes a last metrics line, flushes output, removes the socket files and exits.
 pub fn exit(code: i32) -> ! {
+    if let Err(e) = kiln_vmm::metrics::flush() {
+        tracing::warn!("{e}");
+    }
     let _ = std::io::stdout().flush();
     kiln_vmm::exit::remove_socket_files();
     std::process::exit(code)

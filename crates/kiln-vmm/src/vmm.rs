@@ -14,6 +14,7 @@ use crate::config::VmConfig;
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
+use crate::metrics::{inc, METRICS};
 use crate::snapshot::{self, CreateReport, CreateRequest, SnapshotState};
 
 /// Where the guest's serial console goes.
@@ -173,6 +174,7 @@ impl Vmm {
         if !r.paused {
             r.machine.vcpus.pause()?;
             r.paused = true;
+            inc(&METRICS.vm.pauses);
         }
         Ok(())
     }
@@ -183,6 +185,7 @@ impl Vmm {
         if r.paused {
             r.machine.vcpus.resume();
             r.paused = false;
+            inc(&METRICS.vm.resumes);
         }
         Ok(())
     }
@@ -201,6 +204,9 @@ impl Vmm {
             .ok_or("the vCPUs are not all paused")??;
         let report = snapshot::create(&r.machine, &config, states, req).map_err(|e| e.to_string());
         release_free_heap();
+        if report.is_ok() {
+            inc(&METRICS.vm.snapshots_created);
+        }
         report
     }
 
@@ -222,6 +228,7 @@ impl Vmm {
             .map_err(|e| format!("cannot restore the snapshot: {e}"))?;
         self.config = config;
         self.restored = true;
+        inc(&METRICS.vm.snapshots_loaded);
         boot_error::clear();
         self.started(vm, true);
         drop(state);

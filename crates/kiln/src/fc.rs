@@ -37,6 +37,12 @@ impl FcClient {
         }
     }
 
+    /// How long a request may wait for the VMM's answer (default 120 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     fn io(&self) -> impl Fn(io::Error) -> ApiError + '_ {
         |source| ApiError::Io {
             sock: self.sock.clone(),

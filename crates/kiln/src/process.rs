@@ -41,14 +41,34 @@ pub fn is_running(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid` is a process in the middle of exiting (`PF_EXITING`, not yet a
+/// zombie). Its command line is already empty then (its memory is gone), but it
+/// still holds its files — for a VMM, the VM, whose teardown can take a while.
+pub fn is_exiting(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name: state ppid pgrp session tty_nr tpgid flags ...
+    let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    !state.starts_with('Z') && flags & PF_EXITING != 0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn we_are_running_and_a_reaped_child_is_not() {
         assert!(super::is_running(std::process::id()));
+        assert!(!super::is_exiting(std::process::id()));
         let mut c = std::process::Command::new("true").spawn().unwrap();
         let pid = c.id();
         c.wait().unwrap();
         assert!(!super::is_running(pid));
+        assert!(!super::is_exiting(pid));
     }
 }

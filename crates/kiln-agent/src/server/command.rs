@@ -129,8 +129,9 @@ impl ChildSetup {
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
             }
-            // Default dispositions and an empty mask (the agent's are not the
-            // command's business; std keeps the mask).
+            // Default dispositions and an empty mask: the agent's are not the
+            // command's business (PID 1 blocks SIGINT in every thread for
+            // `ctrl_alt_del`, and SIGCHLD in `actions::reap_forever`).
             let mut dfl: libc::sigaction = std::mem::zeroed();
             dfl.sa_sigaction = libc::SIG_DFL;
             for sig in 1..=64 {

@@ -1,6 +1,7 @@
 //! The control API on a unix socket: a compatible subset of Firecracker's REST API.
 
 pub mod http;
+pub mod metrics;
 pub mod routes;
 pub mod snapshot;
 

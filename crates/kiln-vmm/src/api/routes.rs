@@ -149,7 +149,7 @@ fn put_action(vmm: &mut Vmm, body: &str) -> Outcome {
     match a.action_type.as_str() {
         "InstanceStart" => vmm.instance_start()?,
         "SendCtrlAltDel" => vmm.send_ctrl_alt_del()?,
-        "FlushMetrics" => {}
+        "FlushMetrics" => crate::metrics::flush()?,
         other => {
             return Err(format!(
                 "unknown action_type '{other}'; use InstanceStart, SendCtrlAltDel or FlushMetrics"
@@ -195,6 +195,7 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("GET", "/vm/config") => to_json(&vmm.config),
         ("PUT", "/actions") => put_action(vmm, body),
         ("PUT", "/vsock") => put_vsock(vmm, body),
+        ("PUT", "/metrics") => super::metrics::put(vmm, body),
         ("PUT", p) if p.starts_with("/drives/") => put_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", p) if p.starts_with("/drives/") => patch_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", "/vm") => snapshot::patch_vm(vmm, body),

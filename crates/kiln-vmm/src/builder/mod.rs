@@ -103,6 +103,7 @@ pub(crate) fn spawn_threads(
     msrs: Vec<u32>,
 ) -> Result<(), StartError> {
     virtio::spawn_event_loop(transports.to_vec(), exit.clone())?;
+    crate::metrics::METRICS.set_vcpu_count(vcpus.len());
     control::install_kick_handler().map_err(device_err("vCPU kick signal"))?;
     let msrs = Arc::new(msrs);
     for (i, vcpu) in vcpus.into_iter().enumerate() {

@@ -35,12 +35,13 @@ pub fn attach(
 ) -> Result<VirtioSet, StartError> {
     let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
     for d in drives {
-        let blk = Block::new(
+        let mut blk = Block::new(
             std::path::Path::new(&d.path_on_host),
             d.is_read_only,
             &d.drive_id,
         )
         .map_err(device_err(format!("drive '{}'", d.drive_id)))?;
+        blk.set_metrics(crate::metrics::METRICS.drive(&d.drive_id));
         devices.push((format!("drive '{}'", d.drive_id), Box::new(blk)));
     }
     devices.push(("virtio-rng".into(), Box::new(Rng::new())));

@@ -43,11 +43,13 @@ pub struct VmConfig {
     pub network_interfaces: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
-    /// Firecracker logger/metrics sections are accepted and ignored (kiln logs to stderr).
+    /// Firecracker's logger section is accepted and ignored (kiln logs to stderr).
     #[serde(default, skip_serializing)]
     pub logger: Option<serde_json::Value>,
+    /// Where metric lines go (as `PUT /metrics`); applied by the binary before the VM
+    /// starts. Not part of the VM's state: not shown or saved in snapshots.
     #[serde(default, skip_serializing)]
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 impl VmConfig {
@@ -151,6 +153,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("guest_cid"));
+        std::fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn config_file_metrics_section() {
+        let dir = std::env::temp_dir();
+        let kernel = dir.join(format!("kiln-cfg-metrics-kernel-{}", std::process::id()));
+        std::fs::write(&kernel, b"x").unwrap();
+        let json = |metrics: &str| {
+            format!(
+                r#"{{"boot-source": {{"kernel_image_path": "{}"}}, "metrics": {metrics}}}"#,
+                kernel.display()
+            )
+        };
+        let cfg = VmConfig::from_json(&json(r#"{"metrics_path": "/run/m.fifo"}"#)).unwrap();
+        let m = cfg.metrics.as_ref().unwrap();
+        assert_eq!(m.metrics_path, std::path::Path::new("/run/m.fifo"));
+        // Not part of the VM's shown (or snapshotted) configuration.
+        assert!(serde_json::to_value(&cfg).unwrap().get("metrics").is_none());
+        assert!(VmConfig::from_json(&json("null"))
+            .unwrap()
+            .metrics
+            .is_none());
+        let e = VmConfig::from_json(&json(r#"{"metrics_path": "/m", "level": 1}"#)).unwrap_err();
+        assert!(e.0.contains("unknown field"), "{e}");
         std::fs::remove_file(kernel).unwrap();
     }
 }

@@ -42,6 +42,7 @@ impl BusDevice for ControlPort {
                 let mut t = self.times.lock().expect("boot times lock");
                 if t.ready_after.is_none() {
                     t.ready_after = Some(elapsed);
+                    crate::metrics::METRICS.set_boot_time(elapsed);
                     // Firecracker's log line format, so existing tooling can parse it.
                     eprintln!(
                         "Guest-boot-time = {:>6} us {} ms",

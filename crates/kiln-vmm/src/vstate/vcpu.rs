@@ -12,6 +12,7 @@ use super::vm::{kvm_err, KvmError};
 use crate::arch::{cpuid, msrs, regs};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::metrics::{self, VcpuMetrics, METRICS};
 
 /// Error configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -112,12 +113,15 @@ impl Vcpu {
     ) {
         control::register_kvm_run(self.fd.get_kvm_run());
         ctl.register_thread(usize::from(self.index));
+        let counters = METRICS.vcpu(usize::from(self.index));
         let reason = loop {
             if ctl.want() == Want::Pause {
                 self.park(&ctl, &msrs);
                 continue;
             }
-            match self.fd.run() {
+            let exit = self.fd.run();
+            count_exit(counters, &exit);
+            match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     pio.write(u64::from(port), data);
                 }
@@ -164,6 +168,20 @@ impl Vcpu {
         control::register_kvm_run(std::ptr::null_mut());
         exit.exit(reason);
     }
+}
+
+/// Counts one exit by kind (a relaxed add); an interrupted KVM_RUN is not an exit.
+fn count_exit(m: &VcpuMetrics, exit: &Result<VcpuExit<'_>, kvm_ioctls::Error>) {
+    let counter = match exit {
+        Ok(VcpuExit::IoIn(..)) => &m.io_in,
+        Ok(VcpuExit::IoOut(..)) => &m.io_out,
+        Ok(VcpuExit::MmioRead(..)) => &m.mmio_read,
+        Ok(VcpuExit::MmioWrite(..)) => &m.mmio_write,
+        Ok(VcpuExit::Hlt) => &m.hlt,
+        Ok(_) => &m.other,
+        Err(_) => return,
+    };
+    metrics::inc(counter);
 }
 
 /// KVM's supported CPUID set, queried once per VM.

@@ -165,6 +165,17 @@ impl AgentAddr {
         self.done("shutdown", Request::Shutdown { reboot: false })
     }
 
+    /// [`shutdown`](Self::shutdown), giving up (`AgentUnavailable`) when the agent
+    /// has not acknowledged within `limit` (it syncs before it answers).
+    pub fn shutdown_within(&self, limit: Duration) -> Result<()> {
+        let mut conn = self.open(&Request::Shutdown { reboot: false })?;
+        conn.set_read_timeout(Some(limit))?;
+        match conn.reply()? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected("shutdown", r)),
+        }
+    }
+
     /// Copies a local file or directory tree to `remote`. Returns bytes copied.
     pub fn upload(&self, local: &Path, remote: &str) -> Result<u64> {
         let meta = fs::symlink_metadata(local).map_err(Error::host_io("cannot read", local))?;

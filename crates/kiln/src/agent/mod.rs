@@ -172,6 +172,14 @@ impl AgentConn {
         }
     }
 
+    /// Bounds every later read (`None`: wait as long as it takes, the default).
+    pub fn set_read_timeout(&self, limit: Option<Duration>) -> Result<()> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(limit)
+            .map_err(|e| self.lost(e))
+    }
+
     /// Reads the final reply; an `Error` reply becomes a typed error.
     pub fn reply(&mut self) -> Result<Reply> {
         let frame = self.recv()?;

@@ -3,6 +3,7 @@
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_blk::{
@@ -16,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use super::request::{Disk, Segment, ID_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use super::BlockError;
 use crate::devices::virtio::{read_config_bytes, VirtioDevice};
+use crate::metrics::BlockMetrics;
 
 /// Size of the single request queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -106,6 +108,7 @@ impl Block {
                 // Until the driver accepts FLUSH, writes are synchronous.
                 write_through: true,
                 id: id_bytes,
+                metrics: Arc::default(),
             },
             path: path.to_path_buf(),
             features,
@@ -127,6 +130,16 @@ impl Block {
     /// The backing image.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This drive's counters (a new device has its own, unshared ones).
+    pub fn metrics(&self) -> &Arc<BlockMetrics> {
+        &self.disk.metrics
+    }
+
+    /// Counts this drive's requests in `m` (the drive's entry in the metrics line).
+    pub fn set_metrics(&mut self, m: Arc<BlockMetrics>) {
+        self.disk.metrics = m;
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
@@ -17,6 +18,7 @@ use vm_memory::{
 };
 
 use super::device::QUEUE_SIZE;
+use crate::metrics::{add, inc, BlockMetrics};
 
 /// Bytes per sector; capacities and request sectors are in these units.
 pub const SECTOR_SIZE: u64 = 512;
@@ -100,6 +102,8 @@ pub(super) struct Disk {
     /// Sync after every write (the driver did not accept `VIRTIO_BLK_F_FLUSH`).
     pub write_through: bool,
     pub id: [u8; ID_BYTES],
+    /// This drive's counters (shared with the metrics line).
+    pub metrics: Arc<BlockMetrics>,
 }
 
 impl Disk {
@@ -144,6 +148,9 @@ impl Disk {
         } else {
             self.execute(mem, &header, segs, &mut written)
         };
+        if result.is_err() {
+            inc(&self.metrics.errors);
+        }
         let code = match result {
             Ok(()) => S_OK,
             Err(ReqError::Io(e)) => {
@@ -181,7 +188,8 @@ impl Disk {
 
         match ty {
             VIRTIO_BLK_T_IN => {
-                let mut offset = self.data_offset(mem, segs, sector, true)?;
+                let start = self.data_offset(mem, segs, sector, true)?;
+                let mut offset = start;
                 for s in segs {
                     let mut src = FileAt::new(&self.file, offset);
                     mem.read_exact_volatile_from(s.addr, &mut src, s.len as usize)
@@ -189,13 +197,16 @@ impl Disk {
                     offset += u64::from(s.len);
                     *written = written.saturating_add(s.len);
                 }
+                inc(&self.metrics.read_ops);
+                add(&self.metrics.read_bytes, offset - start);
                 Ok(())
             }
             VIRTIO_BLK_T_OUT => {
                 if self.read_only {
                     return Err(ReqError::ReadOnly);
                 }
-                let mut offset = self.data_offset(mem, segs, sector, false)?;
+                let start = self.data_offset(mem, segs, sector, false)?;
+                let mut offset = start;
                 for s in segs {
                     let mut dst = FileAt::new(&self.file, offset);
                     mem.write_all_volatile_to(s.addr, &mut dst, s.len as usize)
@@ -205,9 +216,15 @@ impl Disk {
                 if self.write_through {
                     self.sync()?;
                 }
+                inc(&self.metrics.write_ops);
+                add(&self.metrics.write_bytes, offset - start);
                 Ok(())
             }
-            VIRTIO_BLK_T_FLUSH => self.sync(),
+            VIRTIO_BLK_T_FLUSH => {
+                self.sync()?;
+                inc(&self.metrics.flush_ops);
+                Ok(())
+            }
             VIRTIO_BLK_T_GET_ID => {
                 total_len(segs, true)?;
                 check_in_memory(mem, segs)?;

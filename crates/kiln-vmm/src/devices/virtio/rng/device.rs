@@ -10,6 +10,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use crate::devices::virtio::VirtioDevice;
+use crate::metrics::{add, METRICS};
 
 /// At most this many random bytes are produced for one descriptor chain.
 pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
@@ -55,6 +56,7 @@ impl Rng {
             }
             written += len;
         }
+        add(&METRICS.rng.bytes, written as u64);
         // `written` <= MAX_BYTES_PER_REQUEST, which fits in u32.
         u32::try_from(written).unwrap_or(u32::MAX)
     }

@@ -22,6 +22,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use super::credit::Credit;
 use super::packet::{op, Header, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use super::sys::{read_some, write_some};
+use crate::metrics::{add, METRICS};
 /// `to_host` keeps at most this much spare capacity once drained.
 const IDLE_CAPACITY: usize = 64 * 1024;
 
@@ -264,6 +265,7 @@ impl Connection {
     }
 
     fn forwarded(&mut self, n: usize) {
+        add(&METRICS.vsock.tx_bytes, n as u64);
         if self.credit.forwarded(n) {
             self.send_credit_update = true;
         }

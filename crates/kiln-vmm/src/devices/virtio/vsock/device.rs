@@ -14,6 +14,7 @@ use super::muxer::Muxer;
 use super::packet::{self, HDR_LEN, MAX_PAYLOAD};
 use super::VsockError;
 use crate::devices::virtio::{read_config_bytes, VirtioDevice};
+use crate::metrics::{add, inc, METRICS};
 
 /// Queue indexes (virtio 1.2 §5.10.2).
 pub const RXQ: usize = 0;
@@ -98,6 +99,7 @@ impl Vsock {
     pub fn send_transport_reset(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
         self.muxer.reset_all();
         self.tx_throttled = false;
+        inc(&METRICS.vsock.resets);
         let Some(evq) = queues.get_mut(EVQ) else {
             return false;
         };
@@ -146,9 +148,11 @@ impl Vsock {
             };
             let head = chain.head_index();
             match packet::read_tx(mem, chain, &mut self.buf) {
-                Ok(hdr) => self
-                    .muxer
-                    .on_guest_packet(&hdr, &self.buf[..hdr.len as usize]),
+                Ok(hdr) => {
+                    inc(&METRICS.vsock.tx_packets);
+                    self.muxer
+                        .on_guest_packet(&hdr, &self.buf[..hdr.len as usize]);
+                }
                 Err(e) => {
                     tracing::warn!("vsock: dropping a malformed tx packet: {e}");
                     if let Some(hdr) = e.header() {
@@ -185,7 +189,11 @@ impl Vsock {
             let raw = hdr.to_bytes();
             let written = packet::scatter(mem, chain, [&raw[..], &self.buf[..len]]);
             let n = match written {
-                Ok(n) if n == HDR_LEN + len => n,
+                Ok(n) if n == HDR_LEN + len => {
+                    inc(&METRICS.vsock.rx_packets);
+                    add(&METRICS.vsock.rx_bytes, len as u64);
+                    n
+                }
                 other => {
                     // The guest changed the chain under us; its connection lost data.
                     tracing::warn!("vsock: rx buffer write failed: {other:?}");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::connection::{ConnError, ConnKey, Connection, Step};
 use super::packet::{op, Header, HOST_CID, TYPE_STREAM};
 use super::unix::{Backend, HostEvent, MAX_CLIENTS};
+use crate::metrics::{add, inc, METRICS};
 
 /// Host ports for host-initiated connections count up from here.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;
@@ -119,6 +120,7 @@ impl Muxer {
 
     fn remove(&mut self, key: ConnKey) -> Option<Connection> {
         let conn = self.conns.remove(&key)?;
+        inc(&METRICS.vsock.conns_closed);
         self.by_token.remove(&conn.token);
         if conn.queued {
             // Not left behind: a new connection with the same key would be queued twice.
@@ -129,6 +131,7 @@ impl Muxer {
 
     /// Drops every connection without telling the guest (device or transport reset).
     pub fn reset_all(&mut self) {
+        add(&METRICS.vsock.conns_closed, self.conns.len() as u64);
         self.conns.clear();
         self.by_token.clear();
         self.ready.clear();
@@ -193,6 +196,7 @@ impl Muxer {
     fn insert(&mut self, conn: Connection) {
         let key = conn.key();
         self.by_token.insert(conn.token, key);
+        inc(&METRICS.vsock.conns_opened);
         self.conns.insert(key, conn);
         self.touch(key);
     }

@@ -1,6 +1,7 @@
 //! virtio-blk tests: requests driven through a guest-side test queue against a temp image.
 
 mod malformed;
+mod metrics;
 
 use std::path::Path;
 

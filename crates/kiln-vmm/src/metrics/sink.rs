@@ -1,0 +1,221 @@
+//! Where metric lines go, set once per process before the VM starts: a file (appended to;
+//! created if missing) or a named pipe. A pipe is opened non-blocking for writing; with
+//! no reader, or with too little room for a whole line, the line is skipped (a debug
+//! log), so a slow or absent scraper never stalls the VMM and never sees half a line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::{FLUSH_INTERVAL, METRICS};
+
+/// The body of `PUT /metrics` and the config file's `"metrics"` section (Firecracker's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A file or a named pipe (FIFO).
+    pub metrics_path: PathBuf,
+}
+
+enum Target {
+    File(File),
+    /// The write end, once a reader had the pipe open.
+    Fifo(Option<File>),
+}
+
+/// An open metrics destination.
+pub struct MetricsWriter {
+    path: PathBuf,
+    target: Target,
+}
+
+fn cannot_open(path: &Path, e: &io::Error) -> String {
+    format!(
+        "cannot open metrics_path {} for writing: {e}; check that it names a file or named pipe kiln-vmm may write to",
+        path.display()
+    )
+}
+
+/// Opens a pipe's write end without blocking: None while no reader has it open (ENXIO).
+fn open_fifo(path: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl MetricsWriter {
+    /// Validates `path` and opens it. Errors say what to fix.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        if path.as_os_str().is_empty() {
+            return Err(
+                "metrics_path is empty; give the path of a file or named pipe (FIFO) for the metrics"
+                    .into(),
+            );
+        }
+        let append = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| cannot_open(p, &e))
+        };
+        let target = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(format!(
+                    "metrics_path {} is a directory; give the path of a file or named pipe (FIFO) in it",
+                    path.display()
+                ))
+            }
+            Ok(m) if m.file_type().is_fifo() => {
+                Target::Fifo(open_fifo(path).map_err(|e| cannot_open(path, &e))?)
+            }
+            Ok(_) => Target::File(append(path)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "the directory {} of metrics_path {} does not exist; create it first or choose another metrics_path",
+                        dir.display(),
+                        path.display()
+                    ));
+                }
+                Target::File(append(path)?)
+            }
+            Err(e) => return Err(cannot_open(path, &e)),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            target,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one line (a skipped pipe write is not an error).
+    pub fn write_line(&mut self, line: &str) -> io::Result<()> {
+        match &mut self.target {
+            Target::File(f) => f.write_all(line.as_bytes()),
+            Target::Fifo(fifo) => write_fifo(&self.path, fifo, line.as_bytes()),
+        }
+    }
+}
+
+fn write_fifo(path: &Path, fifo: &mut Option<File>, line: &[u8]) -> io::Result<()> {
+    if fifo.is_none() {
+        *fifo = open_fifo(path)?;
+    }
+    let Some(f) = fifo.as_ref() else {
+        tracing::debug!(
+            "metrics: no reader on the named pipe {}; line skipped",
+            path.display()
+        );
+        return Ok(());
+    };
+    if pipe_room(f).is_some_and(|room| room < line.len()) {
+        tracing::debug!(
+            "metrics: the named pipe {} is full; line skipped",
+            path.display()
+        );
+        return Ok(());
+    }
+    // SIGPIPE is ignored in Rust programs, so a vanished reader is EPIPE, not a signal.
+    match (&*f).write(line) {
+        Ok(n) if n == line.len() => Ok(()),
+        Ok(n) => {
+            tracing::warn!(
+                "metrics: only {n} of {} bytes fit into {}",
+                line.len(),
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            tracing::debug!(
+                "metrics: the named pipe {} is full; line skipped",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+            tracing::debug!(
+                "metrics: the reader of {} went away; line skipped",
+                path.display()
+            );
+            *fifo = None;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Free bytes in the pipe behind `f`, so a line is written whole or not at all (a
+/// non-blocking write of more than PIPE_BUF bytes may be cut short). None if unknown.
+fn pipe_room(f: &File) -> Option<usize> {
+    let fd = f.as_raw_fd();
+    // SAFETY: F_GETPIPE_SZ only queries the pipe's capacity of an fd we own.
+    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one c_int through the valid, exclusive pointer.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    let capacity = usize::try_from(capacity).ok()?;
+    let queued = usize::try_from(queued).ok().filter(|_| r == 0)?;
+    Some(capacity.saturating_sub(queued))
+}
+
+/// The process's destination (one VM per process).
+static SINK: Mutex<Option<MetricsWriter>> = Mutex::new(None);
+
+fn sink() -> MutexGuard<'static, Option<MetricsWriter>> {
+    SINK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets where lines go and starts the periodic flush. Once per process, as in
+/// Firecracker; nothing changes on an error.
+pub fn configure(cfg: &MetricsConfig) -> Result<(), String> {
+    let mut sink = sink();
+    if let Some(w) = sink.as_ref() {
+        return Err(format!(
+            "metrics already go to {}; metrics_path can be set only once per kiln-vmm",
+            w.path().display()
+        ));
+    }
+    let writer = MetricsWriter::open(&cfg.metrics_path)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(|| loop {
+            std::thread::sleep(FLUSH_INTERVAL);
+            if let Err(e) = flush() {
+                tracing::warn!("{e}");
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    *sink = Some(writer);
+    Ok(())
+}
+
+/// Writes a line now; without a metrics_path this does nothing (as Firecracker's
+/// FlushMetrics).
+pub fn flush() -> Result<(), String> {
+    let mut sink = sink();
+    let Some(w) = sink.as_mut() else {
+        return Ok(());
+    };
+    w.write_line(&METRICS.line_now())
+        .map_err(|e| format!("cannot write metrics to {}: {e}", w.path().display()))
+}
