@@ -9,6 +9,7 @@
 //! state, reports itself parked and waits. Resume wakes the parked threads.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,9 @@ struct Shared {
 /// Shared between the API (pause/resume/snapshot) and the vCPU threads.
 pub struct VcpuControl {
     shared: Mutex<Shared>,
+    /// `shared.want == Pause`, readable without the lock: the vCPU run loop checks it
+    /// before every KVM_RUN. Written only with the lock held.
+    pausing: AtomicBool,
     changed: Condvar,
 }
 
@@ -91,6 +95,7 @@ impl VcpuControl {
                 parked: (0..count).map(|_| None).collect(),
                 threads: vec![None; count],
             }),
+            pausing: AtomicBool::new(initial == Want::Pause),
             changed: Condvar::new(),
         }
     }
@@ -100,7 +105,16 @@ impl VcpuControl {
     }
 
     pub fn want(&self) -> Want {
-        self.lock().want
+        if self.pausing.load(Ordering::SeqCst) {
+            Want::Pause
+        } else {
+            Want::Run
+        }
+    }
+
+    fn set_want(&self, s: &mut Shared, want: Want) {
+        s.want = want;
+        self.pausing.store(want == Want::Pause, Ordering::SeqCst);
     }
 
     /// Called by each vCPU thread before its first KVM_RUN.
@@ -132,7 +146,7 @@ impl VcpuControl {
     /// Pauses every vCPU and returns their states (in vCPU order) once all are parked.
     pub fn pause(&self) -> Result<Vec<VcpuState>, String> {
         let mut s = self.lock();
-        s.want = Want::Pause;
+        self.set_want(&mut s, Want::Pause);
         for t in s.threads.iter().flatten() {
             // SAFETY: the thread ids belong to live vCPU threads of this process (they
             // run until the process exits); the signal has a handler installed.
@@ -142,7 +156,7 @@ impl VcpuControl {
         while s.parked.iter().any(Option::is_none) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                s.want = Want::Run;
+                self.set_want(&mut s, Want::Run);
                 self.changed.notify_all();
                 return Err("the vCPUs did not pause within 5 s; the VM keeps running".into());
             }
@@ -175,7 +189,7 @@ impl VcpuControl {
     /// Lets every vCPU run again and waits until each has left its park.
     pub fn resume(&self) {
         let mut s = self.lock();
-        s.want = Want::Run;
+        self.set_want(&mut s, Want::Run);
         self.changed.notify_all();
         let deadline = Instant::now() + PAUSE_TIMEOUT;
         while s.parked.iter().any(Option::is_some) && Instant::now() < deadline {
