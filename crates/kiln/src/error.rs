@@ -48,6 +48,14 @@ pub enum Error {
     /// The VMM refused or failed an operation on a running VM (pause, snapshot).
     #[error("sandbox {id}: {message}")]
     Vmm { id: String, message: String },
+    #[error(
+        "sandbox {id}: the {backend} backend does not support {operation}; use --backend kiln"
+    )]
+    UnsupportedByBackend {
+        id: String,
+        backend: String,
+        operation: String,
+    },
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("invalid input: {0}")]

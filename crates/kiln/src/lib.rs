@@ -3,6 +3,7 @@
 //! the `kiln-vmm` process launcher ([`vmm`]).
 
 pub mod agent;
+pub mod backend;
 pub mod error;
 pub mod exec;
 pub mod fc;
@@ -13,6 +14,7 @@ pub mod snapshot;
 pub mod store;
 pub mod vmm;
 
+pub use backend::{Capabilities, VmBackend};
 pub use error::{Error, FileErrorKind, Result};
 pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};

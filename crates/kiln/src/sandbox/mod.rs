@@ -16,7 +16,6 @@
 
 mod fork;
 mod image;
-mod launch;
 mod lifecycle;
 mod pause;
 mod pool;
@@ -53,6 +52,10 @@ pub struct SandboxBuilder {
     detach: bool,
     from: Option<String>,
     backend: MemoryBackend,
+    vm_backend: String,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    metadata: BTreeMap<String, String>,
 }
 
 /// A running (or stopped) sandbox.
@@ -78,6 +81,10 @@ impl Default for SandboxBuilder {
             detach: false,
             from: None,
             backend: MemoryBackend::File,
+            vm_backend: "kiln".into(),
+            idle_timeout: None,
+            max_lifetime: None,
+            metadata: BTreeMap::new(),
         }
     }
 }
@@ -124,6 +131,27 @@ impl SandboxBuilder {
         self.from = Some(name.into());
         self
     }
+    /// The VMM backend: `kiln` (default), `firecracker` or `qemu` (see [`crate::backend`]).
+    pub fn backend(mut self, name: impl Into<String>) -> Self {
+        self.vm_backend = name.into();
+        self
+    }
+    /// Stop and remove the sandbox after this long without an exec, file or API call
+    /// (enforced by [`crate::reap_expired`], which `kiln serve` runs every second).
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = Some(t);
+        self
+    }
+    /// Stop and remove the sandbox this long after its creation, whatever it does.
+    pub fn max_lifetime(mut self, t: Duration) -> Self {
+        self.max_lifetime = Some(t);
+        self
+    }
+    /// A label (filterable in `list`).
+    pub fn metadata(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.metadata.insert(k.into(), v.into());
+        self
+    }
     /// How a restored sandbox's memory is backed.
     pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
         self.backend = b;
@@ -136,6 +164,7 @@ impl SandboxBuilder {
         if self.from.is_some() {
             return self.create_from_snapshot();
         }
+        let backend = crate::backend::get(&self.vm_backend)?;
         let img = Image::resolve(&self.image)?;
         if !(1..=32).contains(&self.cpus) {
             return Err(Error::InvalidInput(format!(
@@ -162,6 +191,7 @@ impl SandboxBuilder {
         let mut record = Record {
             id: id.clone(),
             image: img.name().into(),
+            backend: backend.name().into(),
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             pid: 0,
@@ -187,7 +217,7 @@ impl SandboxBuilder {
                 return Err(e);
             }
         };
-        let child = match launch::launch(&sb.dir, &sb.id, &g) {
+        let child = match backend.start(&sb.id, &sb.dir, &g) {
             Ok(c) => c,
             Err(e) => {
                 sb.detach = false;
@@ -299,6 +329,25 @@ impl Sandbox {
     /// The agent, for operations not wrapped here.
     pub fn agent(&self) -> &AgentAddr {
         &self.agent
+    }
+
+    /// The backend that runs it.
+    pub fn backend(&self) -> &'static dyn crate::backend::VmBackend {
+        crate::backend::get(self.backend_name()).unwrap_or(&crate::backend::kiln::KilnVmm)
+    }
+    pub fn backend_name(&self) -> &str {
+        if self.record.backend.is_empty() {
+            "kiln"
+        } else {
+            &self.record.backend
+        }
+    }
+    pub(crate) fn vm(&self) -> crate::backend::VmRef<'_> {
+        crate::backend::VmRef {
+            id: &self.id,
+            dir: &self.dir,
+            pid: self.record.pid,
+        }
     }
 
     fn running_agent(&self) -> Result<&AgentAddr> {

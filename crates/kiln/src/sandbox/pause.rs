@@ -3,26 +3,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::lifecycle::State;
 use super::Sandbox;
 use crate::error::{Error, Result};
-use crate::fc::FcClient;
 use crate::snapshot::{bad, Snapshot, SnapshotMeta};
 
 impl Sandbox {
-    pub(super) fn vmm_api(&self) -> FcClient {
-        FcClient::new(self.dir.api_sock())
-    }
-
-    fn vmm_err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Vmm {
-            id: self.id.clone(),
-            message: e.to_string(),
-        }
-    }
-
     fn require(&mut self, want: &[State], to: State) -> Result<State> {
         let from = self.state();
         if want.contains(&from) {
@@ -37,10 +23,12 @@ impl Sandbox {
     }
 
     fn set_vm_state(&mut self, paused: bool) -> Result<()> {
-        let state = if paused { "Paused" } else { "Resumed" };
-        self.vmm_api()
-            .patch("/vm", &json!({ "state": state }))
-            .map_err(|e| self.vmm_err(e))?;
+        let vm = self.vm();
+        if paused {
+            self.backend().pause(&vm)?;
+        } else {
+            self.backend().resume(&vm)?;
+        }
         self.record.paused = paused;
         self.dir.save(&self.record)
     }
@@ -60,21 +48,19 @@ impl Sandbox {
     /// sandbox is paused; resumes it after unless it was paused already. Returns how
     /// long the guest was stopped.
     pub(super) fn snapshot_into(&mut self, dir: &Path) -> Result<Duration> {
+        if !self.backend().capabilities().snapshots {
+            return Err(crate::backend::unsupported(
+                self.backend_name(),
+                "snapshots",
+                &self.id,
+            ));
+        }
         let from = self.require(&[State::Running, State::Paused], State::Paused)?;
         let t0 = Instant::now();
         if from == State::Running {
             self.set_vm_state(true)?;
         }
-        let body = json!({
-            "snapshot_type": "Full",
-            "snapshot_path": dir.join(kiln_vmm::snapshot::format::STATE_FILE),
-            "mem_file_path": dir.join(kiln_vmm::snapshot::format::MEMORY_FILE),
-            "kiln_copy_disks": true,
-        });
-        let made = self
-            .vmm_api()
-            .put("/snapshot/create", &body)
-            .map_err(|e| self.vmm_err(e));
+        let made = self.backend().snapshot(&self.vm(), dir);
         if from == State::Running {
             self.set_vm_state(false)?;
         }

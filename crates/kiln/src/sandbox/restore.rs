@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use kiln_vmm::snapshot::format::SnapshotState;
-use serde_json::json;
 
-use super::launch::{self, failed};
 use super::state::{self, Dir, Record};
 use super::Sandbox;
 use crate::agent::AgentAddr;
+use crate::backend::fc_launch::failed;
+use crate::backend::{RestoreRequest, VmBackend};
 use crate::error::Result;
 use crate::snapshot::SnapshotMeta;
 
@@ -75,37 +75,6 @@ pub(crate) struct RestoreArgs {
     pub pool: Option<String>,
 }
 
-fn load_body(
-    src: &RestoreSource,
-    dir: &Dir,
-    backend: MemoryBackend,
-    record_ws: bool,
-) -> serde_json::Value {
-    let drives: serde_json::Map<String, serde_json::Value> = src
-        .disks
-        .iter()
-        .map(|(id, _)| (id.clone(), json!(dir.disk(id))))
-        .collect();
-    let mut body = json!({
-        "snapshot_path": src.state_path,
-        "mem_backend": {
-            "backend_type": if backend == MemoryBackend::Uffd { "Uffd" } else { "File" },
-            "backend_path": src.mem_path,
-        },
-        "resume_vm": true,
-        "kiln_vsock_uds_path": dir.vsock(),
-        "kiln_drives": drives,
-    });
-    if backend == MemoryBackend::Uffd {
-        let ws = src.working_set.as_ref().filter(|p| p.is_file());
-        body["kiln_working_set"] = json!({
-            "prefetch": ws,
-            "record": if record_ws && ws.is_none() { Some(dir.path.join("working-set.rec")) } else { None },
-        });
-    }
-    body
-}
-
 /// Restores `src` into a new sandbox. On failure nothing is left behind.
 pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox> {
     let id = match args.id {
@@ -124,6 +93,7 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
         record: Record {
             id: id.clone(),
             image: m.image.clone(),
+            backend: "kiln".into(),
             cpus: m.cpus,
             memory_mib: m.memory_mib,
             created: super::now_secs(),
@@ -146,12 +116,15 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
         )?;
     }
     let record_ws = args.backend == MemoryBackend::Uffd;
-    let body = load_body(src, &sb.dir, args.backend, record_ws);
-    let child = launch::with_vmm(&sb.dir, &id, |_, client| {
-        client
-            .put("/snapshot/load", &body)
-            .map_err(|e| failed("restore", None, e.to_string()))
-    })?;
+    let req = RestoreRequest {
+        state_path: &src.state_path,
+        mem_path: &src.mem_path,
+        drives: src.disks.iter().map(|(d, _)| d.clone()).collect(),
+        memory: args.backend,
+        working_set: src.working_set.as_deref(),
+        record_working_set: record_ws,
+    };
+    let child = crate::backend::kiln::KilnVmm.restore(&id, &sb.dir, &req)?;
     sb.record.pid = child.id();
     sb.child = Some(child);
     sb.dir.save(&sb.record)?;

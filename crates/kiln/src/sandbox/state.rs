@@ -32,6 +32,9 @@ pub struct Record {
     pub image: String,
     pub cpus: u8,
     pub memory_mib: u64,
+    /// The `VmBackend` that runs it.
+    #[serde(default = "default_backend")]
+    pub backend: String,
     /// The VMM's pid (0 until it is spawned).
     pub pid: u32,
     /// Seconds since the epoch.
@@ -54,6 +57,10 @@ pub struct Record {
     /// Waiting in the warm pool of this snapshot (not yet handed out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+}
+
+fn default_backend() -> String {
+    "kiln".into()
 }
 
 impl Record {
@@ -93,6 +100,10 @@ impl Dir {
     /// Why the VM failed before its agent was ready (written by kiln-vmm).
     pub fn boot_error(&self) -> PathBuf {
         self.path.join("boot-error.json")
+    }
+    /// The VMM's metrics (JSON lines, Firecracker's format).
+    pub fn metrics(&self) -> PathBuf {
+        self.path.join("metrics.json")
     }
     pub fn scratch(&self) -> PathBuf {
         self.path.join("scratch.ext4")

@@ -1,9 +1,10 @@
-//! Starting a sandbox's VMM as a background process that outlives its creator.
+//! The Firecracker-API driver shared by the `kiln` and `firecracker` backends: starting
+//! a sandbox's VMM as a background process that outlives its creator.
 //!
 //! The VMM runs in its own session (a Ctrl-C in the creating terminal does not reach it),
 //! with stderr appended to `vmm.log` and the guest console in `console.log`. The guest
 //! is ready when the VMM logs the boot-time line, which the agent triggers only once it
-//! listens on vsock.
+//! listens on vsock (kiln-vmm), or when the agent answers a ping (any VMM).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -11,10 +12,14 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::state::Dir;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
-use crate::paths;
+use crate::sandbox::state::Dir;
 use crate::vmm::{configure, parse_boot_time, GuestSpec, VmmError};
 
 /// How long a guest may take from InstanceStart to its agent listening. Generous: the
@@ -22,41 +27,74 @@ use crate::vmm::{configure, parse_boot_time, GuestSpec, VmmError};
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const API_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Which Firecracker-API VMM to run.
+#[derive(Debug, Clone)]
+pub struct Flavor {
+    pub bin: PathBuf,
+    /// kiln-vmm: console, boot-error and metrics files on the command line, readiness
+    /// from its boot-time line. Otherwise only Firecracker's own flags (`--api-sock`,
+    /// `--id`, `--boot-timer`); the console is its stdout, metrics go through
+    /// `PUT /metrics`, readiness is an agent ping.
+    pub kiln: bool,
+}
+
 /// Spawns the VMM for `dir`, configures and boots `g`, and waits for the agent.
 /// On error the VMM is killed; the caller removes the folder.
-pub fn launch(dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
-    with_vmm(dir, id, |child, client| {
+pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
+    with_vmm(f, dir, id, |child, client| {
+        if !f.kiln {
+            client
+                .put("/metrics", &json!({ "metrics_path": dir.metrics() }))
+                .map_err(|e| recorded(dir, "config", e.to_string()))?;
+        }
         configure(client, g).map_err(|e| recorded(dir, "config", e.to_string()))?;
         client
             .action("InstanceStart")
             .map_err(|e| recorded(dir, "kernel", VmmError::Api(e).to_string()))?;
-        wait_ready(child, dir)
+        if f.kiln {
+            wait_ready(child, dir)
+        } else {
+            wait_agent(child, dir, id)
+        }
     })
 }
 
 /// Spawns the VMM for `dir` and runs `setup` once its API answers. On error the VMM is
 /// killed; the caller removes the folder.
 pub fn with_vmm(
+    f: &Flavor,
     dir: &Dir,
     id: &str,
     setup: impl FnOnce(&mut Child, &FcClient) -> Result<()>,
 ) -> Result<Child> {
-    let bin = paths::vmm_binary();
+    let bin = &f.bin;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.vmm_log())
         .map_err(Error::host_io("cannot create", dir.vmm_log()))?;
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     cmd.arg("--api-sock")
         .arg(dir.api_sock())
-        .args(["--id", id, "--console"])
-        .arg(dir.console_log())
-        .arg("--boot-error")
-        .arg(dir.boot_error())
+        .args(["--id", id])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(log);
+    if f.kiln {
+        cmd.arg("--console")
+            .arg(dir.console_log())
+            .arg("--boot-error")
+            .arg(dir.boot_error())
+            .arg("--metrics")
+            .arg(dir.metrics())
+            .stdout(Stdio::null());
+    } else {
+        let console = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.console_log())
+            .map_err(Error::host_io("cannot create", dir.console_log()))?;
+        cmd.arg("--boot-timer").stdout(console);
+    }
     // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
     unsafe {
         cmd.pre_exec(|| {
@@ -68,7 +106,8 @@ pub fn with_vmm(
         stage: "other",
         errno: e.raw_os_error(),
         message: format!(
-            "cannot start {}: {e}; build it with `cargo build --release` or set KILN_VMM",
+            "cannot start {}: {e}; build it with `cargo build --release`, or set KILN_VMM \
+             (kiln) or KILN_FIRECRACKER (firecracker)",
             bin.display()
         ),
     })?;
@@ -128,8 +167,28 @@ fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
     }
 }
 
+/// Polls the agent until it answers (VMMs without kiln-vmm's boot-time line).
+pub(crate) fn wait_agent(child: &mut Child, dir: &Dir, id: &str) -> Result<()> {
+    let agent = AgentAddr::new(dir.vsock(), id);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if dir.vsock().exists() && agent.ping().is_ok() {
+            return Ok(());
+        }
+        exited(child, dir, "agent")?;
+        if Instant::now() > deadline {
+            return Err(failed(
+                "agent",
+                None,
+                format!("the guest agent was not ready after {READY_TIMEOUT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `Err(BootFailed)` if the VMM has exited, with the end of its log as the message.
-pub(super) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
+pub(crate) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Result<()> {
     let Ok(Some(status)) = child.try_wait() else {
         return Ok(());
     };
@@ -144,7 +203,7 @@ pub(super) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Resul
 }
 
 /// The VMM's `boot-error.json` as the error if it wrote one, else `stage`/`message`.
-pub(super) fn recorded(dir: &Dir, stage: &'static str, message: String) -> Error {
+pub(crate) fn recorded(dir: &Dir, stage: &'static str, message: String) -> Error {
     match kiln_vmm::boot_error::read(&dir.boot_error()) {
         Some(rec) => {
             let stage = kiln_vmm::boot_error::STAGES
@@ -158,7 +217,7 @@ pub(super) fn recorded(dir: &Dir, stage: &'static str, message: String) -> Error
     }
 }
 
-pub(super) fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
+pub(crate) fn failed(stage: &'static str, errno: Option<i32>, message: String) -> Error {
     Error::BootFailed {
         stage,
         errno,

@@ -1,0 +1,141 @@
+//! The `kiln` backend (the default): kiln's own `kiln-vmm`, driven through its
+//! Firecracker-compatible API. The `firecracker` backend reuses these operations.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::fc_launch::{self, failed, Flavor};
+use super::{Capabilities, GuestChannel, RestoreRequest, VmBackend, VmRef};
+use crate::error::{Error, Result};
+use crate::fc::FcClient;
+use crate::sandbox::state::Dir;
+use crate::sandbox::MemoryBackend;
+use crate::vmm::GuestSpec;
+
+/// How long the VMM API may take to take a Ctrl-Alt-Del request.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct KilnVmm;
+
+fn flavor() -> Flavor {
+    Flavor {
+        bin: crate::paths::vmm_binary(),
+        kiln: true,
+    }
+}
+
+fn api(vm: &VmRef) -> FcClient {
+    FcClient::new(vm.dir.api_sock())
+}
+
+fn vmm_err(vm: &VmRef, e: impl std::fmt::Display) -> Error {
+    Error::Vmm {
+        id: vm.id.into(),
+        message: e.to_string(),
+    }
+}
+
+pub(super) fn ctrl_alt_del(vm: &VmRef) -> Result<()> {
+    api(vm)
+        .with_timeout(API_TIMEOUT)
+        .action("SendCtrlAltDel")
+        .map_err(|e| vmm_err(vm, e))
+}
+
+pub(super) fn set_paused(vm: &VmRef, paused: bool) -> Result<()> {
+    let state = if paused { "Paused" } else { "Resumed" };
+    api(vm)
+        .patch("/vm", &json!({ "state": state }))
+        .map_err(|e| vmm_err(vm, e))
+}
+
+pub(super) fn vsock(vm: &VmRef) -> GuestChannel {
+    GuestChannel::Vsock {
+        uds: vm.dir.vsock(),
+        port: kiln_proto::AGENT_PORT,
+    }
+}
+
+impl VmBackend for KilnVmm {
+    fn name(&self) -> &'static str {
+        "kiln"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause_resume: true,
+            snapshots: true,
+            vsock: true,
+            tap_networking: false,
+            fork: true,
+        }
+    }
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
+        fc_launch::launch(&flavor(), dir, id, spec)
+    }
+    fn request_poweroff(&self, vm: &VmRef) -> Result<()> {
+        ctrl_alt_del(vm)
+    }
+    fn pause(&self, vm: &VmRef) -> Result<()> {
+        set_paused(vm, true)
+    }
+    fn resume(&self, vm: &VmRef) -> Result<()> {
+        set_paused(vm, false)
+    }
+    fn snapshot(&self, vm: &VmRef, dest: &Path) -> Result<()> {
+        let body = json!({
+            "snapshot_type": "Full",
+            "snapshot_path": dest.join(kiln_vmm::snapshot::format::STATE_FILE),
+            "mem_file_path": dest.join(kiln_vmm::snapshot::format::MEMORY_FILE),
+            "kiln_copy_disks": true,
+        });
+        api(vm)
+            .put("/snapshot/create", &body)
+            .map_err(|e| vmm_err(vm, e))
+    }
+    fn restore(&self, id: &str, dir: &Dir, req: &RestoreRequest) -> Result<Child> {
+        let body = load_body(dir, req);
+        fc_launch::with_vmm(&flavor(), dir, id, |_, client| {
+            client
+                .put("/snapshot/load", &body)
+                .map_err(|e| failed("restore", None, e.to_string()))
+        })
+    }
+    fn guest_channel_info(&self, vm: &VmRef) -> GuestChannel {
+        vsock(vm)
+    }
+}
+
+/// `PUT /snapshot/load` with kiln's overrides: this folder's vsock socket and drives.
+fn load_body(dir: &Dir, req: &RestoreRequest) -> serde_json::Value {
+    let drives: serde_json::Map<String, serde_json::Value> = req
+        .drives
+        .iter()
+        .map(|id| (id.clone(), json!(dir.disk(id))))
+        .collect();
+    let uffd = req.memory == MemoryBackend::Uffd;
+    let mut body = json!({
+        "snapshot_path": req.state_path,
+        "mem_backend": {
+            "backend_type": if uffd { "Uffd" } else { "File" },
+            "backend_path": req.mem_path,
+        },
+        "resume_vm": true,
+        "kiln_vsock_uds_path": dir.vsock(),
+        "kiln_drives": drives,
+    });
+    if uffd {
+        let ws = req.working_set.filter(|p| p.is_file());
+        body["kiln_working_set"] = json!({
+            "prefetch": ws,
+            "record": if req.record_working_set && ws.is_none() {
+                Some(dir.path.join("working-set.rec"))
+            } else {
+                None
+            },
+        });
+    }
+    body
+}

@@ -1,0 +1,216 @@
+//! `VmBackend`: one trait over the virtual machine monitors kiln can run a sandbox on.
+//!
+//! | backend | VMM | guest channel | pause | snapshot/restore/fork |
+//! | --- | --- | --- | --- | --- |
+//! | `kiln` (default) | `kiln-vmm` | vsock | yes | yes |
+//! | `firecracker` | a `firecracker` binary (`$KILN_FIRECRACKER`), same API driver | vsock | yes | no |
+//! | `qemu` | `qemu-system-x86_64 -M microvm` over QMP | virtio-console + relay | yes | no |
+//!
+//! A backend starts and stops one VM per sandbox folder ([`Dir`]); the sandbox's
+//! lifecycle state lives in the state store, not here. Every backend exposes the guest
+//! agent the same way: a unix socket that speaks Firecracker's hybrid-vsock handshake
+//! (`CONNECT <port>\n` → `OK <n>\n`), so [`crate::agent::AgentAddr`] works unchanged.
+
+mod escalate;
+pub(crate) mod fc_launch;
+pub mod firecracker;
+pub mod kiln;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use serde::Serialize;
+
+pub use escalate::{escalate, vm_alive};
+
+use crate::error::{Error, Result};
+use crate::sandbox::state::Dir;
+use crate::sandbox::MemoryBackend;
+use crate::vmm::GuestSpec;
+
+/// What a backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub pause_resume: bool,
+    pub snapshots: bool,
+    pub vsock: bool,
+    pub tap_networking: bool,
+    pub fork: bool,
+}
+
+/// One VM a backend runs: the sandbox id, its folder and the VMM's pid.
+#[derive(Debug, Clone, Copy)]
+pub struct VmRef<'a> {
+    pub id: &'a str,
+    pub dir: &'a Dir,
+    pub pid: u32,
+}
+
+/// Whether a VM's process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    Running,
+    Exited,
+}
+
+/// Which log [`VmBackend::logs`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// The guest's serial console.
+    Console,
+    /// The VMM's own log (stderr).
+    Vmm,
+}
+
+/// How the guest agent is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GuestChannel {
+    /// The VMM's vsock device; `uds` is its host socket (hybrid-vsock handshake).
+    Vsock { uds: PathBuf, port: u32 },
+    /// A virtio-console port in the guest, multiplexed by a relay process that serves
+    /// the same handshake on `uds`.
+    Serial {
+        uds: PathBuf,
+        port_name: String,
+        relay_pid: Option<u32>,
+    },
+}
+
+/// The sandbox's network, if it has one. kiln sandboxes have no network device yet
+/// (default deny); the field set is what the networking work fills in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    pub tap: Option<String>,
+    pub guest_ip: Option<String>,
+    pub host_ip: Option<String>,
+}
+
+/// What a restore reads and how its memory is backed.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest<'a> {
+    /// The snapshot's `state.json`.
+    pub state_path: &'a Path,
+    pub mem_path: &'a Path,
+    /// Drive ids whose copies were placed in the sandbox folder ([`Dir::disk`]).
+    pub drives: Vec<String>,
+    pub memory: MemoryBackend,
+    pub working_set: Option<&'a Path>,
+    /// Record a working set (Uffd, none saved yet).
+    pub record_working_set: bool,
+}
+
+/// One virtual machine monitor kiln can run sandboxes on.
+pub trait VmBackend: Send + Sync {
+    /// `kiln`, `firecracker` or `qemu`.
+    fn name(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+
+    /// Boots `spec` for sandbox `id` in `dir`: the VMM runs in its own session with its
+    /// log in `dir.vmm_log()` and the console in `dir.console_log()`, and this returns
+    /// once the guest agent answers on [`VmBackend::guest_channel_info`]. On error
+    /// everything it started is gone (the caller removes the folder), and the error is
+    /// `BootFailed` with the stage from `dir.boot_error()` where the VMM wrote one.
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child>;
+
+    /// Asks the guest's kernel to power off without the agent (step 2 of the stop
+    /// escalation): Ctrl-Alt-Del or the ACPI power button.
+    fn request_poweroff(&self, vm: &VmRef) -> Result<()>;
+
+    /// Stops the VM: agent shutdown → [`VmBackend::request_poweroff`] → SIGTERM →
+    /// SIGKILL, each with a bounded wait; returns the step that ended it.
+    fn stop(&self, vm: &VmRef) -> Result<&'static str> {
+        escalate(self, vm)
+    }
+
+    /// Stops every VM of this backend in the state directory; per sandbox the step
+    /// that ended it or the error.
+    fn stop_all(&self) -> Result<Vec<(String, Result<&'static str>)>> {
+        let mut out = Vec::new();
+        for sb in crate::Sandbox::list()? {
+            let mut sb = sb;
+            if sb.backend_name() == self.name() && sb.is_up() {
+                let id = sb.id().to_string();
+                out.push((id, sb.stop()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn pause(&self, vm: &VmRef) -> Result<()>;
+    fn resume(&self, vm: &VmRef) -> Result<()>;
+
+    /// Writes a full snapshot of the paused VM into `dest` (state.json, memory.bin and
+    /// copies of the writable drives).
+    fn snapshot(&self, vm: &VmRef, dest: &Path) -> Result<()> {
+        let _ = dest;
+        Err(unsupported(self.name(), "snapshots", vm.id))
+    }
+
+    /// Starts a VM for sandbox `id` in `dir` from a snapshot; returns once the VMM has
+    /// loaded it (the caller then reidentifies the agent).
+    fn restore(&self, id: &str, dir: &Dir, req: &RestoreRequest) -> Result<Child> {
+        let _ = (dir, req);
+        Err(unsupported(self.name(), "restore", id))
+    }
+
+    /// Whether the VM's process runs (pid alive, not a zombie, and its command line
+    /// names this sandbox's folder, so a reused pid is not mistaken for it).
+    fn status(&self, vm: &VmRef) -> VmStatus {
+        if vm_alive(vm.pid, vm.dir) {
+            VmStatus::Running
+        } else {
+            VmStatus::Exited
+        }
+    }
+
+    /// Ids of the sandboxes in the state store that run on this backend.
+    fn list(&self) -> Result<Vec<String>> {
+        Ok(crate::Sandbox::list()?
+            .into_iter()
+            .filter(|s| s.backend_name() == self.name())
+            .map(|s| s.id().to_string())
+            .collect())
+    }
+
+    fn logs(&self, vm: &VmRef, kind: LogKind) -> PathBuf {
+        match kind {
+            LogKind::Console => vm.dir.console_log(),
+            LogKind::Vmm => vm.dir.vmm_log(),
+        }
+    }
+
+    fn network_info(&self, vm: &VmRef) -> NetworkInfo {
+        let _ = vm;
+        NetworkInfo::default()
+    }
+
+    fn guest_channel_info(&self, vm: &VmRef) -> GuestChannel;
+}
+
+/// `Unsupported` naming the backend and the operation.
+pub fn unsupported(backend: &str, what: &str, id: &str) -> Error {
+    Error::UnsupportedByBackend {
+        id: id.into(),
+        backend: backend.into(),
+        operation: what.into(),
+    }
+}
+
+/// The names [`get`] accepts.
+pub const NAMES: [&str; 3] = ["kiln", "firecracker", "qemu"];
+
+/// The backend called `name`.
+pub fn get(name: &str) -> Result<&'static dyn VmBackend> {
+    match name {
+        "kiln" => Ok(&kiln::KilnVmm),
+        "firecracker" => Ok(&firecracker::Firecracker),
+        "qemu" => Ok(&qemu::Qemu),
+        other => Err(Error::InvalidInput(format!(
+            "backend {other:?}: use one of {}",
+            NAMES.join(", ")
+        ))),
+    }
+}
