@@ -19,7 +19,7 @@ pub struct LogsArgs {
 }
 
 pub fn logs(a: LogsArgs) -> Result<i32> {
-    let mut sb = Sandbox::get(&a.id)?;
+    let sb = Sandbox::get(&a.id)?;
     let dir = sb.dir().to_path_buf();
     if let Some(e) = kiln::boot_error::read(&dir.join("boot-error.json")) {
         eprintln!("kiln: boot error at {}: {}", e.stage, e.message);

@@ -31,8 +31,13 @@ enum Cmd {
     Shell(commands::ShellArgs),
     /// Copy files or directories: `kiln cp ./dir ID:/work`, `kiln cp ID:/out.txt .`.
     Cp(manage::CpArgs),
-    /// List sandboxes.
+    /// List sandboxes (and reconcile the state store with the running VMMs).
     Ls,
+    /// Print everything known about a sandbox as JSON (state, failure reason, limits, pid).
+    Inspect(snapshots::IdArg),
+    /// Stop and remove sandboxes past their idle timeout or max lifetime; --watch keeps
+    /// doing it every second (what `kiln serve` does by itself).
+    Reap(manage::ReapArgs),
     /// Stop sandboxes (agent power-off, then SIGTERM, then SIGKILL).
     Stop(manage::IdsArgs),
     /// Stop and delete sandboxes with everything they left on the host.
@@ -60,6 +65,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    // Timeouts are enforced by whoever runs: `kiln serve` every second, every command once.
+    if let Err(e) = kiln::reap_expired() {
+        eprintln!("kiln: warning: enforcing sandbox timeouts: {e}");
+    }
     let result = match cli.cmd {
         Cmd::Run(a) => commands::run(a),
         Cmd::Create(a) => commands::create(a),
@@ -67,6 +76,8 @@ fn main() {
         Cmd::Shell(a) => commands::shell(a),
         Cmd::Cp(a) => manage::cp(a),
         Cmd::Ls => manage::ls(),
+        Cmd::Inspect(a) => manage::inspect(a),
+        Cmd::Reap(a) => manage::reap(a),
         Cmd::Stop(a) => manage::stop(a),
         Cmd::Rm(a) => manage::rm(a),
         Cmd::Logs(a) => logs::logs(a),

@@ -21,25 +21,55 @@ pub struct CpArgs {
     dst: String,
 }
 
+#[derive(clap::Args)]
+pub struct ReapArgs {
+    /// Keep reaping every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+pub fn reap(a: ReapArgs) -> Result<i32> {
+    loop {
+        for (id, why) in kiln::reap_expired()? {
+            println!("{id} removed ({why} limit reached)");
+        }
+        if !a.watch {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+pub fn inspect(a: crate::snapshots::IdArg) -> Result<i32> {
+    let info = Sandbox::get(&a.id)?.info();
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(0)
+}
+
 pub fn ls() -> Result<i32> {
+    let done = kiln::reconcile()?;
+    for (id, why) in &done.failed {
+        eprintln!("kiln: sandbox {id} failed: {why}");
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     println!(
-        "{:<14} {:<9} {:<10} {:>4} {:>7} {:>8} {:>8}",
-        "ID", "STATE", "IMAGE", "CPUS", "MEMORY", "AGE", "PID"
+        "{:<14} {:<9} {:<11} {:<10} {:>4} {:>7} {:>8} {:>8}",
+        "ID", "STATE", "BACKEND", "IMAGE", "CPUS", "MEMORY", "AGE", "PID"
     );
-    for mut sb in Sandbox::list()? {
+    for sb in Sandbox::list()? {
         let state = match sb.state() {
             kiln::State::Running if sb.record().pool.is_some() => "pooled".to_string(),
             s => s.to_string(),
         };
         let r = sb.record();
         println!(
-            "{:<14} {:<9} {:<10} {:>4} {:>6}M {:>7}s {:>8}",
+            "{:<14} {:<9} {:<11} {:<10} {:>4} {:>6}M {:>7}s {:>8}",
             r.id,
             state,
+            sb.backend_name(),
             r.image,
             r.cpus,
             r.memory_mib,

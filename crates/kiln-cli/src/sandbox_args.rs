@@ -24,6 +24,20 @@ pub struct SandboxArgs {
     /// With --from: `file` or `uffd` (see `kiln restore --help`).
     #[arg(long, default_value = "file")]
     pub memory_backend: String,
+    /// The VMM: `kiln` (kiln-vmm), `firecracker` or `qemu` (QEMU microvm; see
+    /// docs/BACKENDS.md).
+    #[arg(long, value_name = "NAME", default_value = "kiln")]
+    pub backend: String,
+    /// Stop and remove the sandbox after this many seconds without an exec or file
+    /// operation (enforced by `kiln serve`, `kiln reap --watch` and every kiln command).
+    #[arg(long, value_name = "S")]
+    pub idle_timeout: Option<u64>,
+    /// Stop and remove the sandbox this many seconds after its creation.
+    #[arg(long, value_name = "S")]
+    pub max_lifetime: Option<u64>,
+    /// A label, filterable in the API (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
 }
 
 /// How to run a command (`kiln run`, `kiln exec`).
@@ -48,10 +62,23 @@ pub struct CommandArgs {
 
 impl SandboxArgs {
     pub fn builder(&self) -> Result<SandboxBuilder> {
-        let b = kiln::Sandbox::builder()
+        let mut b = kiln::Sandbox::builder()
             .image(&self.image)
             .cpus(self.cpus)
-            .memory_mib(self.memory);
+            .memory_mib(self.memory)
+            .backend(&self.backend);
+        if let Some(s) = self.idle_timeout {
+            b = b.idle_timeout(Duration::from_secs(s));
+        }
+        if let Some(s) = self.max_lifetime {
+            b = b.max_lifetime(Duration::from_secs(s));
+        }
+        for kv in &self.labels {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--label {kv}: use KEY=VALUE");
+            };
+            b = b.metadata(k, v);
+        }
         Ok(match &self.from {
             Some(snap) => b
                 .from_snapshot(snap)

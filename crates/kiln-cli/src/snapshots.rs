@@ -10,7 +10,7 @@ use kiln::{MemoryBackend, Sandbox, Snapshot};
 #[derive(clap::Args)]
 pub struct IdArg {
     /// The sandbox.
-    id: String,
+    pub id: String,
 }
 
 #[derive(clap::Args)]

@@ -190,3 +190,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn process_running(pid: i32) -> bool {
     u32::try_from(pid).is_ok_and(kiln::process::is_running)
 }
+
+/// The `kiln` binary next to the test binaries (target/<profile>).
+pub fn kiln_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    for d in [dir.to_path_buf(), dir.join("..")] {
+        if d.join("kiln").is_file() {
+            return d.join("kiln");
+        }
+    }
+    panic!("kiln binary not found next to {}", exe.display());
+}

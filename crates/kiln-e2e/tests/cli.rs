@@ -1,20 +1,19 @@
 //! The `kiln` command line as a user drives it: run, create/exec/cp/ls/stop/rm across
 //! separate invocations, and what is left behind.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use kiln_e2e::{require_kvm, TempDir};
+use kiln_e2e::{kiln_bin, require_kvm, TempDir};
 
-fn kiln_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    for d in [dir, &dir.join("..")] {
-        if d.join("kiln").is_file() {
-            return d.join("kiln");
-        }
-    }
-    panic!("kiln binary not found next to {}", exe.display());
+/// What is in the state directory besides the state database and the snapshot store:
+/// sandbox folders, sockets, disk layers.
+fn leftovers(state: &TempDir) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(&state.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".snapshots" && !n.to_string_lossy().starts_with("kiln.db"))
+        .collect()
 }
 
 /// Runs `kiln ARGS` with its own state directory.
@@ -52,7 +51,7 @@ fn kiln_run_prints_output_and_propagates_the_exit_code() {
     assert_eq!(text(&out.stdout), "hi\n");
     assert!(text(&out.stderr).contains("oops"));
     // Nothing is left behind by run.
-    assert_eq!(std::fs::read_dir(&state.0).unwrap().count(), 0);
+    assert_eq!(leftovers(&state), Vec::<std::ffi::OsString>::new());
 
     let out = kiln(&state, &["run", "--", "python3", "-c", "print(6*7)"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -79,7 +78,7 @@ fn kiln_run_prints_output_and_propagates_the_exit_code() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(std::fs::read_dir(&state.0).unwrap().count(), 0);
+    assert_eq!(leftovers(&state), Vec::<std::ffi::OsString>::new());
 }
 
 #[test]
@@ -298,13 +297,13 @@ fn pause_snapshot_restore_fork_and_pool_from_the_cli_leave_nothing() {
     args.extend(ids.iter().map(String::as_str));
     ok(&state, &args);
     ok(&state, &["snapshot", "rm", "s1"]);
-    let left: Vec<_> = std::fs::read_dir(&state.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n != ".snapshots")
-        .collect();
+    let left = leftovers(&state);
     assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(
+        ok(&state, &["ls"]).lines().count(),
+        1,
+        "no sandbox rows left"
+    );
     assert!(ok(&state, &["snapshot", "ls"]).lines().count() == 1);
 }
 
@@ -334,6 +333,6 @@ fn a_guest_that_cannot_boot_is_reported_with_its_stage_and_nothing_is_left() {
         err.contains("neither an x86-64 ELF vmlinux nor a bzImage"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(&state.0).unwrap().flatten().collect();
+    let left = leftovers(&state);
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -69,6 +69,9 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// The state store failed (locked too long, unreadable, too new).
+    #[error("{0}")]
+    Store(crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -20,6 +20,9 @@ pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};
 pub use kiln_proto::{DirEntry, FileKind, FileStat};
 pub use kiln_vmm::boot_error;
-pub use sandbox::{Fork, MemoryBackend, Sandbox, SandboxBuilder, State};
+pub use sandbox::{
+    events_for, events_since, reap_expired, reconcile, Fork, MemoryBackend, Reconciled, Sandbox,
+    SandboxBuilder, SandboxInfo, State,
+};
 pub use snapshot::Snapshot;
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

@@ -11,34 +11,30 @@ use crate::error::{Error, Result};
 pub use crate::store::SbState as State;
 
 impl Sandbox {
-    /// The current state, from the record and the VMM process.
-    pub fn state(&mut self) -> State {
-        if self.record.stopped {
-            State::Stopped
-        } else if self.record.pid == 0 {
-            State::Creating
-        } else if self.vmm_alive() {
-            if self.record.paused {
-                State::Paused
-            } else {
-                State::Running
+    /// The current state: the store's, except that a running or paused sandbox whose
+    /// VMM is gone is marked failed here (with the reason, its sockets and disk layers
+    /// removed). A sandbox removed meanwhile reads as stopped.
+    pub fn state(&self) -> State {
+        let row = match self.row() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("sandbox {}: {e}", self.id);
+                return State::Stopped;
             }
-        } else {
-            State::Failed
+        };
+        match row.state {
+            State::Running | State::Paused if !self.vmm_alive() => {
+                if let Err(e) = self.mark_failed() {
+                    tracing::warn!("sandbox {}: {e}", self.id);
+                }
+                State::Failed
+            }
+            s => s,
         }
     }
 
-    /// Whether our VMM process still runs: the pid is alive, not a zombie, and its command
-    /// line names this sandbox's API socket (so a reused pid is not mistaken for it) — or
-    /// it is exiting (its command line is empty by then, but it still tears the VM down;
-    /// "stopped" must mean gone).
-    fn vmm_alive(&mut self) -> bool {
-        if let Some(c) = &mut self.child {
-            // Reap our own child, so that it does not linger as a zombie.
-            if !matches!(c.try_wait(), Ok(None)) {
-                return false;
-            }
-        }
+    /// Whether our VMM process still runs (see [`crate::backend::vm_alive`]).
+    fn vmm_alive(&self) -> bool {
         self.backend().status(&self.vm()) == crate::backend::VmStatus::Running
     }
 
@@ -48,9 +44,11 @@ impl Sandbox {
     }
 
     /// Stops the VM: agent shutdown, then Ctrl-Alt-Del, then SIGTERM, then SIGKILL
-    /// (see the module docs). Returns the step that ended it: `"agent shutdown"`,
-    /// `"Ctrl-Alt-Del"`, `"SIGTERM"`, `"SIGKILL"`, or `"already exited"` when the
-    /// VMM was gone before we started. A paused sandbox is resumed first.
+    /// (see [`crate::backend`]). Returns the step that ended it: `"agent shutdown"`,
+    /// `"Ctrl-Alt-Del"`, `"SIGTERM"`, `"SIGKILL"`, or `"already exited"` when the VMM
+    /// was gone before we started (the sandbox then stays failed). A paused sandbox is
+    /// resumed first. Moving to `stopping` is atomic: of two concurrent stops, one wins
+    /// and the other gets `InvalidTransition`.
     pub fn stop(&mut self) -> Result<&'static str> {
         let mut from = self.state();
         if from == State::Paused {
@@ -58,27 +56,45 @@ impl Sandbox {
             self.resume()?;
             from = State::Running;
         }
-        if from != State::Running && from != State::Failed {
-            return Err(Error::InvalidTransition {
-                id: self.id.clone(),
-                from,
-                to: State::Stopped,
-            });
-        }
-        let how = if from == State::Running {
-            self.backend().stop(&self.vm())?
-        } else {
-            "already exited"
+        let how = match from {
+            State::Running => {
+                let store = super::registry::store()?;
+                store.transition(&self.id, &[State::Running], State::Stopping, None)?;
+                match self.backend().stop(&self.vm()) {
+                    Ok(how) => {
+                        store.transition(&self.id, &[State::Stopping], State::Stopped, None)?;
+                        how
+                    }
+                    Err(e) => {
+                        let why = format!("stop failed: {e}");
+                        let _ = store.transition(
+                            &self.id,
+                            &[State::Stopping],
+                            State::Failed,
+                            Some(&why),
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+            State::Failed => "already exited",
+            from => {
+                return Err(Error::InvalidTransition {
+                    id: self.id.clone(),
+                    from,
+                    to: State::Stopped,
+                })
+            }
         };
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
-        self.record.stopped = true;
-        self.dir.save(&self.record)?;
+        // The disk layer stays until `remove` (it can be inspected).
         Ok(how)
     }
 
-    /// Stops the sandbox if it runs and deletes everything it left on the host.
+    /// Stops the sandbox if it runs and deletes everything it left on the host: its
+    /// folder (sockets, logs, writable layer) and its row (the events stay).
     pub fn remove(mut self) -> Result<()> {
         self.remove_inner()
     }
@@ -89,6 +105,19 @@ impl Sandbox {
         }
         if let Some(mut c) = self.child.take() {
             crate::process::kill_if_running(&mut c);
+        }
+        // A creation that failed is `failed` already; one interrupted in this process
+        // (a panic) is still `creating`.
+        let store = super::registry::store()?;
+        let _ = store.transition(
+            &self.id,
+            &[State::Creating],
+            State::Failed,
+            Some("removed while creating"),
+        );
+        match store.delete_sandbox(&self.id) {
+            Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
         self.removed = true;
         self.dir.remove()

@@ -16,9 +16,12 @@
 
 mod fork;
 mod image;
+mod info;
 mod lifecycle;
 mod pause;
 mod pool;
+mod reconcile;
+mod registry;
 mod restore;
 pub mod state;
 
@@ -29,8 +32,11 @@ use std::time::Duration;
 
 pub use fork::Fork;
 pub use image::{sparse_copy, Image};
+pub use info::{events_for, events_since, SandboxInfo};
 pub use lifecycle::State;
 pub use pool::pool_target;
+pub use reconcile::{reap_expired, reconcile, Reconciled};
+pub use registry::store;
 pub use restore::MemoryBackend;
 
 use crate::agent::{AgentAddr, ExecStream};
@@ -178,7 +184,7 @@ impl SandboxBuilder {
                 self.memory_mib
             )));
         }
-        let id = match self.id {
+        let id = match self.id.clone() {
             Some(id) => {
                 state::check_id(&id)?;
                 id
@@ -195,6 +201,7 @@ impl SandboxBuilder {
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             pid: 0,
+            creator: std::process::id(),
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             ..Default::default()
@@ -208,37 +215,49 @@ impl SandboxBuilder {
             detach: self.detach,
             removed: false,
         };
-        // From here on a failure removes the folder (and the VMM) through Drop.
-        sb.dir.save(&record)?;
-        let g = match guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib) {
-            Ok(g) => g,
-            Err(e) => {
-                sb.detach = false;
-                return Err(e);
-            }
-        };
-        let child = match backend.start(&sb.id, &sb.dir, &g) {
-            Ok(c) => c,
-            Err(e) => {
-                sb.detach = false;
-                return Err(e);
-            }
-        };
-        record.pid = child.id();
-        sb.child = Some(child);
-        sb.record = record;
-        if let Err(e) = sb.dir.save(&sb.record).and_then(|_| {
-            if self.env.is_empty() {
-                Ok(())
-            } else {
-                sb.agent
-                    .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())
-            }
-        }) {
+        if let Err(e) = sb
+            .dir
+            .save(&record)
+            .and_then(|()| sb.register(&self.limits()))
+        {
+            // Not registered: only the new folder is ours to remove.
+            sb.removed = true;
+            let _ = sb.dir.remove();
+            return Err(e);
+        }
+        // From here on a failure marks the row failed, then Drop removes the folder,
+        // the VMM and the row.
+        let t0 = std::time::Instant::now();
+        let started = guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib)
+            .and_then(|g| backend.start(&sb.id, &sb.dir, &g))
+            .and_then(|child| {
+                record.pid = child.id();
+                record.boot_ms = Some(t0.elapsed().as_millis() as u64);
+                sb.child = Some(child);
+                sb.record = record;
+                sb.dir.save(&sb.record)?;
+                sb.mark_running(sb.record.pid)?;
+                if self.env.is_empty() {
+                    Ok(())
+                } else {
+                    sb.agent
+                        .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())
+                }
+            });
+        if let Err(e) = started {
+            sb.mark_create_failed(&e);
             sb.detach = false;
             return Err(e);
         }
         Ok(sb)
+    }
+
+    pub(super) fn limits(&self) -> registry::Limits {
+        registry::Limits {
+            metadata: self.metadata.clone(),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        }
     }
 }
 
@@ -289,6 +308,7 @@ impl Sandbox {
     /// leaves the sandbox as it is.
     pub fn get(id: &str) -> Result<Sandbox> {
         state::check_id(id).map_err(|_| Error::NotFound { id: id.into() })?;
+        registry::store()?.get_sandbox(id)?;
         let dir = Dir::of(&state::state_dir()?, id);
         let record = dir.load(id)?;
         Ok(Sandbox {
@@ -302,12 +322,16 @@ impl Sandbox {
         })
     }
 
-    /// All sandboxes in the state directory.
+    /// All sandboxes in the state store, oldest first.
     pub fn list() -> Result<Vec<Sandbox>> {
-        let dir = state::state_dir()?;
+        Sandbox::list_filtered(&crate::store::SandboxFilter::default())
+    }
+
+    /// The sandboxes whose state, backend and metadata match `filter`.
+    pub fn list_filtered(filter: &crate::store::SandboxFilter) -> Result<Vec<Sandbox>> {
         let mut out = Vec::new();
-        for id in state::list_ids(&dir)? {
-            match Sandbox::get(&id) {
+        for row in registry::store()?.list_sandboxes(filter)? {
+            match Sandbox::get(&row.id) {
                 Ok(sb) => out.push(sb),
                 Err(Error::NotFound { .. }) => {} // removed meanwhile
                 Err(e) => return Err(e),
@@ -350,19 +374,20 @@ impl Sandbox {
         }
     }
 
+    /// The agent, if the sandbox runs; notes the activity (idle timeout).
     fn running_agent(&self) -> Result<&AgentAddr> {
-        if self.record.stopped || self.record.paused {
-            let what = if self.record.stopped {
-                "stopped"
-            } else {
-                "paused; `kiln resume` it first"
-            };
-            return Err(Error::AgentUnavailable {
-                id: self.id.clone(),
-                reason: format!("the sandbox is {what}"),
-            });
-        }
-        Ok(&self.agent)
+        let what = match self.state() {
+            State::Running => {
+                self.touch();
+                return Ok(&self.agent);
+            }
+            State::Paused => "paused; `kiln resume` it first".to_string(),
+            s => s.to_string(),
+        };
+        Err(Error::AgentUnavailable {
+            id: self.id.clone(),
+            reason: format!("the sandbox is {what}"),
+        })
     }
 
     /// Runs a command to completion. A timeout is `Err(CommandTimedOut)` with the output.

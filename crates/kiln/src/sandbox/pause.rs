@@ -24,13 +24,15 @@ impl Sandbox {
 
     fn set_vm_state(&mut self, paused: bool) -> Result<()> {
         let vm = self.vm();
-        if paused {
+        let (from, to) = if paused {
             self.backend().pause(&vm)?;
+            (State::Running, State::Paused)
         } else {
             self.backend().resume(&vm)?;
-        }
-        self.record.paused = paused;
-        self.dir.save(&self.record)
+            (State::Paused, State::Running)
+        };
+        super::registry::store()?.transition(&self.id, &[from], to, None)?;
+        Ok(())
     }
 
     /// Stops the vCPUs; memory and devices stay as they are.

@@ -27,7 +27,7 @@ impl Sandbox {
     /// The unclaimed, running members of `snapshot`'s pool.
     pub fn pool_members(snapshot: &str) -> Result<Vec<Sandbox>> {
         let mut out = Vec::new();
-        for mut sb in Sandbox::list()? {
+        for sb in Sandbox::list()? {
             if sb.record.pool.as_deref() == Some(snapshot)
                 && !sb.dir.path.join("claimed").exists()
                 && sb.state() == State::Running

@@ -77,7 +77,7 @@ pub(crate) struct RestoreArgs {
 
 /// Restores `src` into a new sandbox. On failure nothing is left behind.
 pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox> {
-    let id = match args.id {
+    let id = match args.id.clone() {
         Some(id) => {
             state::check_id(&id)?;
             id
@@ -97,10 +97,11 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
             cpus: m.cpus,
             memory_mib: m.memory_mib,
             created: super::now_secs(),
+            creator: std::process::id(),
             exec_timeout_ms: m.exec_timeout_ms,
-            snapshot: args.snapshot,
-            parent: args.parent,
-            pool: args.pool,
+            snapshot: args.snapshot.clone(),
+            parent: args.parent.clone(),
+            pool: args.pool.clone(),
             ..Default::default()
         },
         dir,
@@ -109,7 +110,28 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
         detach: false,
         removed: false,
     };
-    sb.dir.save(&sb.record)?;
+    if let Err(e) = sb
+        .dir
+        .save(&sb.record)
+        .and_then(|()| sb.register(&Default::default()))
+    {
+        // Not registered: only the new folder is ours to remove.
+        sb.removed = true;
+        let _ = sb.dir.remove();
+        return Err(e);
+    }
+    let done = start_restored(&mut sb, src, &args);
+    if let Err(e) = done {
+        sb.mark_create_failed(&e);
+        return Err(e);
+    }
+    sb.detach = args.detach;
+    Ok(sb)
+}
+
+/// Copies the disks, loads the snapshot into a new VMM and reidentifies the guest.
+fn start_restored(sb: &mut Sandbox, src: &RestoreSource, args: &RestoreArgs) -> Result<()> {
+    let id = sb.id.clone();
     for (drive, copy) in &src.disks {
         kiln_vmm::snapshot::disk::sparse_copy(copy, &sb.dir.disk(drive)).map_err(
             crate::error::Error::host_io("cannot copy the snapshot's disk", copy),
@@ -128,12 +150,12 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
     sb.record.pid = child.id();
     sb.child = Some(child);
     sb.dir.save(&sb.record)?;
+    sb.mark_running(sb.record.pid)?;
     reidentify(&sb.agent, &id)?;
     if record_ws {
         sb.keep_working_set(src)?;
     }
-    sb.detach = args.detach;
-    Ok(sb)
+    Ok(())
 }
 
 /// Tells the agent its new identity. The guest handles the vsock transport-reset event
@@ -201,6 +223,7 @@ impl super::SandboxBuilder {
             }
             None => self.restore_snapshot(&snap)?,
         };
+        sb.apply_limits(&self.limits())?;
         if !self.env.is_empty() {
             sb.agent
                 .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())?;

@@ -42,12 +42,13 @@ pub struct Record {
     /// Default per-command timeout.
     #[serde(default)]
     pub exec_timeout_ms: Option<u64>,
-    /// Set once the sandbox was stopped on purpose.
+    /// The pid of the process that created it: while that process lives and the row
+    /// says `creating`, the creation is in progress.
     #[serde(default)]
-    pub stopped: bool,
-    /// The vCPUs are paused (`kiln pause`).
-    #[serde(default)]
-    pub paused: bool,
+    pub creator: u32,
+    /// Milliseconds from spawning the VMM to the agent answering (booted sandboxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ms: Option<u64>,
     /// The snapshot it was restored from (None: booted from its image, or forked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,

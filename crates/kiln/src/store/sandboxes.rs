@@ -240,4 +240,29 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Replaces a sandbox's labels and limits (a sandbox handed out of a warm pool gets
+    /// its new owner's).
+    pub fn set_limits(
+        &self,
+        id: &str,
+        metadata: &BTreeMap<String, String>,
+        idle_timeout_ms: Option<u64>,
+        max_lifetime_ms: Option<u64>,
+    ) -> Result<()> {
+        let metadata = (!metadata.is_empty())
+            .then(|| serde_json::to_string(metadata).expect("string maps serialise"));
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sandboxes SET metadata = ?1, idle_timeout_ms = ?2, max_lifetime_ms = ?3, \
+                 updated_ms = ?4 WHERE id = ?5",
+                params![metadata, idle_timeout_ms, max_lifetime_ms, now_ms(), id],
+            )
+            .map_err(StoreError::db("set a sandbox's limits"))?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
 }

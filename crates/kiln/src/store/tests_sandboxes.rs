@@ -234,3 +234,25 @@ fn expired_finds_idle_and_overage_sandboxes_that_are_up() {
     assert_eq!(got, want);
     assert!(s.expired(1_000).unwrap().is_empty());
 }
+
+#[test]
+fn limits_and_labels_can_be_replaced_and_then_filter_and_expire() {
+    let t = TempDb::new("limits");
+    let s = t.open();
+    s.insert_sandbox(&sandbox("a", Running, 1_000)).unwrap();
+    let labels = std::collections::BTreeMap::from([("team".to_string(), "x".to_string())]);
+    s.set_limits("a", &labels, Some(500), None).unwrap();
+    let row = s.get_sandbox("a").unwrap();
+    assert_eq!((row.metadata, row.idle_timeout_ms), (labels, Some(500)));
+    let f = SandboxFilter {
+        metadata: vec![("team".into(), "x".into())],
+        ..Default::default()
+    };
+    assert_eq!(s.list_sandboxes(&f).unwrap().len(), 1);
+    assert_eq!(s.expired(1_400).unwrap(), vec![]);
+    assert_eq!(s.expired(1_600).unwrap(), vec![("a".to_string(), "idle")]);
+    assert!(matches!(
+        s.set_limits("nope", &Default::default(), None, None),
+        Err(StoreError::NotFound { .. })
+    ));
+}

@@ -1,0 +1,81 @@
+//! What `kiln ls`, `kiln inspect` and the REST API show about a sandbox, and its events.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::registry::store;
+use super::{Sandbox, State};
+use crate::backend::{Capabilities, GuestChannel};
+use crate::error::Result;
+use crate::store::Event;
+
+/// A sandbox as a caller sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub state: State,
+    pub backend: String,
+    pub image: String,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
+    pub created_ms: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_lifetime_ms: Option<u64>,
+    pub last_activity_ms: Option<i64>,
+    /// Why it failed (state `failed`).
+    pub failure: Option<String>,
+    pub snapshot: Option<String>,
+    pub parent: Option<String>,
+    /// Spawn → agent ready, for booted sandboxes.
+    pub boot_ms: Option<u64>,
+    pub dir: PathBuf,
+    pub capabilities: Capabilities,
+    pub guest_channel: GuestChannel,
+}
+
+impl Sandbox {
+    /// The sandbox's record, row and current state in one serialisable value.
+    pub fn info(&mut self) -> SandboxInfo {
+        let state = self.state();
+        let row = self.row().ok();
+        let r = &self.record;
+        SandboxInfo {
+            id: self.id.clone(),
+            state,
+            backend: self.backend_name().to_string(),
+            image: r.image.clone(),
+            cpus: r.cpus,
+            memory_mib: r.memory_mib,
+            pid: matches!(state, State::Running | State::Paused).then_some(r.pid),
+            created_ms: row
+                .as_ref()
+                .map_or(r.created as i64 * 1000, |w| w.created_ms),
+            metadata: row.as_ref().map(|w| w.metadata.clone()).unwrap_or_default(),
+            idle_timeout_ms: row.as_ref().and_then(|w| w.idle_timeout_ms),
+            max_lifetime_ms: row.as_ref().and_then(|w| w.max_lifetime_ms),
+            last_activity_ms: row.as_ref().and_then(|w| w.last_activity_ms),
+            failure: row.as_ref().and_then(|w| w.failure.clone()),
+            snapshot: r.snapshot.clone(),
+            parent: r.parent.clone(),
+            boot_ms: r.boot_ms,
+            dir: self.dir.path.clone(),
+            capabilities: self.backend().capabilities(),
+            guest_channel: self.backend().guest_channel_info(&self.vm()),
+        }
+    }
+}
+
+/// Up to `limit` events after `seq` (0: from the start), oldest first.
+pub fn events_since(seq: i64, limit: u32) -> Result<Vec<Event>> {
+    Ok(store()?.events_since(seq, limit)?)
+}
+
+/// The last `limit` events of sandbox `id`, oldest first.
+pub fn events_for(id: &str, limit: u32) -> Result<Vec<Event>> {
+    Ok(store()?.events_for(id, limit)?)
+}
