@@ -4,10 +4,21 @@
 //! then keeps running (serving, or waiting).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cmdline::Action;
 use crate::mounts;
 use crate::port::{ControlPort, MAGIC_POWEROFF};
+
+/// Set by `kiln.poweroff=reboot`: power off means reboot (see [`power_off_by_reboot`]).
+static POWEROFF_BY_REBOOT: AtomicBool = AtomicBool::new(false);
+
+/// Powers off by rebooting from now on: for a VM without a power-off device, whose
+/// VMM exits on a guest reboot (QEMU microvm with `-no-reboot`). Without this the
+/// kernel would halt and the VM would stay up.
+pub fn power_off_by_reboot() {
+    POWEROFF_BY_REBOOT.store(true, Ordering::Relaxed);
+}
 
 /// Runs `action`. Returns for [`Action::Wait`] and when power off or reboot failed.
 pub fn run(action: Action, port: &ControlPort, mounted: &[PathBuf]) {
@@ -28,6 +39,9 @@ pub fn run(action: Action, port: &ControlPort, mounted: &[PathBuf]) {
 /// `port` must have been opened on the calling thread: I/O permissions from
 /// `ioperm` are per thread.
 pub fn power_off(port: &ControlPort, mounted: &[PathBuf]) {
+    if POWEROFF_BY_REBOOT.load(Ordering::Relaxed) {
+        return reboot(mounted);
+    }
     shutdown(mounted);
     // The VMM exits 0 on this write; the reboot calls are the fallback for
     // other VMMs (and for kiln without ioperm).

@@ -18,7 +18,7 @@
 //!
 //! Directives (see [`Directive`]): `kiln.report`, `kiln.verbose`, `kiln.mount`,
 //! `kiln.cat`, `kiln.write`, `kiln.action`, and for the boot itself `kiln.root`,
-//! `kiln.overlay` and `kiln.hostname`.
+//! `kiln.overlay`, `kiln.hostname` and `kiln.poweroff`.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -71,6 +71,10 @@ pub enum Directive {
     Overlay(PathBuf),
     /// `kiln.hostname=<name>`: 1 to 64 of `A-Z a-z 0-9 - .` (default "kiln").
     Hostname(String),
+    /// `kiln.poweroff=reboot`: the VM has no power-off device (QEMU microvm without
+    /// ACPI halts instead of powering off), so power off by rebooting: the VMM runs
+    /// with `-no-reboot` and exits on a guest reboot.
+    PoweroffByReboot,
     /// A recognised key with a malformed value, as written on the command line.
     Bad { key: String, value: String },
 }
@@ -146,6 +150,8 @@ fn parse_param(key: &[u8], value: Option<&[u8]>) -> Option<Directive> {
         (b"kiln.cat", Some(v)) => path_from(decode(v)).map(Directive::Cat),
         (b"kiln.write", Some(v)) => parse_write(v),
         (b"kiln.action", Some(v)) => parse_action(v).map(Directive::Action),
+        (b"kiln.poweroff", Some(b"reboot")) => Some(Directive::PoweroffByReboot),
+        (b"kiln.poweroff", _) => None,
         // A recognised key without `=value`.
         (
             b"kiln.mount" | b"kiln.cat" | b"kiln.write" | b"kiln.action" | b"kiln.root"
@@ -273,6 +279,13 @@ mod tests {
         assert!(p("").is_empty());
         assert!(p("console=ttyS0 reboot=k panic=1 quiet kiln.unknown=1 kiln init=/x").is_empty());
         assert!(p("  \n kiln.reportx=1 xkiln.report=1\n").is_empty());
+    }
+
+    #[test]
+    fn poweroff_by_reboot() {
+        assert_eq!(p("kiln.poweroff=reboot"), vec![Directive::PoweroffByReboot]);
+        assert_eq!(p("kiln.poweroff=halt"), vec![bad("kiln.poweroff", "halt")]);
+        assert_eq!(p("kiln.poweroff"), vec![bad("kiln.poweroff", "")]);
     }
 
     #[test]

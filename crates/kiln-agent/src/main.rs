@@ -6,7 +6,8 @@
 //! 3. the `kiln.*` steps in command-line order (report, mount, cat, write);
 //! 4. hostname, loopback up, our OOM score to -1000;
 //! 5. the Ctrl-Alt-Del watcher (SIGINT: sync and power off; see `ctrl_alt_del`);
-//! 6. the reaper and the vsock server (port 1024), if the guest has vsock;
+//! 6. the reaper and the agent server: vsock (port 1024), if the guest has vsock,
+//!    and the `kiln.agent` virtio-console port, if the guest has one;
 //! 7. tell the VMM we are ready (the host connects right after);
 //! 8. `kiln.action=`: power off, reboot, panic, or — the default — serve forever.
 //!
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_agent::cmdline::{self, Action, Directive};
-use kiln_agent::server::{self, vsock::VsockListener, Context, Waiter};
+use kiln_agent::server::{self, serial, vsock::VsockListener, Context, Waiter};
 use kiln_agent::{actions, console, ctrl_alt_del, mounts, port, root, say, steps, system};
 
 /// /proc/cmdline is at most a few KiB (COMMAND_LINE_SIZE is 2048 on x86).
@@ -30,6 +31,7 @@ struct Boot {
     root: Option<PathBuf>,
     overlay: Option<PathBuf>,
     hostname: Option<String>,
+    poweroff_by_reboot: bool,
 }
 
 fn main() {
@@ -50,6 +52,9 @@ fn main() {
 
     let directives = cmdline::parse(&read_cmdline());
     let boot = boot_config(&directives);
+    if boot.poweroff_by_reboot {
+        actions::power_off_by_reboot();
+    }
     match (&boot.root, &boot.overlay) {
         (Some(lower), overlay) => switch_root(lower, overlay.as_deref()),
         (None, Some(_)) => say!("kiln.overlay without kiln.root: ignored"),
@@ -65,16 +70,20 @@ fn main() {
         );
     }
     let waiter = start_reaper();
-    let server = start_server(&boot, &waiter, mounted.clone());
+    let ctx = server_context(&waiter, mounted.clone());
+    let listener = bind_vsock(&boot);
+    let serial = serial::start(ctx.clone(), boot.verbose);
 
     let port = port::ControlPort::open();
     port.write(port::MAGIC_READY);
     actions::run(boot.action, &port, &mounted);
 
     // Waiting (the default action), or power off failed: keep serving.
-    match (server, waiter) {
-        (Some((listener, ctx)), _) => server::serve_forever(listener, ctx),
+    match (listener, waiter) {
+        (Some(listener), _) => server::serve_forever(listener, ctx),
+        // The serial server needs exit statuses: no blanket reaping then.
         (None, Waiter::Reaper(_)) => actions::park_forever(),
+        (None, Waiter::PerPid) if serial => actions::park_forever(),
         (None, Waiter::PerPid) => actions::reap_forever(),
     }
 }
@@ -88,6 +97,7 @@ fn boot_config(directives: &[Directive]) -> Boot {
             Directive::Root(dev) => boot.root = Some(dev.clone()),
             Directive::Overlay(dev) => boot.overlay = Some(dev.clone()),
             Directive::Hostname(name) => boot.hostname = Some(name.clone()),
+            Directive::PoweroffByReboot => boot.poweroff_by_reboot = true,
             _ => {}
         }
     }
@@ -119,7 +129,8 @@ fn run_steps(directives: &[Directive]) -> Vec<PathBuf> {
             | Directive::Verbose
             | Directive::Root(_)
             | Directive::Overlay(_)
-            | Directive::Hostname(_) => {}
+            | Directive::Hostname(_)
+            | Directive::PoweroffByReboot => {}
         }
     }
     mounted
@@ -150,24 +161,26 @@ fn start_reaper() -> Waiter {
     })
 }
 
-/// The vsock listener and the server's context, or `None` without vsock.
-fn start_server(
-    boot: &Boot,
-    waiter: &Waiter,
-    mounted: Vec<PathBuf>,
-) -> Option<(VsockListener, Arc<Context>)> {
-    let listener = match VsockListener::bind(kiln_proto::AGENT_PORT) {
-        Ok(l) => l,
+/// The vsock listener, or `None` without vsock.
+fn bind_vsock(boot: &Boot) -> Option<VsockListener> {
+    match VsockListener::bind(kiln_proto::AGENT_PORT) {
+        Ok(l) => {
+            if boot.verbose {
+                say!("vsock: listening on port {}", kiln_proto::AGENT_PORT);
+            }
+            Some(l)
+        }
         Err(e) => {
             if boot.verbose {
                 say!("vsock: unavailable ({})", console::io_strerror(&e));
             }
-            return None;
+            None
         }
-    };
-    if boot.verbose {
-        say!("vsock: listening on port {}", kiln_proto::AGENT_PORT);
     }
+}
+
+/// What every connection shares, over vsock or the serial port.
+fn server_context(waiter: &Waiter, mounted: Vec<PathBuf>) -> Arc<Context> {
     let ctx = Context::new(waiter.clone(), move |reboot| {
         // ioperm is per thread: open the port on the thread that powers off.
         let port = port::ControlPort::open();
@@ -177,7 +190,7 @@ fn start_server(
             actions::power_off(&port, &mounted);
         }
     });
-    Some((listener, Arc::new(ctx)))
+    Arc::new(ctx)
 }
 
 fn read_cmdline() -> Vec<u8> {

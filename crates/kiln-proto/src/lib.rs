@@ -31,6 +31,9 @@
 //! whose connection closes is killed), and the agent serves many operations on one
 //! connection as well (tests use both).
 //!
+//! Where a VMM has no vsock (the QEMU backend), connections are carried as logical
+//! streams over one virtio-console port: [`mux`] is that framing.
+//!
 //! # Errors
 //!
 //! A frame whose header is malformed (length over the limit, reserved bits set) cannot be
@@ -41,12 +44,16 @@
 pub mod frame;
 pub mod identity;
 pub mod msg;
+pub mod mux;
 
 pub use frame::{
     read_frame, write_frame, Decoder, Frame, FrameError, Kind, FLAG_EOF, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use identity::{Reidentified, Reidentify};
 pub use msg::*;
+pub use mux::{
+    read_mux_frame, write_mux_frame, MuxError, MuxFrame, MuxKind, MUX_HEADER_LEN, MUX_MAX_PAYLOAD,
+};
 
 /// Protocol version: bumped on incompatible changes.
 pub const VERSION: u32 = 1;

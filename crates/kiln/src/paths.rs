@@ -8,20 +8,31 @@ fn exe_dir() -> Option<PathBuf> {
 
 /// `kiln-vmm`: `$KILN_VMM`, else next to the running binary, else on PATH.
 pub fn vmm_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_VMM") {
+    sibling_binary("KILN_VMM", "kiln-vmm")
+}
+
+/// `kiln-relay` (the QEMU backend's agent relay): `$KILN_RELAY`, else next to the
+/// running binary, else on PATH.
+pub fn relay_binary() -> PathBuf {
+    sibling_binary("KILN_RELAY", "kiln-relay")
+}
+
+/// `$env`, else `name` next to the running binary, else `name` (looked up on PATH).
+fn sibling_binary(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    // Test binaries live in target/<profile>/deps; the VMM in target/<profile>.
+    // Test binaries live in target/<profile>/deps; the binaries in target/<profile>.
     for dir in exe_dir()
         .into_iter()
         .flat_map(|d| [d.clone(), d.join("..")])
     {
-        let p = dir.join("kiln-vmm");
+        let p = dir.join(name);
         if p.is_file() {
             return p;
         }
     }
-    PathBuf::from("kiln-vmm")
+    PathBuf::from(name)
 }
 
 /// Guest kernel and images: `$KILN_GUEST_DIR`, else `target/guest` next to the

@@ -1,8 +1,10 @@
-//! The vsock server: the host's way into the guest (protocol: `kiln-proto`).
+//! The agent server: the host's way into the guest (protocol: `kiln-proto`), over
+//! vsock or, for VMMs without it, a multiplexed virtio-console port.
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | `vsock` | the AF_VSOCK listener and its streams |
+//! | `serial`, `mux` | the `kiln.agent` virtio-console port and its demultiplexer: each logical stream becomes a connection, as an accepted vsock stream would |
 //! | `conn` | one connection: handshake, frame routing by request id |
 //! | `routes` | live ids per connection, and the [`routes::Op`] handle operations answer through |
 //! | `writer` | the shared, frame-atomic write half of a connection |
@@ -12,7 +14,8 @@
 //! | `files`, `fsops`, `meta` | file transfer, filesystem metadata, env/secrets/ping/shutdown |
 //! | `identity` | `reidentify`: clone safety after a restore or fork |
 //!
-//! Threads: one accept loop (PID 1's main thread), one thread per connection (reads
+//! Threads: one accept loop (PID 1's main thread), the serial demultiplexer and one
+//! pump per serial stream when the port exists, one thread per connection (reads
 //! and routes frames), one per operation, and the reaper. Thread creation can fail
 //! (a fork bomb exhausts pids): a connection is then closed, an operation gets an
 //! error reply; the agent never panics on it.
@@ -26,10 +29,12 @@ pub mod group;
 pub mod identity;
 pub mod inbox;
 pub mod meta;
+pub mod mux;
 pub mod pty;
 pub mod pump;
 pub mod reaper;
 pub mod routes;
+pub mod serial;
 pub mod sys;
 pub mod vsock;
 pub mod writer;

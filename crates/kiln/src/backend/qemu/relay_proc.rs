@@ -1,0 +1,216 @@
+//! The `kiln-relay` process: one per QEMU sandbox, running a [`Relay`] between
+//! QEMU's `kiln.agent` chardev socket and `<sandbox>/v.sock`.
+//!
+//! `kiln-relay --channel <dir>/agent.port --listen <dir>/v.sock` connects to the
+//! channel, binds the listener, then forks: the parent prints the relay's pid and
+//! exits 0 (so the starter knows it is ready, and never has to reap it), the child
+//! starts its own session and relays until QEMU closes the channel (the VM is gone),
+//! then removes the listener's socket and exits. Its log is its stderr
+//! (`<dir>/relay.log`). Both paths are inside the sandbox folder, so
+//! [`crate::backend::vm_alive`] recognises the process by its command line.
+
+use std::fs::OpenOptions;
+use std::io::BufReader;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::relay::Relay;
+use super::{files, RELAY_STOP_GRACE};
+use crate::backend::fc_launch::failed;
+use crate::backend::vm_alive;
+use crate::error::{Error, Result};
+use crate::sandbox::state::Dir;
+
+/// How long the relay waits for QEMU's chardev socket to appear.
+const CHANNEL_WAIT: Duration = Duration::from_secs(20);
+/// Channel read buffer: many frames per syscall.
+const READ_BUF: usize = 256 << 10;
+
+/// The `kiln-relay` binary's main; returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    let (channel, listen) = match parse_args(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln-relay: {e}\nusage: kiln-relay --channel PATH --listen PATH");
+            return 2;
+        }
+    };
+    let (stream, listener) = match connect(&channel).and_then(|s| Ok((s, bind(&listen)?))) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln-relay: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: we are single-threaded here (no thread has been started), so the child
+    // may run any code.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("kiln-relay: fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            detach();
+            relay(stream, listener, &listen)
+        }
+        pid => {
+            println!("{pid}");
+            0
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> std::result::Result<(PathBuf, PathBuf), String> {
+    let (mut channel, mut listen) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let slot = match a.as_str() {
+            "--channel" => &mut channel,
+            "--listen" => &mut listen,
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        *slot = Some(PathBuf::from(it.next().ok_or(format!("{a} needs a path"))?));
+    }
+    Ok((
+        channel.ok_or("--channel is required")?,
+        listen.ok_or("--listen is required")?,
+    ))
+}
+
+/// Connects to QEMU's chardev socket (QEMU creates it at start-up).
+fn connect(path: &Path) -> std::result::Result<UnixStream, String> {
+    let deadline = Instant::now() + CHANNEL_WAIT;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("connect {}: {e}", path.display()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn bind(path: &Path) -> std::result::Result<UnixListener, String> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|e| format!("listen on {}: {e}", path.display()))
+}
+
+/// Own session, stdout on /dev/null (the starter reads our parent's stdout to EOF).
+fn detach() {
+    // SAFETY: setsid/open/dup2/close on descriptors we own; no memory is shared.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
+    }
+}
+
+fn relay(stream: UnixStream, listener: UnixListener, listen: &Path) -> i32 {
+    let relay = match stream.try_clone() {
+        Ok(w) => Relay::new(w),
+        Err(e) => {
+            eprintln!("kiln-relay: {e}");
+            return 1;
+        }
+    };
+    let acceptor = relay.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || acceptor.accept_loop(listener))
+    {
+        eprintln!("kiln-relay: no accept thread: {e}");
+        return 1;
+    }
+    let mut reader = BufReader::with_capacity(READ_BUF, stream);
+    let code = match relay.serve(&mut reader) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kiln-relay: channel: {e}");
+            1
+        }
+    };
+    let _ = std::fs::remove_file(listen);
+    code
+}
+
+/// Starts the relay for `dir` (QEMU runs); returns its pid once it listens.
+pub fn spawn(dir: &Dir) -> Result<u32> {
+    let bin = crate::paths::relay_binary();
+    let log = files::relay_log(dir);
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(Error::host_io("cannot create", &log))?;
+    let out = Command::new(&bin)
+        .arg("--channel")
+        .arg(files::agent_port(dir))
+        .arg("--listen")
+        .arg(dir.vsock())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .output()
+        .map_err(|e| {
+            failed(
+                "other",
+                e.raw_os_error(),
+                format!(
+                    "cannot start {}: {e}; build it with `cargo build --release`, or set KILN_RELAY",
+                    bin.display()
+                ),
+            )
+        })?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
+    match pid {
+        Ok(pid) if out.status.success() && pid > 0 => {
+            let pid_file = files::relay_pid(dir);
+            std::fs::write(&pid_file, format!("{pid}\n"))
+                .map_err(Error::host_io("cannot write", &pid_file))?;
+            Ok(pid)
+        }
+        _ => {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = text.lines().last().unwrap_or("no message");
+            Err(failed(
+                "other",
+                None,
+                format!("the agent relay did not start ({}): {last}", out.status),
+            ))
+        }
+    }
+}
+
+/// The relay's pid from `<dir>/relay.pid`, if it still runs.
+pub fn running_pid(dir: &Dir) -> Option<u32> {
+    let pid = std::fs::read_to_string(files::relay_pid(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    vm_alive(pid, dir).then_some(pid)
+}
+
+/// Makes sure the relay is gone: it exits by itself once QEMU has (give it
+/// [`RELAY_STOP_GRACE`]), else SIGTERM, then SIGKILL. Only a process whose command
+/// line names this folder is signalled.
+pub fn reap(dir: &Dir) {
+    for sig in [0, libc::SIGTERM, libc::SIGKILL] {
+        let Some(pid) = running_pid(dir) else { return };
+        if sig != 0 {
+            // SAFETY: kill has no memory effects; the pid was just checked to be ours.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+        let deadline = Instant::now() + RELAY_STOP_GRACE;
+        while vm_alive(pid, dir) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
