@@ -6,6 +6,7 @@ mod commands;
 mod logs;
 mod manage;
 mod sandbox_args;
+mod serve;
 mod snapshots;
 mod stream;
 mod tty;
@@ -56,6 +57,8 @@ enum Cmd {
     Fork(snapshots::ForkArgs),
     /// Fill the warm pool of a snapshot, so `kiln create --from SNAP` is a hand-off.
     Pool(snapshots::PoolArgs),
+    /// Serve the REST API on a unix socket (and optionally loopback TCP); see docs/API.md.
+    Serve(serve::ServeArgs),
     /// Boot a kernel with an initramfs and/or root disk, console attached (for debugging).
     Boot(boot::BootArgs),
     /// Benchmarks.
@@ -87,6 +90,7 @@ fn main() {
         Cmd::Restore(a) => snapshots::restore(a),
         Cmd::Fork(a) => snapshots::fork(a),
         Cmd::Pool(a) => snapshots::pool(a),
+        Cmd::Serve(a) => serve::serve(a),
         Cmd::Boot(a) => boot::run(a),
         Cmd::Bench(b) => bench::run(b),
     };

@@ -1,0 +1,166 @@
+//! Bearer-token authentication. The token is 32 random bytes in hex, kept in a file
+//! (default `<state dir>/token`) created with mode 0600 on the first start and reused
+//! after. Every request except `GET /v1/health` must carry
+//! `Authorization: Bearer <token>`; otherwise the answer is 401 `unauthorized`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::errors::ApiError;
+
+/// The token a request must present.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    pub fn new(t: impl Into<Arc<str>>) -> Self {
+        Token(t.into())
+    }
+
+    /// Compares in time independent of where the first difference is.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        presented.len() == want.len()
+            && presented
+                .iter()
+                .zip(want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// Reads the token file, or creates it (mode 0600) with a fresh token. A token file
+/// that others may read, or that does not hold 64 hex digits, is refused.
+pub fn load_or_create(path: &Path) -> Result<String, String> {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let token = fresh_token()?;
+            f.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("cannot write the token file {}: {e}", path.display()))?;
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path),
+        Err(e) => Err(format!(
+            "cannot create the token file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn read_existing(path: &Path) -> Result<String, String> {
+    let meta = fs::metadata(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the token file {} has mode {mode:o}: others may read it; `chmod 600` it (or remove it to get a new token)",
+            path.display()
+        ));
+    }
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the token file {} does not hold a token (64 hex digits); remove it to get a new one",
+            path.display()
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// 32 bytes from the kernel's RNG, in hex.
+fn fresh_token() -> Result<String, String> {
+    let mut b = [0u8; 32];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: getrandom writes at most `b.len() - filled` bytes into the rest of b.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("cannot get random bytes for a token: {e}"));
+        }
+        filled += n as usize;
+    }
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Middleware: lets `GET /v1/health` through, checks the bearer token on the rest.
+pub async fn require_token(State(token): State<Token>, req: Request, next: Next) -> Response {
+    if req.method() == Method::GET && req.uri().path() == "/v1/health" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(t) if token.matches(t) => next.run(req).await,
+        found => {
+            let why = if found.is_some() {
+                "the bearer token is wrong"
+            } else {
+                "this route needs `Authorization: Bearer <token>` (the token is in the server's token file)"
+            };
+            let mut r =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_is_created_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!("kiln-server-token-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("token");
+        let t = load_or_create(&p).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create(&p).unwrap(), t);
+        assert_ne!(fresh_token().unwrap(), t);
+
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create(&p).unwrap_err().contains("chmod 600"));
+        fs::write(&p, "short\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_create(&p).unwrap_err().contains("64 hex digits"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let t = Token::new("abc");
+        assert!(t.matches(b"abc"));
+        for bad in [&b"abd"[..], b"ab", b"abcd", b""] {
+            assert!(!t.matches(bad));
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Per-sandbox samples, taken at scrape time: the VMM process's CPU time and resident
+//! memory from `/proc/<pid>`, and its device counters from the last complete line of
+//! `<sandbox dir>/metrics.json` (kiln-vmm's cumulative JSON lines, written on
+//! `FlushMetrics`, which is asked for first). Firecracker writes that file too, but
+//! with other field names and per-flush deltas, so its sandboxes get the process and
+//! lifecycle metrics only.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use kiln::{Sandbox, State};
+use serde_json::Value;
+
+use super::text::{family, sample};
+
+/// What one sandbox reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxSample {
+    pub id: String,
+    pub state: String,
+    pub backend: String,
+    pub image: String,
+    pub boot_ms: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub vmm: Option<VmmCounters>,
+}
+
+/// Counters from kiln-vmm's metrics line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VmmCounters {
+    pub vcpu_exits: u64,
+    pub vsock_rx_bytes: u64,
+    pub vsock_tx_bytes: u64,
+}
+
+/// Samples every sandbox in the store (blocking: it asks each VMM to flush).
+pub fn collect() -> kiln::Result<Vec<SandboxSample>> {
+    Ok(Sandbox::list()?.iter_mut().map(sample_of).collect())
+}
+
+fn sample_of(sb: &mut Sandbox) -> SandboxSample {
+    let info = sb.info();
+    let mut s = SandboxSample {
+        id: info.id,
+        state: info.state.to_string(),
+        backend: info.backend.clone(),
+        image: info.image,
+        boot_ms: info.boot_ms,
+        ..Default::default()
+    };
+    let up = matches!(info.state, State::Running | State::Paused);
+    if let (true, Some(pid)) = (up, info.pid) {
+        s.cpu_seconds = cpu_seconds(pid);
+        s.rss_bytes = rss_bytes(pid);
+        if matches!(info.backend.as_str(), "kiln" | "firecracker") {
+            let flushed = kiln::FcClient::new(info.dir.join("api.sock"))
+                .with_timeout(Duration::from_secs(2))
+                .action("FlushMetrics");
+            if let Err(e) = flushed {
+                tracing::debug!("sandbox {}: FlushMetrics: {e}", s.id);
+            }
+            s.vmm = last_line(&info.dir.join("metrics.json")).and_then(|l| counters(&l));
+        }
+    }
+    s
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_cpu_ticks(&stat).map(|t| t as f64 / ticks.max(1) as f64)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after the last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, index 11.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    parse_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status`, in bytes.
+pub fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The last newline-terminated line of a file (reading at most its last 64 KiB): a line
+/// being written has no newline yet and is skipped.
+pub fn last_line(path: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let end = buf.iter().rposition(|b| *b == b'\n')?;
+    let begin = buf[..end]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    if begin == 0 && start > 0 {
+        return None; // a line longer than the window
+    }
+    String::from_utf8(buf[begin..end].to_vec()).ok()
+}
+
+/// The counters of a kiln-vmm metrics line.
+pub fn counters(line: &str) -> Option<VmmCounters> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let n = |a: &str, b: &str| v.get(a)?.get(b)?.as_u64();
+    Some(VmmCounters {
+        vcpu_exits: n("vcpu", "exits_total")?,
+        vsock_rx_bytes: n("vsock", "rx_bytes")?,
+        vsock_tx_bytes: n("vsock", "tx_bytes")?,
+    })
+}
+
+/// Writes the per-sandbox families (label `sandbox`).
+pub fn render(out: &mut String, all: &[SandboxSample]) {
+    family(
+        out,
+        "kiln_sandbox_info",
+        "gauge",
+        "One per sandbox in the store, with its state, backend and image.",
+    );
+    for s in all {
+        let labels = [
+            ("sandbox", s.id.as_str()),
+            ("state", &s.state),
+            ("backend", &s.backend),
+            ("image", &s.image),
+        ];
+        sample(out, "kiln_sandbox_info", &labels, 1.0);
+    }
+    type Get = fn(&SandboxSample) -> Option<f64>;
+    let families: [(&str, &str, &str, Get); 6] = [
+        (
+            "kiln_sandbox_boot_seconds",
+            "gauge",
+            "From spawning the VMM to the guest agent answering (booted sandboxes).",
+            |s| s.boot_ms.map(|m| m as f64 / 1000.0),
+        ),
+        (
+            "kiln_sandbox_cpu_seconds_total",
+            "counter",
+            "CPU time (user + system) of the sandbox's VMM process, vCPUs included.",
+            |s| s.cpu_seconds,
+        ),
+        (
+            "kiln_sandbox_memory_rss_bytes",
+            "gauge",
+            "Resident memory of the sandbox's VMM process (VmRSS).",
+            |s| s.rss_bytes.map(|b| b as f64),
+        ),
+        (
+            "kiln_sandbox_vcpu_exits_total",
+            "counter",
+            "KVM exits of all the sandbox's vCPUs (kiln-vmm).",
+            |s| s.vmm.map(|c| c.vcpu_exits as f64),
+        ),
+        (
+            "kiln_sandbox_vsock_rx_bytes_total",
+            "counter",
+            "vsock stream bytes from host to guest (kiln-vmm).",
+            |s| s.vmm.map(|c| c.vsock_rx_bytes as f64),
+        ),
+        (
+            "kiln_sandbox_vsock_tx_bytes_total",
+            "counter",
+            "vsock stream bytes from guest to host (kiln-vmm).",
+            |s| s.vmm.map(|c| c.vsock_tx_bytes as f64),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        family(out, name, kind, help);
+        for s in all {
+            if let Some(v) = get(s) {
+                sample(out, name, &[("sandbox", &s.id)], v);
+            }
+        }
+    }
+}
