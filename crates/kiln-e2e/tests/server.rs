@@ -402,6 +402,22 @@ fn server_api_tour() {
     assert_eq!(r.stdout, "hello\nsrv-copy\n");
     let copy_pid = copy.pid.unwrap();
     c.remove("srv-copy").unwrap();
+    // Created from the snapshot with labels and limits: they apply to the copy.
+    let labelled = c
+        .create(&CreateSandbox {
+            id: Some("srv-copy2".into()),
+            from_snapshot: Some("tour-snap".into()),
+            metadata: [("origin".to_string(), "snap".to_string())].into(),
+            idle_timeout_secs: Some(600.0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.get("origin").map(String::as_str),
+        Some("snap")
+    );
+    assert_eq!(labelled.idle_timeout_ms, Some(600_000));
+    c.remove("srv-copy2").unwrap();
     c.remove_snapshot("tour-snap").unwrap();
     assert!(c.snapshots().unwrap().is_empty());
     assert!(

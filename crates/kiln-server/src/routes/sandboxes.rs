@@ -34,15 +34,12 @@ pub fn builder(req: CreateSandbox) -> Result<SandboxBuilder, ApiError> {
             ("cpus", req.cpus.is_some()),
             ("memory_mib", req.memory_mib.is_some()),
             ("backend", req.backend.as_ref().is_some_and(|b| b != "kiln")),
-            // The library registers restored sandboxes without labels or limits yet.
-            ("metadata", !req.metadata.is_empty()),
-            ("idle_timeout_secs", req.idle_timeout_secs.is_some()),
-            ("max_lifetime_secs", req.max_lifetime_secs.is_some()),
+            // The per-command timeout is the snapshot's; labels and limits do apply.
             ("timeout_secs", req.timeout_secs.is_some()),
         ];
         if let Some((field, _)) = from_snapshot.iter().find(|(_, set)| *set) {
             return Err(ApiError::invalid_input(format!(
-                "{field} cannot be combined with from_snapshot (a restored sandbox takes its image, size, backend and limits from the snapshot)"
+                "{field} cannot be combined with from_snapshot (a restored sandbox takes its image, size, backend and command timeout from the snapshot)"
             )));
         }
         b = b.from_snapshot(snap.as_str());
@@ -251,11 +248,13 @@ mod tests {
         assert!(req(|r| r.memory_backend = Some(MemoryBackendName::Uffd)).is_ok());
         let e = req(|r| r.image = Some("debian".into())).unwrap_err();
         assert!(e.message.contains("image"), "{}", e.message);
-        let e = req(|r| {
+        assert!(req(|r| {
             r.metadata.insert("a".into(), "b".into());
+            r.idle_timeout_secs = Some(5.0);
         })
-        .unwrap_err();
-        assert!(e.message.contains("metadata"), "{}", e.message);
+        .is_ok());
+        let e = req(|r| r.timeout_secs = Some(5.0)).unwrap_err();
+        assert!(e.message.contains("timeout_secs"), "{}", e.message);
         let e = req(|r| r.from_snapshot = Some("../etc".into())).unwrap_err();
         assert_eq!(e.code, "snapshot_not_found");
         let e = builder(CreateSandbox {

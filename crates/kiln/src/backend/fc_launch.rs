@@ -121,70 +121,79 @@ pub fn with_vmm(
     }
 }
 
-fn wait_api(child: &mut Child, dir: &Dir, client: &FcClient) -> Result<()> {
-    let deadline = Instant::now() + API_TIMEOUT;
-    while client.get("/").is_err() {
-        exited(child, dir, "other")?;
+/// Calls `ready` every `every` until it says yes; fails with `stage` if the VMM exits
+/// or `limit` passes (`what` names what did not come up).
+fn poll(
+    child: &mut Child,
+    dir: &Dir,
+    stage: &'static str,
+    (limit, every): (Duration, Duration),
+    what: &str,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !ready()? {
+        exited(child, dir, stage)?;
         if Instant::now() > deadline {
-            return Err(failed(
-                "other",
-                None,
-                format!("the VMM API did not come up in {API_TIMEOUT:?}"),
-            ));
+            return Err(failed(stage, None, format!("{what} after {limit:?}")));
         }
-        std::thread::sleep(Duration::from_micros(300));
+        std::thread::sleep(every);
     }
     Ok(())
+}
+
+fn wait_api(child: &mut Child, dir: &Dir, client: &FcClient) -> Result<()> {
+    let timing = (API_TIMEOUT, Duration::from_micros(300));
+    poll(
+        child,
+        dir,
+        "other",
+        timing,
+        "the VMM API did not come up",
+        || Ok(client.get("/").is_ok()),
+    )
 }
 
 /// Polls `vmm.log` for the boot-time line the agent's ready signal produces.
 fn wait_ready(child: &mut Child, dir: &Dir) -> Result<()> {
     let mut log =
         File::open(dir.vmm_log()).map_err(Error::host_io("cannot open", dir.vmm_log()))?;
-    let deadline = Instant::now() + READY_TIMEOUT;
     let mut pending = Vec::new();
-    loop {
-        let mut buf = Vec::new();
-        log.read_to_end(&mut buf)
-            .map_err(Error::host_io("cannot read", dir.vmm_log()))?;
-        pending.extend(buf);
-        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            if parse_boot_time(&line).is_some() {
-                return Ok(());
+    let timing = (READY_TIMEOUT, Duration::from_millis(1));
+    poll(
+        child,
+        dir,
+        "agent",
+        timing,
+        "the guest agent was not ready",
+        || {
+            let mut buf = Vec::new();
+            log.read_to_end(&mut buf)
+                .map_err(Error::host_io("cannot read", dir.vmm_log()))?;
+            pending.extend(buf);
+            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                if parse_boot_time(&String::from_utf8_lossy(&line)).is_some() {
+                    return Ok(true);
+                }
             }
-        }
-        exited(child, dir, "agent")?;
-        if Instant::now() > deadline {
-            return Err(failed(
-                "agent",
-                None,
-                format!("the guest agent was not ready after {READY_TIMEOUT:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+            Ok(false)
+        },
+    )
 }
 
 /// Polls the agent until it answers (VMMs without kiln-vmm's boot-time line).
 pub(crate) fn wait_agent(child: &mut Child, dir: &Dir, id: &str) -> Result<()> {
     let agent = AgentAddr::new(dir.vsock(), id);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if dir.vsock().exists() && agent.ping().is_ok() {
-            return Ok(());
-        }
-        exited(child, dir, "agent")?;
-        if Instant::now() > deadline {
-            return Err(failed(
-                "agent",
-                None,
-                format!("the guest agent was not ready after {READY_TIMEOUT:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let timing = (READY_TIMEOUT, Duration::from_millis(20));
+    poll(
+        child,
+        dir,
+        "agent",
+        timing,
+        "the guest agent was not ready",
+        || Ok(dir.vsock().exists() && agent.ping().is_ok()),
+    )
 }
 
 /// `Err(BootFailed)` if the VMM has exited, with the end of its log as the message.
