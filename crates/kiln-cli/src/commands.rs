@@ -9,38 +9,38 @@ use crate::stream;
 #[derive(clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    sandbox: SandboxArgs,
+    pub sandbox: SandboxArgs,
     #[command(flatten)]
-    command: CommandArgs,
+    pub command: CommandArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
-    cmd: Vec<String>,
+    pub cmd: Vec<String>,
 }
 
 #[derive(clap::Args)]
 pub struct CreateArgs {
     #[command(flatten)]
-    sandbox: SandboxArgs,
+    pub sandbox: SandboxArgs,
     /// Environment variable for every command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "K=V")]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// Default per-command timeout in seconds.
     #[arg(long, value_name = "S")]
-    timeout: Option<f64>,
+    pub timeout: Option<f64>,
     /// Use this id instead of a generated one.
     #[arg(long)]
-    id: Option<String>,
+    pub id: Option<String>,
 }
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
     #[command(flatten)]
-    command: CommandArgs,
+    pub command: CommandArgs,
     /// The sandbox.
-    id: String,
+    pub id: String,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
-    cmd: Vec<String>,
+    pub cmd: Vec<String>,
 }
 
 #[derive(clap::Args)]

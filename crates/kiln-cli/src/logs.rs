@@ -9,13 +9,13 @@ use kiln::Sandbox;
 #[derive(clap::Args)]
 pub struct LogsArgs {
     /// The sandbox.
-    id: String,
+    pub id: String,
     /// The VMM's log (vmm.log) instead of the guest console.
     #[arg(long)]
-    vmm: bool,
+    pub vmm: bool,
     /// Keep printing what is appended until the sandbox stops (or Ctrl-C).
     #[arg(short = 'f', long)]
-    follow: bool,
+    pub follow: bool,
 }
 
 pub fn logs(a: LogsArgs) -> Result<i32> {

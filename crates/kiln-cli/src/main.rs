@@ -3,8 +3,11 @@
 mod bench;
 mod boot;
 mod commands;
+mod events;
+mod listing;
 mod logs;
 mod manage;
+mod remote;
 mod sandbox_args;
 mod serve;
 mod snapshots;
@@ -16,6 +19,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "kiln microVM sandboxes")]
 struct Cli {
+    /// Run the command against a `kiln serve` at this URL (`unix:///path/kiln.sock` or
+    /// `http://127.0.0.1:PORT`) instead of on this host; also `$KILN_REMOTE`.
+    #[arg(long, global = true, value_name = "URL")]
+    remote: Option<String>,
+    /// The server's bearer token with --remote (default: `$KILN_TOKEN`, else the `token`
+    /// file beside the unix socket).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -45,6 +56,8 @@ enum Cmd {
     Rm(manage::IdsArgs),
     /// Print a sandbox's guest console (or, with --vmm, the VMM's log); -f follows it.
     Logs(logs::LogsArgs),
+    /// Print the event log (creations, state changes, deletions); -f follows it.
+    Events(events::EventsArgs),
     /// Pause a sandbox's vCPUs.
     Pause(snapshots::IdArg),
     /// Resume a paused sandbox.
@@ -68,6 +81,9 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(url) = remote::url(cli.remote) {
+        exit(remote::run(&url, cli.token, cli.cmd));
+    }
     // Timeouts are enforced by whoever runs: `kiln serve` every second, every command once.
     if let Err(e) = kiln::reap_expired() {
         eprintln!("kiln: warning: enforcing sandbox timeouts: {e}");
@@ -84,6 +100,7 @@ fn main() {
         Cmd::Stop(a) => manage::stop(a),
         Cmd::Rm(a) => manage::rm(a),
         Cmd::Logs(a) => logs::logs(a),
+        Cmd::Events(a) => events::events(a),
         Cmd::Pause(a) => snapshots::pause(a),
         Cmd::Resume(a) => snapshots::resume(a),
         Cmd::Snapshot(a) => snapshots::snapshot(a),
@@ -94,6 +111,10 @@ fn main() {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Bench(b) => bench::run(b),
     };
+    exit(result);
+}
+
+fn exit(result: anyhow::Result<i32>) -> ! {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

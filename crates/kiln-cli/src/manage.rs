@@ -1,24 +1,25 @@
 //! `kiln ls | stop | rm | cp`: finding, stopping, removing sandboxes and copying files.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use kiln::Sandbox;
+
+use crate::listing;
 
 #[derive(clap::Args)]
 pub struct IdsArgs {
     /// Sandbox ids.
     #[arg(required = true)]
-    ids: Vec<String>,
+    pub ids: Vec<String>,
 }
 
 #[derive(clap::Args)]
 pub struct CpArgs {
     /// Source: a local path or ID:/path.
-    src: String,
+    pub src: String,
     /// Destination: a local path or ID:/path.
-    dst: String,
+    pub dst: String,
 }
 
 #[derive(clap::Args)]
@@ -51,31 +52,25 @@ pub fn ls() -> Result<i32> {
     for (id, why) in &done.failed {
         eprintln!("kiln: sandbox {id} failed: {why}");
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    println!(
-        "{:<14} {:<9} {:<11} {:<10} {:>4} {:>7} {:>8} {:>8}",
-        "ID", "STATE", "BACKEND", "IMAGE", "CPUS", "MEMORY", "AGE", "PID"
-    );
+    let now = listing::now_secs();
+    listing::print_sandbox_header();
     for sb in Sandbox::list()? {
         let state = match sb.state() {
             kiln::State::Running if sb.record().pool.is_some() => "pooled".to_string(),
             s => s.to_string(),
         };
         let r = sb.record();
-        println!(
-            "{:<14} {:<9} {:<11} {:<10} {:>4} {:>6}M {:>7}s {:>8}",
-            r.id,
+        let row = listing::SandboxRow {
+            id: &r.id,
             state,
-            sb.backend_name(),
-            r.image,
-            r.cpus,
-            r.memory_mib,
-            now.saturating_sub(r.created),
-            r.pid
-        );
+            backend: sb.backend_name(),
+            image: &r.image,
+            cpus: r.cpus,
+            memory_mib: r.memory_mib,
+            created: r.created,
+            pid: Some(r.pid),
+        };
+        listing::print_sandbox_row(&row, now);
     }
     Ok(0)
 }
@@ -105,7 +100,7 @@ pub fn rm(a: IdsArgs) -> Result<i32> {
 }
 
 /// `ID:/path` → (Some(ID), path); anything else is local.
-fn split(spec: &str) -> (Option<&str>, &str) {
+pub fn split(spec: &str) -> (Option<&str>, &str) {
     match spec.split_once(':') {
         Some((id, path)) if !id.is_empty() && !id.contains('/') && path.starts_with('/') => {
             (Some(id), path)

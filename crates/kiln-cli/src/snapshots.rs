@@ -1,11 +1,12 @@
 //! `kiln pause | resume | snapshot | restore | fork | pool`.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use kiln::snapshot::Trust;
 use kiln::{MemoryBackend, Sandbox, Snapshot};
+
+use crate::listing;
 
 #[derive(clap::Args)]
 pub struct IdArg {
@@ -17,16 +18,16 @@ pub struct IdArg {
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SnapshotArgs {
     #[command(subcommand)]
-    cmd: Option<SnapCmd>,
+    pub cmd: Option<SnapCmd>,
     /// The sandbox to snapshot (`kiln snapshot ID --name N`).
-    id: Option<String>,
+    pub id: Option<String>,
     /// Name of the snapshot (default: generated).
     #[arg(long)]
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
-enum SnapCmd {
+pub enum SnapCmd {
     /// List snapshots.
     Ls,
     /// Delete snapshots.
@@ -44,23 +45,23 @@ enum SnapCmd {
 #[derive(clap::Args)]
 pub struct RestoreArgs {
     /// Snapshot name (or a snapshot directory path).
-    snapshot: String,
+    pub snapshot: String,
     /// Use this id instead of a generated one.
     #[arg(long)]
-    id: Option<String>,
+    pub id: Option<String>,
     /// `file` (copy-on-write mapping of the memory file) or `uffd` (userfaultfd with the
     /// recorded working set prefetched).
     #[arg(long, default_value = "file")]
-    memory_backend: String,
+    pub memory_backend: String,
 }
 
 #[derive(clap::Args)]
 pub struct ForkArgs {
     /// The sandbox to fork.
-    id: String,
+    pub id: String,
     /// Number of children.
     #[arg(short, default_value_t = 1)]
-    n: usize,
+    pub n: usize,
 }
 
 #[derive(clap::Args)]
@@ -122,25 +123,11 @@ pub fn snapshot(a: SnapshotArgs) -> Result<i32> {
 }
 
 fn list() -> Result<i32> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    println!(
-        "{:<20} {:<14} {:<10} {:>4} {:>7} {:>8} {:>5}",
-        "NAME", "SOURCE", "IMAGE", "CPUS", "MEMORY", "AGE", "POOL"
-    );
+    let now = listing::now_secs();
+    listing::print_snapshot_header();
     for s in Snapshot::list()? {
-        let m = &s.meta;
-        println!(
-            "{:<20} {:<14} {:<10} {:>4} {:>6}M {:>7}s {:>5}",
-            m.name,
-            m.source,
-            m.image,
-            m.cpus,
-            m.memory_mib,
-            now.saturating_sub(m.created),
-            Sandbox::pool_members(&m.name)?.len()
-        );
+        let pool = Sandbox::pool_members(&s.meta.name)?.len();
+        listing::print_snapshot_row(&s.meta, now, Some(pool));
     }
     Ok(0)
 }

@@ -81,13 +81,19 @@ pub fn run(sb: &Sandbox, opts: &ExecOptions, pty: bool) -> Result<i32> {
             }
             Some(ExecEvent::Exit(st)) => {
                 drop(_raw);
-                if st.timed_out {
-                    eprintln!("kiln: the command timed out and was killed");
-                    return Ok(124);
-                }
-                return Ok(st.shell_code());
+                return Ok(exit_code(&st));
             }
             None => anyhow::bail!("the command ended without an exit status"),
         }
     }
+}
+
+/// Our exit code for a command's status: its shell-style code, or 124 (like timeout(1))
+/// when kiln killed it for its timeout, which is also said on stderr.
+pub fn exit_code(st: &kiln::ExitStatus) -> i32 {
+    if st.timed_out {
+        eprintln!("kiln: the command timed out and was killed");
+        return 124;
+    }
+    st.shell_code()
 }

@@ -1,7 +1,11 @@
 //! `kiln bench ...`: benchmark programs. Each reports p50/p99 and a ratio against a
 //! baseline measured in the same run.
 
+pub mod api;
 mod boot;
+mod cycle;
+mod leaks;
+mod own_server;
 mod procstat;
 mod qemu;
 mod sandbox;
@@ -28,6 +32,9 @@ pub enum BenchCmd {
     Fork(snapshot::SnapBenchArgs),
     /// Private memory per idle forked child and how many fit in 16 GiB.
     Density(snapshot::SnapBenchArgs),
+    /// N sandboxes created, exec'd in and deleted through `kiln serve` by C parallel
+    /// clients (its own server, or --remote URL) vs the library; leftovers counted.
+    Api(api::ApiBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<i32> {
@@ -40,5 +47,6 @@ pub fn run(cmd: BenchCmd) -> Result<i32> {
         BenchCmd::Restore(a) => snapshot::run(snapshot::What::Restore, a),
         BenchCmd::Fork(a) => snapshot::run(snapshot::What::Fork, a),
         BenchCmd::Density(a) => snapshot::run(snapshot::What::Density, a),
+        BenchCmd::Api(a) => api::run(a, None),
     }
 }
