@@ -188,6 +188,20 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// Polls `done` every 20 ms until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Whether `pid` is a live process (not a zombie).
 pub fn process_running(pid: i32) -> bool {
     u32::try_from(pid).is_ok_and(kiln::process::is_running)

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_server::client::Client;
 
-use crate::kiln_bin;
+use crate::{kiln_bin, unique, wait_until};
 
 pub struct Serve {
     child: Child,
@@ -19,7 +19,7 @@ pub struct Serve {
 impl Serve {
     /// Starts the server on `state` and waits until it answers.
     pub fn start(state: &Path) -> Serve {
-        let log = state.with_extension("serve.log");
+        let log = state.with_extension(format!("serve-{}.log", unique()));
         let child = Command::new(kiln_bin())
             .arg("serve")
             .env("KILN_STATE_DIR", state)
@@ -34,15 +34,9 @@ impl Serve {
             state: state.to_path_buf(),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while s.client().health().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kiln serve did not come up:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let c = s.client();
+        let up = wait_until(Duration::from_secs(60), || c.health().is_ok());
+        assert!(up, "kiln serve did not come up:\n{}", s.log());
         s
     }
 
@@ -61,14 +55,31 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// Sends `sig` to the server and waits for it to exit.
+    pub fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        // SAFETY: kill on the pid of our own child, which has not been waited for.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.child.wait().expect("wait for kiln serve")
+    }
+}
+
 impl Drop for Serve {
-    /// Stops the server, then removes with the local CLI whatever sandboxes a failed
-    /// test left in the state directory (their VMMs outlive the server).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
-        let ids: Vec<String> = std::fs::read_dir(&self.state)
+    }
+}
+
+/// Removes, when dropped, whatever sandboxes a (failed) test left in a state directory,
+/// with the local CLI: their VMMs outlive the server. Create it before the server so it
+/// runs after the server is gone.
+pub struct Leftovers(pub PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let ids: Vec<String> = std::fs::read_dir(&self.0)
             .into_iter()
             .flatten()
             .flatten()
@@ -79,7 +90,7 @@ impl Drop for Serve {
             let _ = Command::new(kiln_bin())
                 .arg("rm")
                 .args(&ids)
-                .env("KILN_STATE_DIR", &self.state)
+                .env("KILN_STATE_DIR", &self.0)
                 .output();
         }
     }

@@ -204,15 +204,10 @@ fn a_fork_bomb_and_a_memory_hog_do_not_take_down_the_agent() {
 /// after a fork bomb or an OOM kill the guest may need a moment (the bomb's remains are
 /// being killed and reaped; memory is being reclaimed).
 fn alive_within(sb: &kiln::Sandbox, secs: u64) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
+    kiln_e2e::wait_until(Duration::from_secs(secs), || {
         let echo = sb.exec(&ExecOptions::new(["echo", "alive"]));
-        if sb.ping().is_ok() && echo.is_ok_and(|o| o.stdout_str() == "alive\n") {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
+        sb.ping().is_ok() && echo.is_ok_and(|o| o.stdout_str() == "alive\n")
+    })
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //! leave no process and no folder; and `kiln run --backend qemu`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln::backend::GuestChannel;
 use kiln::{ExecOptions, FileKind};
-use kiln_e2e::{kiln_bin, process_running, require_kvm, sandbox_with, sh, sha256_hex, TempDir};
+use kiln_e2e::{
+    kiln_bin, process_running, require_kvm, sandbox_with, sh, sha256_hex, wait_until, TempDir,
+};
 
 fn qemu(test: &str, image: &str) -> Option<kiln::Sandbox> {
     let b = kiln::Sandbox::builder()
@@ -36,14 +38,7 @@ fn pids(sb: &mut kiln::Sandbox) -> (i32, i32) {
 
 /// Whether `pid` is gone within a few seconds (the relay exits right after QEMU).
 fn gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_running(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    wait_until(Duration::from_secs(10), || !process_running(pid))
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use kiln_e2e::serve::Serve;
+use kiln_e2e::serve::{Leftovers, Serve};
 use kiln_e2e::{kiln_bin, require_kvm, TempDir};
 use kiln_server::client::ListFilter;
 
@@ -82,6 +82,7 @@ fn remote_cli_tour() {
         return;
     }
     let state = TempDir::new("remote-cli");
+    let _leftovers = Leftovers(state.0.clone());
     let server = Serve::start(&state.0);
     let url = server.url();
     let url = url.as_str();

@@ -2,99 +2,13 @@
 //! state directory, real guests behind it, the blocking client of kiln-server in front.
 //! Two guests in all: one for the API tour, one that outlives kills of the server.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_e2e::{kiln_bin, process_running, require_kvm, TempDir};
+use kiln_e2e::serve::{Leftovers, Serve};
+use kiln_e2e::{process_running, require_kvm, wait_until, TempDir};
 use kiln_server::api::{CreateSandbox, ExecRequest, OutputEncoding};
 use kiln_server::client::{Client, ClientError, ListFilter, Output};
-
-/// A `kiln serve` child process on `<state>/kiln.sock`.
-struct Server {
-    child: Child,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(state: &TempDir, n: u32) -> (Server, Client) {
-        let log = state.0.with_extension(format!("serve-{n}.log"));
-        let child = Command::new(kiln_bin())
-            .arg("serve")
-            .env("KILN_STATE_DIR", &state.0)
-            .env("KILN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn kiln serve");
-        let s = Server {
-            child,
-            state: state.0.clone(),
-            log,
-        };
-        let c = s.client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while c.health().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kiln serve did not come up:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (s, c)
-    }
-
-    fn client(&self) -> Client {
-        Client::new(
-            &format!("unix://{}", self.state.join("kiln.sock").display()),
-            None,
-        )
-        .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
-        // SAFETY: kill on the pid of our own child, which has not been waited for.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// Removes whatever sandboxes a failed test left (their VMMs outlive the server).
-struct Leftovers<'a>(&'a TempDir);
-
-impl Drop for Leftovers<'_> {
-    fn drop(&mut self) {
-        let ids: Vec<String> = std::fs::read_dir(&self.0 .0)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join("sandbox.json").is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new(kiln_bin())
-                .arg("rm")
-                .args(&ids)
-                .env("KILN_STATE_DIR", &self.0 .0)
-                .output();
-        }
-    }
-}
 
 fn minimal(id: &str) -> CreateSandbox {
     CreateSandbox {
@@ -112,14 +26,9 @@ fn err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (u16, String) {
 
 /// Waits until `pid` is not even a zombie (the server reaps its VMM children).
 fn wait_gone(pid: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    wait_until(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    })
 }
 
 #[test]
@@ -128,8 +37,9 @@ fn server_api_tour() {
         return;
     }
     let state = TempDir::new("server-tour");
-    let _leftovers = Leftovers(&state);
-    let (server, c) = Server::start(&state, 1);
+    let _leftovers = Leftovers(state.0.clone());
+    let server = Serve::start(&state.0);
+    let c = server.client();
 
     // Auth: health is open, everything else needs the token.
     assert_eq!(c.health().unwrap().status, "ok");
@@ -465,8 +375,9 @@ fn sandboxes_outlive_the_server() {
         return;
     }
     let state = TempDir::new("server-restart");
-    let _leftovers = Leftovers(&state);
-    let (mut first, c) = Server::start(&state, 1);
+    let _leftovers = Leftovers(state.0.clone());
+    let mut first = Serve::start(&state.0);
+    let c = first.client();
     let sb = c.create(&minimal("srv-k")).unwrap();
     let pid = sb.pid.unwrap();
     let run = |c: &Client, what: &str| {
@@ -495,7 +406,8 @@ fn sandboxes_outlive_the_server() {
     );
 
     // A new server adopts it; then a kill -9 of that one loses nothing either.
-    let (mut second, c) = Server::start(&state, 2);
+    let mut second = Serve::start(&state.0);
+    let c = second.client();
     assert!(
         second.log().contains("adopted [\"srv-k\"]"),
         "{}",
@@ -507,7 +419,8 @@ fn sandboxes_outlive_the_server() {
         process_running(pid as i32),
         "kill -9 of the server stopped the VMM"
     );
-    let (third, c) = Server::start(&state, 3);
+    let third = Serve::start(&state.0);
+    let c = third.client();
     let listed = c.list(&ListFilter::default()).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
