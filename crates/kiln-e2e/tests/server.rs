@@ -319,6 +319,7 @@ fn server_api_tour() {
             from_snapshot: Some("tour-snap".into()),
             metadata: [("origin".to_string(), "snap".to_string())].into(),
             idle_timeout_secs: Some(600.0),
+            max_lifetime_secs: Some(8.0),
             ..Default::default()
         })
         .unwrap();
@@ -326,8 +327,26 @@ fn server_api_tour() {
         labelled.metadata.get("origin").map(String::as_str),
         Some("snap")
     );
-    assert_eq!(labelled.idle_timeout_ms, Some(600_000));
-    c.remove("srv-copy2").unwrap();
+    assert_eq!(
+        (labelled.idle_timeout_ms, labelled.max_lifetime_ms),
+        (Some(600_000), Some(8_000))
+    );
+    // The server's reaper removes it when its lifetime is up, with an event saying why.
+    let reaped = wait_until(
+        Duration::from_secs(60),
+        || matches!(err(c.get("srv-copy2")), (404, code) if code == "not_found"),
+    );
+    assert!(reaped, "srv-copy2 outlived its lifetime:\n{}", server.log());
+    let events = c.events(0, 1000).unwrap();
+    let why = events
+        .iter()
+        .find(|e| e.sandbox.as_deref() == Some("srv-copy2") && e.kind == "reaped")
+        .map(|e| e.detail["why"].clone());
+    assert_eq!(why, Some(serde_json::json!("lifetime")), "{events:?}");
+    assert!(
+        !state.path("srv-copy2").exists(),
+        "the reaped folder is left"
+    );
     c.remove_snapshot("tour-snap").unwrap();
     assert!(c.snapshots().unwrap().is_empty());
     assert!(
