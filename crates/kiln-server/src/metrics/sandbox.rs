@@ -27,7 +27,7 @@ pub struct SandboxSample {
     pub vmm: Option<VmmCounters>,
 }
 
-/// Counters from kiln-vmm's metrics line.
+/// Cumulative VMM counters of one sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VmmCounters {
     pub vcpu_exits: u64,
@@ -61,7 +61,7 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
             if let Err(e) = flushed {
                 tracing::debug!("sandbox {}: FlushMetrics: {e}", s.id);
             }
-            s.vmm = last_line(&info.dir.join("metrics.json")).and_then(|l| counters(&l));
+            s.vmm = vmm_counters(&info.dir.join("metrics.json"));
         }
     }
     s
@@ -115,15 +115,52 @@ pub fn last_line(path: &Path) -> Option<String> {
     String::from_utf8(buf[begin..end].to_vec()).ok()
 }
 
-/// The counters of a kiln-vmm metrics line.
-pub fn counters(line: &str) -> Option<VmmCounters> {
+/// The counters of a VMM metrics line, and whether they are cumulative: kiln-vmm's
+/// (`vcpu.exits_total`, `vsock.rx_bytes`/`tx_bytes`, totals since start) or
+/// Firecracker's (the sum of the `vcpu.exit_*` counters, `vsock.rx_bytes_count`/
+/// `tx_bytes_count`, each the change since the previous flush).
+pub fn counters(line: &str) -> Option<(VmmCounters, bool)> {
     let v: Value = serde_json::from_str(line).ok()?;
     let n = |a: &str, b: &str| v.get(a)?.get(b)?.as_u64();
-    Some(VmmCounters {
-        vcpu_exits: n("vcpu", "exits_total")?,
-        vsock_rx_bytes: n("vsock", "rx_bytes")?,
-        vsock_tx_bytes: n("vsock", "tx_bytes")?,
-    })
+    if let Some(exits) = n("vcpu", "exits_total") {
+        let c = VmmCounters {
+            vcpu_exits: exits,
+            vsock_rx_bytes: n("vsock", "rx_bytes")?,
+            vsock_tx_bytes: n("vsock", "tx_bytes")?,
+        };
+        return Some((c, true));
+    }
+    let vcpu = v.get("vcpu")?.as_object()?;
+    let exits = vcpu.iter().filter(|(k, _)| k.starts_with("exit_"));
+    let c = VmmCounters {
+        vcpu_exits: exits.map(|(_, x)| x.as_u64()).sum::<Option<u64>>()?,
+        vsock_rx_bytes: n("vsock", "rx_bytes_count")?,
+        vsock_tx_bytes: n("vsock", "tx_bytes_count")?,
+    };
+    Some((c, false))
+}
+
+/// The largest metrics file summed line by line (Firecracker's per-flush deltas).
+const MAX_DELTA_FILE: u64 = 16 << 20;
+
+/// A sandbox's VMM counters from its metrics file: the last complete line when it holds
+/// totals (kiln-vmm), else the sum of every line's deltas (Firecracker).
+pub fn vmm_counters(path: &Path) -> Option<VmmCounters> {
+    let (last, cumulative) = counters(&last_line(path)?)?;
+    if cumulative {
+        return Some(last);
+    }
+    let f = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    f.take(MAX_DELTA_FILE).read_to_string(&mut text).ok()?;
+    let complete = &text[..text.rfind('\n')?];
+    let mut sum = VmmCounters::default();
+    for (c, _) in complete.lines().filter_map(counters) {
+        sum.vcpu_exits = sum.vcpu_exits.saturating_add(c.vcpu_exits);
+        sum.vsock_rx_bytes = sum.vsock_rx_bytes.saturating_add(c.vsock_rx_bytes);
+        sum.vsock_tx_bytes = sum.vsock_tx_bytes.saturating_add(c.vsock_tx_bytes);
+    }
+    Some(sum)
 }
 
 /// Writes the per-sandbox families (label `sandbox`).

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use super::sandbox::{counters, last_line, parse_cpu_ticks, parse_rss, SandboxSample, VmmCounters};
+use super::sandbox::{
+    counters, last_line, parse_cpu_ticks, parse_rss, vmm_counters, SandboxSample, VmmCounters,
+};
 use super::{ExecStatus, ServerMetrics};
 
 #[test]
@@ -28,14 +30,14 @@ fn the_last_complete_metrics_line_is_read() {
     };
     std::fs::write(&p, format!("{}\n{}\n{{\"vcpu\":", line(1), line(2))).unwrap();
     let last = last_line(&p).unwrap();
-    assert_eq!(
-        counters(&last),
-        Some(VmmCounters {
-            vcpu_exits: 2,
-            vsock_rx_bytes: 10,
-            vsock_tx_bytes: 20
-        })
-    );
+    let want = VmmCounters {
+        vcpu_exits: 2,
+        vsock_rx_bytes: 10,
+        vsock_tx_bytes: 20,
+    };
+    assert_eq!(counters(&last), Some((want, true)));
+    // kiln-vmm's lines are totals: the last one counts, not their sum.
+    assert_eq!(vmm_counters(&p), Some(want));
     std::fs::write(&p, "{\"partial\":").unwrap();
     assert_eq!(last_line(&p), None);
     assert_eq!(last_line(&dir.join("missing")), None);
@@ -103,4 +105,42 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
     // The exec counts of a sandbox that is gone are dropped; the histogram keeps it.
     assert!(!text.contains("sb-gone"), "{text}");
     assert_eq!(ExecStatus::of(Some(0), true), ExecStatus::Timeout);
+}
+
+#[test]
+fn firecracker_metrics_deltas_are_summed() {
+    let dir = std::env::temp_dir().join(format!("kiln-server-fc-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("metrics.json");
+    let line = |io: u64, rx: u64| {
+        format!(
+            r#"{{"utc_timestamp_ms":1,"vcpu":{{"exit_io_in":{io},"exit_mmio_read":1,"failures":9}},"vsock":{{"rx_bytes_count":{rx},"tx_bytes_count":8,"rx_packets_count":1}}}}"#
+        )
+    };
+    assert_eq!(
+        counters(&line(3, 7)),
+        Some((
+            VmmCounters {
+                vcpu_exits: 4,
+                vsock_rx_bytes: 7,
+                vsock_tx_bytes: 8
+            },
+            false
+        ))
+    );
+    // Two complete flushes and one being written: the complete ones add up.
+    let text = format!("{}\n{}\n{}", line(3, 7), line(10, 1), line(99, 99));
+    std::fs::write(&p, text).unwrap();
+    assert_eq!(
+        vmm_counters(&p),
+        Some(VmmCounters {
+            vcpu_exits: 15,
+            vsock_rx_bytes: 8,
+            vsock_tx_bytes: 16
+        })
+    );
+    // A counter that is not a number does not make a wrong total.
+    let bad = r#"{"vcpu":{"exit_io_in":"x"},"vsock":{"rx_bytes_count":1,"tx_bytes_count":1}}"#;
+    assert_eq!(counters(bad), None);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
