@@ -332,10 +332,10 @@ fn server_api_tour() {
         (Some(600_000), Some(8_000))
     );
     // The server's reaper removes it when its lifetime is up, with an event saying why.
-    let reaped = wait_until(
-        Duration::from_secs(60),
-        || matches!(err(c.get("srv-copy2")), (404, code) if code == "not_found"),
-    );
+    let reaped = wait_until(Duration::from_secs(60), || {
+        c.get("srv-copy2")
+            .is_err_and(|e| e.status() == Some(404) && e.code() == Some("not_found"))
+    });
     assert!(reaped, "srv-copy2 outlived its lifetime:\n{}", server.log());
     let events = c.events(0, 1000).unwrap();
     let why = events
