@@ -218,3 +218,28 @@ pub fn kiln_bin() -> PathBuf {
     }
     panic!("kiln binary not found next to {}", exe.display());
 }
+
+/// Runs `kiln bench ARGS` and returns its JSON report.
+pub fn bench_json(args: &[&str]) -> serde_json::Value {
+    let kiln = kiln_bin();
+    let out = std::process::Command::new(&kiln)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run kiln bench");
+    assert!(
+        out.status.success(),
+        "kiln bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+/// Asserts that `v[key].p50` is a positive number.
+pub fn positive_p50(v: &serde_json::Value, key: &str) {
+    assert!(
+        v[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+        "{key}: {v}"
+    );
+}

@@ -79,7 +79,7 @@ impl Series {
     /// RSS and VM exits of a VMM (`pid`) whose guest is held at ready; `before` is
     /// the set of KVM debugfs dirs taken before it was spawned.
     fn record_probe(&mut self, before: &HashSet<PathBuf>, pid: u32, guest_mib: u64) {
-        if let Some(e) = vm_exits(before) {
+        if let Some(e) = vm_exits(before, pid) {
             self.exits.push(e as f64);
         }
         if let Some(r) = rss_without_guest_kib(pid, guest_mib * 1024) {

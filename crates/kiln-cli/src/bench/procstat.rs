@@ -62,12 +62,26 @@ pub fn vm_dirs() -> HashSet<PathBuf> {
         .collect()
 }
 
-/// Total VM exits so far of the one VM created since `before` was taken. KVM names the
-/// directory after the *thread* that created the VM, so it cannot be found by PID; the
-/// benchmark runs one VM at a time, which makes "the new one" unambiguous.
-pub fn vm_exits(before: &HashSet<PathBuf>) -> Option<u64> {
+/// Total VM exits so far of the VM that process `pid` created since `before` was taken.
+/// KVM names the directory `<tid>-<fd>` after the *thread* that created the VM, so the
+/// VM is the new directory whose tid is one of `pid`'s threads; if that thread is gone,
+/// the only new directory (other VMs may be starting at the same time, e.g. tests in
+/// parallel: then there is no answer rather than a wrong one).
+pub fn vm_exits(before: &HashSet<PathBuf>, pid: u32) -> Option<u64> {
     let new: Vec<PathBuf> = vm_dirs().difference(before).cloned().collect();
-    let [dir] = new.as_slice() else { return None };
+    let ours: Vec<&PathBuf> = new
+        .iter()
+        .filter(|d| {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+            let tid = name.as_deref().and_then(|n| n.split('-').next());
+            tid.is_some_and(|t| Path::new(&format!("/proc/{pid}/task/{t}")).exists())
+        })
+        .collect();
+    let dir = match (ours.as_slice(), new.as_slice()) {
+        ([d], _) => *d,
+        ([], [d]) => d,
+        _ => return None,
+    };
     let text = std::fs::read_to_string(dir.join("exits")).ok()?;
     text.trim().parse().ok()
 }
