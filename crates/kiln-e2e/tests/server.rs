@@ -256,6 +256,7 @@ fn server_api_tour() {
         1.0
     );
     assert!(value("kiln_exec_duration_seconds_count") >= 5.0);
+    assert!(value("kiln_sandbox_exec_duration_seconds_count{sandbox=\"srv-a\"}") >= 5.0);
 
     // The OpenAPI document lists every route the server serves.
     let doc = c.openapi().unwrap();

@@ -74,6 +74,24 @@ impl Histogram {
         self.sum += secs;
         self.count += 1;
     }
+
+    /// `NAME_bucket` (cumulative), `NAME_sum` and `NAME_count`, labelled with the
+    /// sandbox if there is one.
+    fn render(&self, out: &mut String, name: &str, sandbox: Option<&str>) {
+        let base: Vec<(&str, &str)> = sandbox.map(|id| ("sandbox", id)).into_iter().collect();
+        let mut cumulative = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            cumulative += n;
+            let le = EXEC_BUCKETS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let mut labels = base.clone();
+            labels.push(("le", &le));
+            sample(out, &format!("{name}_bucket"), &labels, cumulative as f64);
+        }
+        sample(out, &format!("{name}_sum"), &base, self.sum);
+        sample(out, &format!("{name}_count"), &base, self.count as f64);
+    }
 }
 
 #[derive(Default)]
@@ -83,6 +101,8 @@ struct Inner {
     /// (sandbox, status) → execs.
     execs: BTreeMap<(String, ExecStatus), u64>,
     exec_latency: Histogram,
+    /// sandbox → its execs' latency.
+    sandbox_latency: BTreeMap<String, Histogram>,
 }
 
 /// The server's own counters.
@@ -111,6 +131,8 @@ impl ServerMetrics {
         *m.execs.entry((sandbox.to_string(), status)).or_default() += 1;
         if let Some(d) = took {
             m.exec_latency.observe(d.as_secs_f64());
+            let h = m.sandbox_latency.entry(sandbox.to_string()).or_default();
+            h.observe(d.as_secs_f64());
         }
     }
 
@@ -121,6 +143,7 @@ impl ServerMetrics {
         let mut m = self.lock();
         let live: HashSet<&str> = sandboxes.iter().map(|s| s.id.as_str()).collect();
         m.execs.retain(|(id, _), _| live.contains(id.as_str()));
+        m.sandbox_latency.retain(|id, _| live.contains(id.as_str()));
 
         family(
             &mut out,
@@ -148,33 +171,23 @@ impl ServerMetrics {
             );
         }
 
-        let h = &m.exec_latency;
         family(
             &mut out,
             "kiln_exec_duration_seconds",
             "histogram",
             "Wall time of commands run through this server, from start to exit status.",
         );
-        let mut cumulative = 0;
-        for (i, n) in h.counts.iter().enumerate() {
-            cumulative += n;
-            let le = EXEC_BUCKETS
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            sample(
-                &mut out,
-                "kiln_exec_duration_seconds_bucket",
-                &[("le", &le)],
-                cumulative as f64,
-            );
-        }
-        sample(&mut out, "kiln_exec_duration_seconds_sum", &[], h.sum);
-        sample(
+        m.exec_latency
+            .render(&mut out, "kiln_exec_duration_seconds", None);
+        family(
             &mut out,
-            "kiln_exec_duration_seconds_count",
-            &[],
-            h.count as f64,
+            "kiln_sandbox_exec_duration_seconds",
+            "histogram",
+            "The same per sandbox (dropped when the sandbox is gone).",
         );
+        for (id, h) in &m.sandbox_latency {
+            h.render(&mut out, "kiln_sandbox_exec_duration_seconds", Some(id));
+        }
         drop(m);
 
         sandbox::render(&mut out, sandboxes);
