@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln::snapshot::SnapshotMeta;
-use kiln::store::Event;
+use kiln::store::{Event, ImageRow};
 
 /// Seconds since the epoch, now.
 pub fn now_secs() -> u64 {
@@ -71,6 +71,17 @@ pub fn print_snapshot_row(m: &SnapshotMeta, now: u64, pool: Option<usize>) {
         now.saturating_sub(m.created),
         pool
     );
+}
+
+/// `kiln images`: the images sandboxes have booted (the state store's `images` table).
+pub fn print_images(rows: &[ImageRow]) {
+    println!("{:<20} {:>10} PATH", "NAME", "SIZE");
+    for r in rows {
+        let size = r
+            .size_bytes
+            .map_or_else(|| "-".to_string(), |b| format!("{}M", b.div_ceil(1 << 20)));
+        println!("{:<20} {:>10} {}", r.name, size, r.path.display());
+    }
 }
 
 /// `SEQ TIME SANDBOX KIND DETAIL`, TIME in seconds since the epoch (millisecond precision).

@@ -45,6 +45,8 @@ enum Cmd {
     Cp(manage::CpArgs),
     /// List sandboxes (and reconcile the state store with the running VMMs).
     Ls,
+    /// List the images sandboxes have booted (name, size, file).
+    Images,
     /// Print everything known about a sandbox as JSON (state, failure reason, limits, pid).
     Inspect(snapshots::IdArg),
     /// Stop and remove sandboxes past their idle timeout or max lifetime; --watch keeps
@@ -95,6 +97,12 @@ fn main() {
         Cmd::Shell(a) => commands::shell(a),
         Cmd::Cp(a) => manage::cp(a),
         Cmd::Ls => manage::ls(),
+        Cmd::Images => kiln::catalog::images()
+            .map(|rows| {
+                listing::print_images(&rows);
+                0
+            })
+            .map_err(Into::into),
         Cmd::Inspect(a) => manage::inspect(a),
         Cmd::Reap(a) => manage::reap(a),
         Cmd::Stop(a) => manage::stop(a),

@@ -253,6 +253,24 @@ fn pause_snapshot_restore_fork_and_pool_from_the_cli_leave_nothing() {
         .lines()
         .any(|l| l.starts_with("s1")));
     assert!(ok(&state, &["snapshot", "verify", "s1"]).contains("match"));
+    // The state store indexes the snapshot and the image it booted.
+    let db = kiln::store::Store::open(state.path("kiln.db")).unwrap();
+    let rows = db.list_snapshots().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].source.as_deref()),
+        ("s1", Some(id.as_str()))
+    );
+    assert!(rows[0].size_bytes.is_some_and(|b| b > 0), "{rows:?}");
+    // A row lost (a crash between the seal and the insert) comes back on the next list.
+    db.delete_snapshot("s1").unwrap();
+    ok(&state, &["snapshot", "ls"]);
+    assert_eq!(db.list_snapshots().unwrap(), rows);
+    let images = ok(&state, &["images"]);
+    assert!(
+        images.lines().any(|l| l.starts_with("minimal ")),
+        "{images}"
+    );
 
     let r = ok(&state, &["restore", "s1"]).trim().to_string();
     assert_eq!(ok(&state, &["exec", &r, "--", "cat", "/tmp/mark"]), "cli\n");
@@ -305,6 +323,7 @@ fn pause_snapshot_restore_fork_and_pool_from_the_cli_leave_nothing() {
         "no sandbox rows left"
     );
     assert!(ok(&state, &["snapshot", "ls"]).lines().count() == 1);
+    assert!(db.list_snapshots().unwrap().is_empty(), "snapshot row left");
 }
 
 #[test]

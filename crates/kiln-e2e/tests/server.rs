@@ -294,6 +294,13 @@ fn server_api_tour() {
         (409, "snapshot_exists".into())
     );
     assert_eq!(c.snapshots().unwrap().len(), 1);
+    let images = c.images().unwrap();
+    assert!(
+        images
+            .iter()
+            .any(|i| i.name == "minimal" && i.size_bytes > Some(0)),
+        "{images:?}"
+    );
     let restore = kiln_server::api::RestoreRequest {
         id: Some("srv-copy".into()),
         memory_backend: None,

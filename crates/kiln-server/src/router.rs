@@ -100,6 +100,7 @@ fn table() -> Vec<Route> {
         ),
         (Method::GET, "/v1/events", get(events::since)),
         (Method::GET, "/v1/snapshots", get(snapshots::list)),
+        (Method::GET, "/v1/images", get(snapshots::images)),
         (
             Method::DELETE,
             "/v1/snapshots/{name}",

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod catalog;
 pub mod error;
 pub mod exec;
 pub mod fc;

@@ -91,7 +91,14 @@ impl Snapshot {
         Ok(Snapshot { meta, dir })
     }
 
+    /// Every snapshot, by name (the state store's catalog is brought in line first).
     pub fn list() -> Result<Vec<Snapshot>> {
+        crate::catalog::sync_snapshots()?;
+        Snapshot::list_on_disk()
+    }
+
+    /// Every complete snapshot directory, by name.
+    pub(crate) fn list_on_disk() -> Result<Vec<Snapshot>> {
         let root = snapshots_dir()?;
         let mut out = Vec::new();
         for e in fs::read_dir(&root)
@@ -161,14 +168,20 @@ impl Snapshot {
             kiln_vmm::snapshot::verify(&dir.join(STATE_FILE), Trust::Rehash).map_err(bad)?;
             Ok(())
         };
-        if let Err(e) = copy() {
+        let made = copy().and_then(|()| {
+            let s = Snapshot::get(name)?;
+            crate::catalog::record_snapshot(&s)?;
+            Ok(s)
+        });
+        if made.is_err() {
             let _ = fs::remove_dir_all(&dir);
-            return Err(e);
         }
-        Snapshot::get(name)
+        made
     }
 
+    /// Forgets the snapshot in the state store, then removes its directory.
     pub fn remove(self) -> Result<()> {
+        crate::catalog::forget_snapshot(&self.meta.name)?;
         fs::remove_dir_all(&self.dir).map_err(Error::host_io("cannot remove", &self.dir))
     }
 }

@@ -34,6 +34,10 @@ pub fn run(url: &str, token: Option<String>, cmd: Cmd) -> Result<i32> {
         Cmd::Exec(a) => exec::exec(&c, a),
         Cmd::Cp(a) => files::cp(&c, a),
         Cmd::Ls => sandboxes::ls(&c),
+        Cmd::Images => {
+            crate::listing::print_images(&c.images().map_err(explain)?);
+            Ok(0)
+        }
         Cmd::Inspect(a) => sandboxes::inspect(&c, a),
         Cmd::Stop(a) => sandboxes::stop(&c, a),
         Cmd::Rm(a) => sandboxes::rm(&c, a),

@@ -277,6 +277,11 @@ impl Client {
         self.json("GET", &format!("{}/events?limit={limit}", sb(id)), NONE)
     }
 
+    /// The images sandboxes have booted, by name.
+    pub fn images(&self) -> Result<Vec<kiln::store::ImageRow>, ClientError> {
+        self.json("GET", "/v1/images", NONE)
+    }
+
     /// The Prometheus exposition.
     pub fn metrics(&self) -> Result<String, ClientError> {
         let b = self.call("GET", "/metrics", None)?.bytes()?;

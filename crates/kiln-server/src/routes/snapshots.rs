@@ -1,5 +1,6 @@
 //! Snapshots: `POST /v1/sandboxes/{id}/snapshot`, `GET /v1/snapshots`,
-//! `DELETE /v1/snapshots/{name}`, `POST /v1/snapshots/{name}/restore`. Snapshots are
+//! `DELETE /v1/snapshots/{name}`, `POST /v1/snapshots/{name}/restore`; and the image
+//! catalog, `GET /v1/images`. Snapshots are
 //! answered as [`kiln::snapshot::SnapshotMeta`].
 
 use axum::extract::State;
@@ -28,6 +29,12 @@ pub async fn list() -> Result<Response, ApiError> {
     let all = blocking(|| Ok(Snapshot::list()?)).await?;
     let metas: Vec<_> = all.into_iter().map(|s| s.meta).collect();
     Ok(json(StatusCode::OK, &metas))
+}
+
+/// `GET /v1/images`: the images sandboxes have booted, by name.
+pub async fn images() -> Result<Response, ApiError> {
+    let rows = blocking(|| Ok(kiln::catalog::images()?)).await?;
+    Ok(json(StatusCode::OK, &rows))
 }
 
 /// `DELETE /v1/snapshots/{name}` → 204.

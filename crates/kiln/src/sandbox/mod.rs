@@ -21,7 +21,7 @@ mod lifecycle;
 mod pause;
 mod pool;
 mod reconcile;
-mod registry;
+pub(crate) mod registry;
 mod restore;
 pub mod state;
 
@@ -191,6 +191,7 @@ impl SandboxBuilder {
             }
             None => state::new_id(),
         };
+        crate::catalog::record_image(&img)?;
         let dir = Dir::of(&state::state_dir()?, &id);
         dir.create(&id)?;
         let created = now_secs();

@@ -102,7 +102,9 @@ impl Sandbox {
             let t = Instant::now();
             kiln_vmm::snapshot::seal(&dir.join(kiln_vmm::snapshot::format::STATE_FILE))
                 .map_err(bad)?;
-            Ok((Snapshot::get(&name)?, [paused, t.elapsed()]))
+            let snap = Snapshot::get(&name)?;
+            crate::catalog::record_snapshot(&snap)?;
+            Ok((snap, [paused, t.elapsed()]))
         })();
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&dir);

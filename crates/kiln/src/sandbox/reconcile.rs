@@ -110,6 +110,7 @@ pub fn reconcile() -> Result<Reconciled> {
         dir.remove()?;
         out.cleaned.push(id);
     }
+    crate::catalog::sync_snapshots()?;
     Ok(out)
 }
 

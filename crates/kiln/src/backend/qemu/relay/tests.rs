@@ -11,6 +11,7 @@ struct Setup {
     sock: PathBuf,
     guest: UnixStream,
     guest_r: UnixStream,
+    relay: std::sync::Arc<Relay>,
     serve: Option<std::thread::JoinHandle<Result<(), MuxError>>>,
 }
 
@@ -25,6 +26,7 @@ impl Setup {
         let relay = Relay::new(host.try_clone().unwrap());
         let r2 = relay.clone();
         std::thread::spawn(move || r2.accept_loop(listener));
+        let watched = relay.clone();
         let serve = std::thread::spawn(move || {
             let mut host = host;
             let out = relay.serve(&mut host);
@@ -35,7 +37,19 @@ impl Setup {
             sock,
             guest_r: guest.try_clone().unwrap(),
             guest,
+            relay: watched,
             serve: Some(serve),
+        }
+    }
+
+    /// The guest listens on `port`; returns once the relay has taken that in (a client
+    /// that connects earlier is refused, as with vsock).
+    fn listen(&mut self, port: u32) {
+        self.send_to_host(&MuxFrame::listen(port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !super::lock(&self.relay.ports).contains(&port) {
+            assert!(std::time::Instant::now() < deadline, "Listen not taken in");
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -105,7 +119,7 @@ fn a_stream_is_opened_relayed_and_half_closed_both_ways() {
     // Before the guest listens, connections are refused at once.
     let (mut r, _c) = s.connect("CONNECT 1024\n");
     assert_eq!(line(&mut r), "");
-    s.send_to_host(&MuxFrame::listen(1024));
+    s.listen(1024);
     // A port the guest does not listen on is refused too.
     let (mut r, _c) = s.connect("CONNECT 5\n");
     assert_eq!(line(&mut r), "");
@@ -133,7 +147,7 @@ fn a_stream_is_opened_relayed_and_half_closed_both_ways() {
 #[test]
 fn a_refused_open_closes_the_client_and_bad_lines_are_dropped() {
     let mut s = Setup::new("refused");
-    s.send_to_host(&MuxFrame::listen(1024));
+    s.listen(1024);
     let (mut r, _c) = s.connect("CONNECT 1024\n");
     let id = s.recv_from_host().stream;
     s.send_to_host(&MuxFrame::reset(id));
@@ -154,7 +168,7 @@ fn a_refused_open_closes_the_client_and_bad_lines_are_dropped() {
 #[test]
 fn a_malformed_frame_ends_the_relay_and_closes_clients() {
     let mut s = Setup::new("malformed");
-    s.send_to_host(&MuxFrame::listen(1024));
+    s.listen(1024);
     let (mut r, _c) = s.connect("CONNECT 1024\n");
     let id = s.recv_from_host().stream;
     s.send_to_host(&MuxFrame::accept(id));
