@@ -165,12 +165,24 @@ pub fn sandbox(test: &str, image: &str) -> Option<kiln::Sandbox> {
     sandbox_with(test, kiln::Sandbox::builder().image(image))
 }
 
-/// Like [`sandbox`] with a prepared builder.
+/// Like [`sandbox`] with a prepared builder. `$KILN_E2E_BACKEND` (e.g. `qemu`) runs it
+/// on that backend: scripts/e2e-run runs the exec and file suites once more that way.
 pub fn sandbox_with(test: &str, b: kiln::SandboxBuilder) -> Option<kiln::Sandbox> {
     if !require_kvm(test) {
         return None;
     }
-    Some(b.create().unwrap_or_else(|e| panic!("{test}: create: {e}")))
+    let backend = std::env::var("KILN_E2E_BACKEND")
+        .ok()
+        .filter(|n| !n.is_empty());
+    let b = match &backend {
+        Some(name) => b.backend(name.as_str()),
+        None => b,
+    };
+    let sb = b.create().unwrap_or_else(|e| panic!("{test}: create: {e}"));
+    if let Some(name) = backend {
+        assert_eq!(sb.backend().name(), name, "{test}: the sandbox's backend");
+    }
+    Some(sb)
 }
 
 /// Runs `sh -c script` and returns its output (panics on a kiln error).
