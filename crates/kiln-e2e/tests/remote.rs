@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use kiln_e2e::serve::{Leftovers, Serve};
-use kiln_e2e::{kiln_bin, require_kvm, TempDir};
+use kiln_e2e::{kiln_bin, require_kvm, sha256_hex, TempDir};
 use kiln_server::client::ListFilter;
 
 /// `kiln --remote URL ARGS`, with no token or remote from our environment.
@@ -88,7 +88,8 @@ fn remote_cli_tour() {
     let url = url.as_str();
 
     // create prints the id, and only the id.
-    let out = ok(url, &["create", "--image", "minimal", "--memory", "128"]);
+    // 1 GiB: the 300 MiB file below lives in the guest's RAM.
+    let out = ok(url, &["create", "--image", "minimal", "--memory", "1024"]);
     let id = out.trim().to_string();
     assert!(
         !id.is_empty() && out.lines().count() == 1,
@@ -178,6 +179,43 @@ fn remote_cli_tour() {
     );
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("/no/such"), "{}", stderr(&o));
+
+    // 300 MiB, more than any request body the server buffers, both ways: the file
+    // streams through, and the server's peak memory stays far below its size.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..(300usize << 20) / 8)
+        .flat_map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(host.path("big.bin"), &big).unwrap();
+    let want = sha256_hex(&big);
+    let guest_big = format!("{id}:/tmp/big.bin");
+    ok(
+        url,
+        &["cp", host.path("big.bin").to_str().unwrap(), &guest_big],
+    );
+    let sum = ok(url, &["exec", &id, "--", "sha256sum", "/tmp/big.bin"]);
+    assert_eq!(sum.split_whitespace().next(), Some(want.as_str()));
+    ok(
+        url,
+        &["cp", &guest_big, host.path("big.back").to_str().unwrap()],
+    );
+    assert!(std::fs::read(host.path("big.back")).unwrap() == big);
+    drop(big);
+    for f in ["big.bin", "big.back"] {
+        std::fs::remove_file(host.path(f)).unwrap();
+    }
+    ok(url, &["exec", &id, "--", "rm", "/tmp/big.bin"]);
+    let peak = server.peak_rss_kib();
+    eprintln!("kiln serve: peak RSS {peak} KiB after moving 300 MiB each way");
+    assert!(
+        peak < 150 << 10,
+        "kiln serve peaked at {peak} KiB while moving 300 MiB"
+    );
 
     // ls: the local command's header, and the sandbox in it.
     let ls = ok(url, &["ls"]);

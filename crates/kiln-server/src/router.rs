@@ -18,8 +18,8 @@ use crate::errors::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::routes::{events, exec, files, logs, meta, sandboxes, snapshots};
 
-/// The largest request body (a file upload is held in memory before it goes to the
-/// guest): 256 MiB.
+/// The largest JSON request body (an exec's stdin can ride in one): 256 MiB. File
+/// uploads are streamed and not limited.
 pub const BODY_LIMIT: usize = 256 << 20;
 
 /// What every handler shares.

@@ -3,7 +3,6 @@
 //! local `kiln cp`'s semantics: the destination path is the copy's own path, modes kept.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -50,19 +49,13 @@ fn upload(c: &Client, id: &str, local: &Path, remote: &str) -> Result<u64> {
         }
         Ok(total)
     } else if meta.is_file() {
-        if meta.len() > kiln_server::BODY_LIMIT as u64 {
-            bail!(
-                "{}: {} bytes is more than the API takes in one upload ({} MiB); split it, or run kiln on the server's host",
-                local.display(),
-                meta.len(),
-                kiln_server::BODY_LIMIT >> 20
-            );
-        }
-        let data = fs::read(local).with_context(|| format!("reading {}", local.display()))?;
+        // Streamed: the file is never held in memory, here or on the server.
+        let mut f =
+            fs::File::open(local).with_context(|| format!("reading {}", local.display()))?;
         let mode = meta.permissions().mode() & 0o7777;
-        c.write_file(id, remote, &data, Some(mode))
+        c.write_file_from(id, remote, &mut f, meta.len(), Some(mode))
             .map_err(explain)?;
-        Ok(data.len() as u64)
+        Ok(meta.len())
     } else {
         bail!(
             "{}: only files and directories can be copied",
@@ -85,25 +78,25 @@ fn download(c: &Client, id: &str, remote: &str, local: &Path) -> Result<u64> {
             Ok(total)
         }
         FileKind::File => {
-            let data = c.read_file(id, remote).map_err(explain)?;
-            // Written beside the target and renamed, so a failed copy leaves no half file.
+            // Streamed beside the target and renamed, so a failed copy leaves no half file.
             let name = local
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("download");
             let tmp = local.with_file_name(format!(".{name}.kiln-part"));
-            let written = fs::File::create(&tmp)
-                .and_then(|mut f| {
-                    f.write_all(&data)?;
-                    f.set_permissions(fs::Permissions::from_mode(st.mode & 0o7777))?;
-                    f.sync_all()
-                })
-                .and_then(|()| fs::rename(&tmp, local));
-            if let Err(e) = written {
+            let written = (|| -> Result<u64> {
+                let mut f = fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                let n = c.read_file_to(id, remote, &mut f).map_err(explain)?;
+                f.set_permissions(fs::Permissions::from_mode(st.mode & 0o7777))?;
+                f.sync_all()?;
+                fs::rename(&tmp, local)?;
+                Ok(n)
+            })();
+            if written.is_err() {
                 let _ = fs::remove_file(&tmp);
-                return Err(e).with_context(|| format!("writing {}", local.display()));
             }
-            Ok(data.len() as u64)
+            written.with_context(|| format!("writing {}", local.display()))
         }
         _ => bail!("{id}:{remote}: only files and directories can be copied"),
     }

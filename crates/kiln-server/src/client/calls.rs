@@ -1,6 +1,6 @@
 //! One method per endpoint.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -8,7 +8,7 @@ use kiln::snapshot::SnapshotMeta;
 use kiln::store::Event;
 use kiln::{DirEntry, FileStat};
 
-use super::http::encode;
+use super::http::{encode, ReqBody};
 use super::{Client, ClientError};
 use crate::api::{
     CreateSandbox, ExecLine, ExecRequest, ExecResult, ExitInfo, ForkRequest, Health,
@@ -161,17 +161,43 @@ impl Client {
         data: &[u8],
         mode: Option<u32>,
     ) -> Result<(), ClientError> {
+        self.write_file_from(id, path, &mut &data[..], data.len() as u64, mode)
+    }
+
+    /// Streams `len` bytes of `input` into a guest file (an upload of any size).
+    pub fn write_file_from(
+        &self,
+        id: &str,
+        path: &str,
+        input: &mut dyn Read,
+        len: u64,
+        mode: Option<u32>,
+    ) -> Result<(), ClientError> {
         let mut target = files(id, "", path);
         if let Some(m) = mode {
             target.push_str(&format!("&mode={m:o}"));
         }
-        self.call("PUT", &target, Some(("application/octet-stream", data)))?
-            .bytes()?;
+        let body = ReqBody::Reader("application/octet-stream", input, len);
+        self.call_body("PUT", &target, body)?.bytes()?;
         Ok(())
     }
 
     pub fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>, ClientError> {
-        Ok(self.call("GET", &files(id, "", path), None)?.bytes()?)
+        let mut out = Vec::new();
+        self.read_file_to(id, path, &mut out)?;
+        Ok(out)
+    }
+
+    /// Streams a guest file into `out`; its size. A transfer the server broke off is an
+    /// error, never a short file.
+    pub fn read_file_to(
+        &self,
+        id: &str,
+        path: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, ClientError> {
+        let mut r = self.call("GET", &files(id, "", path), None)?;
+        Ok(std::io::copy(&mut r.body, out)?)
     }
 
     pub fn stat(&self, id: &str, path: &str) -> Result<FileStat, ClientError> {

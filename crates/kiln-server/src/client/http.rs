@@ -96,17 +96,36 @@ impl Response {
     }
 }
 
+/// A request body with its content type.
+pub enum ReqBody<'a> {
+    None,
+    Bytes(&'a str, &'a [u8]),
+    /// Exactly `len` bytes read from the reader as they are sent (file uploads).
+    Reader(&'a str, &'a mut dyn Read, u64),
+}
+
+impl<'a> From<Option<(&'a str, &'a [u8])>> for ReqBody<'a> {
+    fn from(b: Option<(&'a str, &'a [u8])>) -> Self {
+        match b {
+            Some((t, b)) => ReqBody::Bytes(t, b),
+            None => ReqBody::None,
+        }
+    }
+}
+
 /// One request.
 pub struct Request<'a> {
     pub method: &'a str,
     /// Path and query, already encoded.
     pub target: &'a str,
     pub headers: Vec<(&'a str, String)>,
-    pub body: Option<(&'a str, &'a [u8])>,
+    pub body: ReqBody<'a>,
 }
 
-/// Connects, sends `req`, and reads the status line and headers.
-pub fn send(to: &Target, timeout: Option<Duration>, req: &Request) -> io::Result<Response> {
+/// Connects, sends `req`, and reads the status line and headers. A server that answers
+/// before it has read the whole body (an error) and closes is heard: its answer is
+/// read even when sending the rest failed.
+pub fn send(to: &Target, timeout: Option<Duration>, req: Request) -> io::Result<Response> {
     let (mut stream, host) = match to {
         Target::Unix(p) => {
             let s = UnixStream::connect(p)?;
@@ -129,21 +148,51 @@ pub fn send(to: &Target, timeout: Option<Duration>, req: &Request) -> io::Result
     for (k, v) in &req.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    let body: &[u8] = match req.body {
-        Some((ctype, b)) => {
-            head.push_str(&format!("Content-Type: {ctype}\r\n"));
-            b
-        }
-        None => &[],
+    let (ctype, len) = match &req.body {
+        ReqBody::None => (None, 0),
+        ReqBody::Bytes(t, b) => (Some(*t), b.len() as u64),
+        ReqBody::Reader(t, _, n) => (Some(*t), *n),
     };
-    if req.body.is_some() || matches!(req.method, "POST" | "PUT" | "PATCH") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    if let Some(t) = ctype {
+        head.push_str(&format!("Content-Type: {t}\r\n"));
+    }
+    if ctype.is_some() || matches!(req.method, "POST" | "PUT" | "PATCH") {
+        head.push_str(&format!("Content-Length: {len}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    read_head(BufReader::new(stream), req.method == "HEAD")
+    let sent = match req.body {
+        ReqBody::None => Ok(()),
+        ReqBody::Bytes(_, b) => stream.write_all(b),
+        ReqBody::Reader(_, r, n) => send_exactly(r, n, &mut stream),
+    }
+    .and_then(|()| stream.flush());
+    let head_only = req.method == "HEAD";
+    match sent {
+        Ok(()) => read_head(BufReader::new(stream), head_only),
+        Err(e) if is_disconnect(&e) => read_head(BufReader::new(stream), head_only).map_err(|_| e),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies exactly `n` bytes of `r` to `w`; a reader that ends early is an error (a file
+/// that shrank while it was sent).
+fn send_exactly(r: &mut dyn Read, n: u64, w: &mut impl Write) -> io::Result<()> {
+    let copied = io::copy(&mut r.take(n), w)?;
+    if copied < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the body ended after {copied} of {n} bytes (did the file shrink?)"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn bad(msg: String) -> io::Error {

@@ -31,6 +31,7 @@ use serde::Serialize;
 
 pub use calls::{ListFilter, Output};
 pub use error::ClientError;
+pub use http::ReqBody;
 use http::{Request, Response, Target};
 
 use crate::api::ErrorBody;
@@ -95,6 +96,16 @@ impl Client {
         target: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Response, ClientError> {
+        self.send_body(method, target, body.into())
+    }
+
+    /// [`Client::send`] with any kind of body (a reader streams an upload).
+    pub fn send_body<'a>(
+        &self,
+        method: &'a str,
+        target: &'a str,
+        body: ReqBody<'a>,
+    ) -> Result<Response, ClientError> {
         let mut headers = vec![("Accept", "application/json".to_string())];
         let token = self
             .token
@@ -109,7 +120,7 @@ impl Client {
             headers,
             body,
         };
-        http::send(&self.target, self.timeout, &req).map_err(|e| match e.kind() {
+        http::send(&self.target, self.timeout, req).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound
             | std::io::ErrorKind::ConnectionRefused
             | std::io::ErrorKind::PermissionDenied => ClientError::Connect {
@@ -144,7 +155,17 @@ impl Client {
         target: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Response, ClientError> {
-        let r = self.send(method, target, body)?;
+        self.call_body(method, target, body.into())
+    }
+
+    /// [`Client::call`] with any kind of body.
+    fn call_body<'a>(
+        &self,
+        method: &'a str,
+        target: &'a str,
+        body: ReqBody<'a>,
+    ) -> Result<Response, ClientError> {
+        let r = self.send_body(method, target, body)?;
         if r.status < 400 {
             return Ok(r);
         }

@@ -1,15 +1,18 @@
-//! `/v1/sandboxes/{id}/files`: upload (raw body), download (raw bytes), stat, list,
-//! remove, mkdir. `path` is a path in the guest; guest-side errors come back as 404
-//! `guest_file_not_found` or 400 `guest_file_error` with `kind` and `path`.
+//! `/v1/sandboxes/{id}/files`: upload (raw body), download (raw bytes), both streamed
+//! ([`super::transfer`]), stat, list, remove, mkdir. `path` is a path in the guest;
+//! guest-side errors come back as 404 `guest_file_not_found` or 400 `guest_file_error`
+//! with `kind` and `path`.
 
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln::Sandbox;
 use serde::Deserialize;
 
+use super::transfer::{consume_body, produce_body};
 use super::{blocking, json};
 use crate::errors::ApiError;
-use crate::extract::{RawBody, SandboxId, Q};
+use crate::extract::{SandboxId, Q};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,23 +55,26 @@ pub fn parse_mode(m: &str) -> Result<u32, ApiError> {
         })
 }
 
-/// `PUT ...?path=&mode=` with the file's bytes as the body → 204.
+/// `PUT ...?path=&mode=` with the file's bytes as the body → 204. The body is streamed
+/// to the agent as it arrives (no size limit but the guest's disk).
 pub async fn write(
     SandboxId(id): SandboxId,
     Q(p): Q<WriteParams>,
-    RawBody(data): RawBody,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     check_path(&p.path)?;
     let mode = p.mode.as_deref().map(parse_mode).transpose()?;
-    blocking(move || Ok(Sandbox::get(&id)?.write_file(&p.path, &data, mode)?)).await?;
+    // An unknown or stopped sandbox is answered before the body is read.
+    let sb = blocking(move || Ok(Sandbox::get(&id)?)).await?;
+    consume_body(body, move |r| Ok(sb.write_file_from(&p.path, r, mode)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET ...?path=` → the file's bytes.
+/// `GET ...?path=` → the file's bytes, streamed from the agent as they come.
 pub async fn read(SandboxId(id): SandboxId, Q(p): Q<PathParam>) -> Result<Response, ApiError> {
     check_path(&p.path)?;
-    let data = blocking(move || Ok(Sandbox::get(&id)?.read_file(&p.path)?)).await?;
-    let mut r = data.into_response();
+    let body = produce_body(move |w| Ok(Sandbox::get(&id)?.read_file_to(&p.path, w)?)).await?;
+    let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),

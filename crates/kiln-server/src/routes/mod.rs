@@ -8,6 +8,7 @@ pub mod logs;
 pub mod meta;
 pub mod sandboxes;
 pub mod snapshots;
+pub mod transfer;
 
 use std::time::Duration;
 

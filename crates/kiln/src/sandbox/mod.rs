@@ -415,6 +415,21 @@ impl Sandbox {
         Ok(out)
     }
 
+    /// Streams a guest file into `out` (nothing buffered beyond one frame); its size.
+    pub fn read_file_to(&self, path: &str, out: &mut impl std::io::Write) -> Result<u64> {
+        self.running_agent()?.read_file_to(path, out)
+    }
+
+    /// Streams `input` into a guest file (parents created); the bytes written.
+    pub fn write_file_from(
+        &self,
+        path: &str,
+        input: &mut impl std::io::Read,
+        mode: Option<u32>,
+    ) -> Result<u64> {
+        self.running_agent()?.write_file_from(path, input, mode)
+    }
+
     pub fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<()> {
         self.running_agent()?
             .write_file_from(path, &mut &data[..], mode)
