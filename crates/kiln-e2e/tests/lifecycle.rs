@@ -32,9 +32,15 @@ fn a_killed_vmm_is_marked_failed_with_the_reason_and_cleaned_up() {
     assert_eq!(sb.state(), State::Failed);
     let info = sb.info();
     let why = info.failure.expect("a failure reason");
+    // This process started the VMM, so it reaps it (no zombie left) and says how it ended.
     assert!(
-        why.contains(&format!("pid {pid}")) && why.contains("exited unexpectedly"),
+        why.contains(&format!("pid {pid}"))
+            && why.contains("exited unexpectedly (killed by signal 9 (SIGKILL))"),
         "{why}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the killed VMM is left a zombie"
     );
     assert_eq!(info.pid, None);
     for gone in ["api.sock", "v.sock", "scratch.ext4"] {

@@ -88,6 +88,8 @@ impl Sandbox {
         };
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
+        } else {
+            let _ = crate::process::reap_if_our_zombie(self.record.pid);
         }
         // The disk layer stays until `remove` (it can be inspected).
         Ok(how)

@@ -75,6 +75,12 @@ pub(crate) fn clean_runtime_files(dir: &Dir) -> bool {
 
 /// Why a VMM that nobody stopped is gone: its boot-error record, else its log's end.
 pub(crate) fn failure_reason(dir: &Dir, pid: u32) -> String {
+    // If we are its parent, how it ended is known too.
+    let ended = crate::process::reap_if_our_zombie(pid);
+    let how = ended.map_or_else(
+        || "exited unexpectedly".to_string(),
+        |e| format!("exited unexpectedly ({e})"),
+    );
     if let Some(rec) = kiln_vmm::boot_error::read(&dir.boot_error()) {
         return format!("boot failed at {}: {}", rec.stage, rec.message);
     }
@@ -87,10 +93,10 @@ pub(crate) fn failure_reason(dir: &Dir, pid: u32) -> String {
         .collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     if tail.is_empty() {
-        format!("the VMM (pid {pid}) exited unexpectedly (killed, or crashed without a log line)")
+        format!("the VMM (pid {pid}) {how}, without a log line")
     } else {
         format!(
-            "the VMM (pid {pid}) exited unexpectedly; its log ends: {}",
+            "the VMM (pid {pid}) {how}; its log ends: {}",
             tail.join(" | ")
         )
     }
