@@ -67,10 +67,10 @@ pub struct ForkArgs {
 #[derive(clap::Args)]
 pub struct PoolArgs {
     /// The snapshot whose pool to fill.
-    snapshot: String,
+    pub snapshot: String,
     /// Pool size.
     #[arg(short, default_value_t = 2)]
-    n: usize,
+    pub n: usize,
 }
 
 pub fn parse_backend(s: &str) -> Result<MemoryBackend> {

@@ -297,11 +297,16 @@ fn remote_cli_tour() {
     );
     let snaps = ok(url, &["snapshot", "ls"]);
     assert!(
-        snaps
-            .lines()
-            .any(|l| l.starts_with("remote-snap ") && l.contains(&id)),
+        snaps.lines().any(|l| l.starts_with("remote-snap ")
+            && l.contains(&id)
+            && l.split_whitespace().last() == Some("0")),
         "{snaps}"
     );
+    // The pool column and `pool` work remotely too (size 0: no guest booted here; the
+    // API tour in server.rs fills one and checks the hand-off and refill).
+    let o = remote(url, &["pool", "remote-snap", "-n", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "kiln: pool of remote-snap holds 0\n");
     assert_eq!(
         ok(url, &["snapshot", "rm", "remote-snap"]),
         "remote-snap removed\n"

@@ -320,6 +320,45 @@ fn server_api_tour() {
     assert_eq!(r.stdout, "hello\nsrv-copy\n");
     let copy_pid = copy.pid.unwrap();
     c.remove("srv-copy").unwrap();
+    // A warm pool through the API: a create from the snapshot is a hand-off of the
+    // pooled sandbox, and the server refills the pool behind it.
+    let pooled = c.pool("tour-snap", 1).unwrap();
+    assert_eq!((pooled.meta.name.as_str(), pooled.pool), ("tour-snap", 1));
+    let member = c
+        .list(&ListFilter::default())
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id != "srv-a")
+        .expect("the pooled sandbox is listed");
+    let handed = c
+        .create(&CreateSandbox {
+            from_snapshot: Some("tour-snap".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        handed.id, member.id,
+        "the create did not take the pooled sandbox"
+    );
+    let refilled = wait_until(Duration::from_secs(60), || {
+        c.snapshots().unwrap().first().is_some_and(|s| s.pool == 1)
+    });
+    assert!(refilled, "the pool was not refilled:\n{}", server.log());
+    assert_eq!(
+        c.pool("tour-snap", 0).unwrap().pool,
+        1,
+        "size 0 keeps members"
+    );
+    for s in c.list(&ListFilter::default()).unwrap() {
+        if s.id != "srv-a" {
+            c.remove(&s.id).unwrap();
+        }
+    }
+    assert_eq!(c.snapshots().unwrap()[0].pool, 0);
+    assert_eq!(
+        err(c.pool("tour-snap", 1001)),
+        (400, "invalid_input".into())
+    );
     // Created from the snapshot with labels and limits: they apply to the copy.
     let labelled = c
         .create(&CreateSandbox {

@@ -232,3 +232,21 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// `GET /v1/snapshots`: a snapshot and how many warm sandboxes its pool holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotView {
+    #[serde(flatten)]
+    pub meta: kiln::snapshot::SnapshotMeta,
+    /// Running, unclaimed members of its warm pool (`kiln pool`).
+    #[serde(default)]
+    pub pool: usize,
+}
+
+/// `POST /v1/snapshots/{name}/pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRequest {
+    /// Warm sandboxes to keep (0 to 1000).
+    pub size: usize,
+}

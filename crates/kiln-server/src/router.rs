@@ -100,6 +100,11 @@ fn table() -> Vec<Route> {
         ),
         (Method::GET, "/v1/events", get(events::since)),
         (Method::GET, "/v1/snapshots", get(snapshots::list)),
+        (
+            Method::POST,
+            "/v1/snapshots/{name}/pool",
+            post(snapshots::pool),
+        ),
         (Method::GET, "/v1/images", get(snapshots::images)),
         (
             Method::DELETE,

@@ -61,10 +61,11 @@ pub fn run(url: &str, token: Option<String>, cmd: Cmd) -> Result<i32> {
             "reap",
             "the server enforces idle timeouts and lifetimes itself, every second",
         ),
-        Cmd::Pool(_) => local_only(
-            "pool",
-            "warm pools are filled on the server's host; run `kiln pool` there",
-        ),
+        Cmd::Pool(a) => {
+            let s = c.pool(&a.snapshot, a.n).map_err(explain)?;
+            eprintln!("kiln: pool of {} holds {}", s.meta.name, s.pool);
+            Ok(0)
+        }
         Cmd::Serve(_) => local_only("serve", "it starts a server on this host"),
         Cmd::Boot(_) => local_only("boot", "it attaches a VMM's console on this host"),
     }

@@ -17,9 +17,8 @@ pub fn snapshot(c: &Client, a: SnapshotArgs) -> Result<i32> {
         (Some(SnapCmd::Ls), _) => {
             let now = listing::now_secs();
             listing::print_snapshot_header();
-            for m in c.snapshots().map_err(explain)? {
-                // The API does not say how full a snapshot's warm pool is.
-                listing::print_snapshot_row(&m, now, None);
+            for s in c.snapshots().map_err(explain)? {
+                listing::print_snapshot_row(&s.meta, now, Some(s.pool));
             }
             Ok(0)
         }

@@ -245,7 +245,7 @@ impl Client {
         )
     }
 
-    pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>, ClientError> {
+    pub fn snapshots(&self) -> Result<Vec<crate::api::SnapshotView>, ClientError> {
         self.json("GET", "/v1/snapshots", NONE)
     }
 
@@ -301,6 +301,12 @@ impl Client {
     /// The last `limit` events of one sandbox.
     pub fn sandbox_events(&self, id: &str, limit: u32) -> Result<Vec<Event>, ClientError> {
         self.json("GET", &format!("{}/events?limit={limit}", sb(id)), NONE)
+    }
+
+    /// Fills a snapshot's warm pool to `size` (and keeps it there).
+    pub fn pool(&self, name: &str, size: usize) -> Result<crate::api::SnapshotView, ClientError> {
+        let target = format!("/v1/snapshots/{}/pool", encode(name));
+        self.json("POST", &target, Some(&crate::api::PoolRequest { size }))
     }
 
     /// The images sandboxes have booted, by name.

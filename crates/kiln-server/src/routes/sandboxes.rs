@@ -18,9 +18,13 @@ pub async fn create(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<CreateSandbox>,
 ) -> Result<Response, ApiError> {
+    let from = req.from_snapshot.clone();
     let b = builder(req)?;
     let info = blocking(move || Ok(b.create()?.info())).await?;
     app.children.adopt(info.pid);
+    if let Some(snap) = from {
+        super::snapshots::refill_pool(app, snap);
+    }
     Ok(json(StatusCode::CREATED, &info))
 }
 

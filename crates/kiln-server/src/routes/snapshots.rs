@@ -1,7 +1,11 @@
 //! Snapshots: `POST /v1/sandboxes/{id}/snapshot`, `GET /v1/snapshots`,
-//! `DELETE /v1/snapshots/{name}`, `POST /v1/snapshots/{name}/restore`; and the image
+//! `DELETE /v1/snapshots/{name}`, `POST /v1/snapshots/{name}/restore`,
+//! `POST /v1/snapshots/{name}/pool` (warm pools); and the image
 //! catalog, `GET /v1/images`. Snapshots are
 //! answered as [`kiln::snapshot::SnapshotMeta`].
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,7 +13,7 @@ use axum::response::Response;
 use kiln::{Sandbox, Snapshot};
 
 use super::{blocking, json};
-use crate::api::{RestoreRequest, SnapshotRequest};
+use crate::api::{PoolRequest, RestoreRequest, SnapshotRequest, SnapshotView};
 use crate::errors::ApiError;
 use crate::extract::{JsonBody, SandboxId, SnapshotName};
 use crate::router::AppState;
@@ -24,17 +28,84 @@ pub async fn take(
     Ok(json(StatusCode::CREATED, &snap.meta))
 }
 
-/// `GET /v1/snapshots`, sorted by name.
+/// `GET /v1/snapshots`, sorted by name, with the size of each one's warm pool.
 pub async fn list() -> Result<Response, ApiError> {
-    let all = blocking(|| Ok(Snapshot::list()?)).await?;
-    let metas: Vec<_> = all.into_iter().map(|s| s.meta).collect();
-    Ok(json(StatusCode::OK, &metas))
+    let views = blocking(|| {
+        let mut out = Vec::new();
+        for s in Snapshot::list()? {
+            let pool = Sandbox::pool_members(&s.meta.name)?.len();
+            out.push(SnapshotView { meta: s.meta, pool });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &views))
 }
 
 /// `GET /v1/images`: the images sandboxes have booted, by name.
 pub async fn images() -> Result<Response, ApiError> {
     let rows = blocking(|| Ok(kiln::catalog::images()?)).await?;
     Ok(json(StatusCode::OK, &rows))
+}
+
+/// The most sandboxes one pool may hold.
+const MAX_POOL: usize = 1000;
+
+/// `POST /v1/snapshots/{name}/pool {"size"}` → the snapshot, its warm pool filled to
+/// `size` sandboxes (kept at that size: creates from it refill it).
+pub async fn pool(
+    State(app): State<AppState>,
+    SnapshotName(name): SnapshotName,
+    JsonBody(req): JsonBody<PoolRequest>,
+) -> Result<Response, ApiError> {
+    if req.size > MAX_POOL {
+        return Err(ApiError::invalid_input(format!(
+            "size {}: use 0 to {MAX_POOL}",
+            req.size
+        )));
+    }
+    let view = blocking(move || {
+        let pool = fill_pool(&app, &name, req.size)?.1;
+        let meta = Snapshot::get(&name)?.meta;
+        Ok(SnapshotView { meta, pool })
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// Fills `snap`'s pool to `n` and adopts its members' VMMs (this server reaps them);
+/// returns (added, members).
+fn fill_pool(app: &AppState, snap: &str, n: usize) -> kiln::Result<(usize, usize)> {
+    let added = Sandbox::pool_fill(snap, n)?;
+    let members = Sandbox::pool_members(snap)?;
+    for m in &members {
+        app.children.adopt(Some(m.record().pid));
+    }
+    Ok((added, members.len()))
+}
+
+/// After a create from a snapshot (which may have taken a member of its warm pool), tops
+/// the pool up to its target size in the background, as `kiln create --from` does; one
+/// refill per snapshot at a time.
+pub fn refill_pool(app: AppState, snap: String) {
+    static BUSY: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let busy = || BUSY.lock().unwrap_or_else(|p| p.into_inner());
+    if !busy().insert(snap.clone()) {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let filled =
+            kiln::Snapshot::get(&snap).and_then(|s| match kiln::sandbox::pool_target(&s) {
+                0 => Ok((0, 0)),
+                target => fill_pool(&app, &snap, target),
+            });
+        match filled {
+            Ok((0, _)) => {}
+            Ok((n, _)) => tracing::info!("pool of {snap}: {n} sandboxes added"),
+            Err(e) => tracing::warn!("pool of {snap}: refill failed: {e}"),
+        }
+        busy().remove(&snap);
+    });
 }
 
 /// `DELETE /v1/snapshots/{name}` → 204.
