@@ -333,6 +333,7 @@ fn server_api_tour() {
     let handed = c
         .create(&CreateSandbox {
             from_snapshot: Some("tour-snap".into()),
+            timeout_secs: Some(1.0),
             ..Default::default()
         })
         .unwrap();
@@ -340,6 +341,15 @@ fn server_api_tour() {
         handed.id, member.id,
         "the create did not take the pooled sandbox"
     );
+    // Its per-command timeout is the one given at creation, not the snapshot's (none).
+    let r = c
+        .exec_collect(
+            &handed.id,
+            &ExecRequest::new(["sleep", "30"]),
+            OutputEncoding::Text,
+        )
+        .unwrap();
+    assert!(r.timed_out, "{r:?}");
     let refilled = wait_until(Duration::from_secs(60), || {
         c.snapshots().unwrap().first().is_some_and(|s| s.pool == 1)
     });

@@ -38,12 +38,10 @@ pub fn builder(req: CreateSandbox) -> Result<SandboxBuilder, ApiError> {
             ("cpus", req.cpus.is_some()),
             ("memory_mib", req.memory_mib.is_some()),
             ("backend", req.backend.as_ref().is_some_and(|b| b != "kiln")),
-            // The per-command timeout is the snapshot's; labels and limits do apply.
-            ("timeout_secs", req.timeout_secs.is_some()),
         ];
         if let Some((field, _)) = from_snapshot.iter().find(|(_, set)| *set) {
             return Err(ApiError::invalid_input(format!(
-                "{field} cannot be combined with from_snapshot (a restored sandbox takes its image, size, backend and command timeout from the snapshot)"
+                "{field} cannot be combined with from_snapshot (a restored sandbox takes its image, size and backend from the snapshot)"
             )));
         }
         b = b.from_snapshot(snap.as_str());
@@ -257,8 +255,8 @@ mod tests {
             r.idle_timeout_secs = Some(5.0);
         })
         .is_ok());
-        let e = req(|r| r.timeout_secs = Some(5.0)).unwrap_err();
-        assert!(e.message.contains("timeout_secs"), "{}", e.message);
+        // The per-command timeout given at creation replaces the snapshot's.
+        assert!(req(|r| r.timeout_secs = Some(5.0)).is_ok());
         let e = req(|r| r.from_snapshot = Some("../etc".into())).unwrap_err();
         assert_eq!(e.code, "snapshot_not_found");
         let e = builder(CreateSandbox {

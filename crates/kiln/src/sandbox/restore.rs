@@ -216,7 +216,7 @@ impl super::SandboxBuilder {
         } else {
             None
         };
-        let sb = match pooled {
+        let mut sb = match pooled {
             Some(mut sb) => {
                 sb.detach = self.detach;
                 sb
@@ -224,6 +224,11 @@ impl super::SandboxBuilder {
             None => self.restore_snapshot(&snap)?,
         };
         sb.apply_limits(&self.limits())?;
+        // A per-command timeout given now replaces the snapshot's.
+        if let Some(t) = self.timeout {
+            sb.record.exec_timeout_ms = Some(t.as_millis() as u64);
+            sb.dir.save(&sb.record)?;
+        }
         if !self.env.is_empty() {
             sb.agent
                 .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())?;
