@@ -44,6 +44,15 @@ pub fn is_running(pid: u32) -> bool {
     }
 }
 
+/// When `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22): with
+/// the pid, it names one process even after the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, field 3 (state) is the first; starttime is field 22.
+    let rest = stat.rsplit(')').next()?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Whether `pid` is a process in the middle of exiting (`PF_EXITING`, not yet a
 /// zombie). Its command line is already empty then (its memory is gone), but it
 /// still holds its files — for a VMM, the VM, whose teardown can take a while.
@@ -115,6 +124,22 @@ mod tests {
         c.wait().unwrap();
         assert!(!super::is_running(pid));
         assert!(!super::is_exiting(pid));
+    }
+
+    #[test]
+    fn start_times_tell_processes_apart() {
+        let me = super::start_time(std::process::id()).expect("our start time");
+        assert_eq!(super::start_time(std::process::id()), Some(me));
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let child = super::start_time(c.id()).expect("the child's start time");
+        assert!(child >= me, "{child} < {me}");
+        assert_eq!(super::start_time(1).map(|t| t <= me), Some(true));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(super::start_time(c.id()), None);
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl SandboxBuilder {
             memory_mib: self.memory_mib,
             pid: 0,
             creator: std::process::id(),
+            creator_start: crate::process::start_time(std::process::id()).unwrap_or(0),
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             ..Default::default()

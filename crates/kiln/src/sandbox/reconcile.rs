@@ -33,8 +33,10 @@ pub struct Reconciled {
 /// Whether the process that creates the sandbox in `dir` still runs (a creation in
 /// progress is left alone).
 fn creator_alive(dir: &Dir, id: &str) -> bool {
-    let creator = dir.load(id).map(|r| r.creator).unwrap_or(0);
-    creator != 0 && crate::process::is_running(creator)
+    let Ok(r) = dir.load(id) else { return false };
+    let same =
+        r.creator_start == 0 || crate::process::start_time(r.creator) == Some(r.creator_start);
+    r.creator != 0 && crate::process::is_running(r.creator) && same
 }
 
 /// Kills the VMM of an interrupted creation (checked to be this folder's).

@@ -98,6 +98,7 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
             memory_mib: m.memory_mib,
             created: super::now_secs(),
             creator: std::process::id(),
+            creator_start: crate::process::start_time(std::process::id()).unwrap_or(0),
             exec_timeout_ms: m.exec_timeout_ms,
             snapshot: args.snapshot.clone(),
             parent: args.parent.clone(),

@@ -25,6 +25,10 @@ pub fn state_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What `sandbox.json` says about a sandbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
@@ -46,6 +50,10 @@ pub struct Record {
     /// says `creating`, the creation is in progress.
     #[serde(default)]
     pub creator: u32,
+    /// The creator's start time (clock ticks after boot, `/proc/<pid>/stat`), so a
+    /// reused pid is not taken for the creator (0: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creator_start: u64,
     /// Milliseconds from spawning the VMM to the agent answering (booted sandboxes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ms: Option<u64>,
