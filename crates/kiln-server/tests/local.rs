@@ -18,11 +18,21 @@ fn wait_up(c: &Client) {
     }
 }
 
+/// Removes the test's state directory however the test ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn server_and_client_over_real_sockets() {
     let state = std::env::temp_dir().join(format!("kiln-server-local-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).unwrap();
+    let _cleanup = RemoveOnDrop(state.clone());
     // This test binary has this one test: the process-wide variable is ours.
     std::env::set_var("KILN_STATE_DIR", &state);
     std::env::remove_var("KILN_TOKEN");
@@ -208,5 +218,4 @@ fn server_and_client_over_real_sockets() {
     server.join().unwrap().unwrap();
     assert!(!sock.exists(), "the socket is removed on shutdown");
     assert!(matches!(c.health(), Err(ClientError::Connect { .. })));
-    std::fs::remove_dir_all(&state).unwrap();
 }

@@ -18,10 +18,20 @@ fn proc_fields_are_read_after_the_command_name() {
     assert_eq!(parse_rss("Name:\tx\n"), None);
 }
 
+/// Removes a test's directory however the test ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn the_last_complete_metrics_line_is_read() {
     let dir = std::env::temp_dir().join(format!("kiln-server-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveOnDrop(dir.clone());
     let p = dir.join("metrics.json");
     let line = |exits: u64| {
         format!(
@@ -42,7 +52,6 @@ fn the_last_complete_metrics_line_is_read() {
     assert_eq!(last_line(&p), None);
     assert_eq!(last_line(&dir.join("missing")), None);
     assert_eq!(counters(r#"{"vcpu":{}}"#), None);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -116,6 +125,7 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
 fn firecracker_metrics_deltas_are_summed() {
     let dir = std::env::temp_dir().join(format!("kiln-server-fc-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveOnDrop(dir.clone());
     let p = dir.join("metrics.json");
     let line = |io: u64, rx: u64| {
         format!(
@@ -147,5 +157,4 @@ fn firecracker_metrics_deltas_are_summed() {
     // A counter that is not a number does not make a wrong total.
     let bad = r#"{"vcpu":{"exit_io_in":"x"},"vsock":{"rx_bytes_count":1,"tx_bytes_count":1}}"#;
     assert_eq!(counters(bad), None);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
