@@ -30,27 +30,34 @@ pub fn kill_if_running(child: &mut Child) {
 /// How long [`reap_if_our_zombie`] waits for the last thread of an exited child.
 pub const REAP_WAIT: Duration = Duration::from_secs(10);
 
+/// The fields of `/proc/<pid>/stat` after the command name, from the state (field 3)
+/// on: `stat(pid)?[n - 3]` is field n. The command name is in parentheses and may hold
+/// any character, so the split is at the last ')'.
+fn stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit(')').next()?;
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// Field `n` (numbered as in proc(5)) of `/proc/<pid>/stat`, as a number.
+fn stat_number(fields: &[String], n: usize) -> Option<u64> {
+    fields.get(n.checked_sub(3)?)?.parse().ok()
+}
+
+fn is_zombie(fields: &[String]) -> bool {
+    fields.first().is_none_or(|s| s.starts_with('Z'))
+}
+
 /// Whether `pid` is a live process: it exists and is not a zombie (an exited process
 /// its parent has not reaped yet, e.g. an orphan under an init that reaps lazily).
 pub fn is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold any
-        // character: split at the last ')'.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    stat(pid).is_some_and(|f| !is_zombie(&f))
 }
 
-/// When `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22): with
-/// the pid, it names one process even after the pid is reused.
+/// When `pid` started, in clock ticks after boot (field 22, starttime): with the pid,
+/// it names one process even after the pid is reused.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name, field 3 (state) is the first; starttime is field 22.
-    let rest = stat.rsplit(')').next()?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_number(&stat(pid)?, 22)
 }
 
 /// Whether `pid` is a process in the middle of exiting (`PF_EXITING`, not yet a
@@ -58,17 +65,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// still holds its files — for a VMM, the VM, whose teardown can take a while.
 pub fn is_exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // After the command name: state ppid pgrp session tty_nr tpgid flags ...
-    let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-    let state = fields.next().unwrap_or("Z");
-    let flags = fields
-        .nth(5)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0);
-    !state.starts_with('Z') && flags & PF_EXITING != 0
+    let Some(f) = stat(pid) else { return false };
+    // Field 9: flags.
+    !is_zombie(&f) && stat_number(&f, 9).unwrap_or(0) & PF_EXITING != 0
 }
 
 /// Reaps `pid` if it is an exited child of this process (a zombie whose parent is us):
@@ -81,11 +80,9 @@ pub fn is_exiting(pid: u32) -> bool {
 /// can be reaped only once its last thread is (a VMM's vCPU thread may still be tearing
 /// the VM down): this waits up to [`REAP_WAIT`] for that.
 pub fn reap_if_our_zombie(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-    let zombie = fields.next().is_some_and(|s| s.starts_with('Z'));
-    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-    if !zombie || ppid != Some(std::process::id()) {
+    let f = stat(pid)?;
+    // Field 4: ppid.
+    if !is_zombie(&f) || stat_number(&f, 4) != Some(u64::from(std::process::id())) {
         return None;
     }
     let pid = i32::try_from(pid).ok()?;
@@ -99,18 +96,18 @@ pub fn reap_if_our_zombie(pid: u32) -> Option<String> {
             _ => return None,
         }
     }
-    Some(if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        match sig {
-            libc::SIGKILL => format!("killed by signal {sig} (SIGKILL)"),
-            libc::SIGTERM => format!("killed by signal {sig} (SIGTERM)"),
-            libc::SIGSEGV => format!("killed by signal {sig} (SIGSEGV)"),
-            libc::SIGABRT => format!("killed by signal {sig} (SIGABRT)"),
-            _ => format!("killed by signal {sig}"),
-        }
-    } else {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    })
+    if !libc::WIFSIGNALED(status) {
+        return Some(format!("exit status {}", libc::WEXITSTATUS(status)));
+    }
+    let sig = libc::WTERMSIG(status);
+    let name = match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        _ => "",
+    };
+    Some(format!("killed by signal {sig}{name}"))
 }
 
 #[cfg(test)]
