@@ -95,14 +95,9 @@ pub fn create(a: CreateArgs) -> Result<i32> {
 /// If `snapshot` has a warm pool below its target size, refills it in the background
 /// (a detached `kiln pool`), so the next create is a hand-off again.
 pub fn refill_pool(snapshot: &str) {
-    let Ok(snap) = kiln::Snapshot::get(snapshot) else {
+    let Some(target) = Sandbox::pool_refill_target(snapshot) else {
         return;
     };
-    let target = kiln::sandbox::pool_target(&snap);
-    let have = Sandbox::pool_members(snapshot).map_or(0, |m| m.len());
-    if target == 0 || have >= target {
-        return;
-    }
     let Ok(exe) = std::env::current_exe() else {
         return;
     };

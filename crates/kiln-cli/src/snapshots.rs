@@ -125,8 +125,9 @@ pub fn snapshot(a: SnapshotArgs) -> Result<i32> {
 fn list() -> Result<i32> {
     let now = listing::now_secs();
     listing::print_snapshot_header();
+    let pools = Sandbox::pool_sizes()?;
     for s in Snapshot::list()? {
-        let pool = Sandbox::pool_members(&s.meta.name)?.len();
+        let pool = pools.get(&s.meta.name).copied().unwrap_or(0);
         listing::print_snapshot_row(&s.meta, now, Some(pool));
     }
     Ok(0)

@@ -31,12 +31,15 @@ pub async fn take(
 /// `GET /v1/snapshots`, sorted by name, with the size of each one's warm pool.
 pub async fn list() -> Result<Response, ApiError> {
     let views = blocking(|| {
-        let mut out = Vec::new();
-        for s in Snapshot::list()? {
-            let pool = Sandbox::pool_members(&s.meta.name)?.len();
-            out.push(SnapshotView { meta: s.meta, pool });
-        }
-        Ok(out)
+        let pools = Sandbox::pool_sizes()?;
+        let views: Vec<_> = Snapshot::list()?
+            .into_iter()
+            .map(|s| {
+                let pool = pools.get(&s.meta.name).copied().unwrap_or(0);
+                SnapshotView { meta: s.meta, pool }
+            })
+            .collect();
+        Ok(views)
     })
     .await?;
     Ok(json(StatusCode::OK, &views))
@@ -94,11 +97,10 @@ pub fn refill_pool(app: AppState, snap: String) {
         return;
     }
     tokio::task::spawn_blocking(move || {
-        let filled =
-            kiln::Snapshot::get(&snap).and_then(|s| match kiln::sandbox::pool_target(&s) {
-                0 => Ok((0, 0)),
-                target => fill_pool(&app, &snap, target),
-            });
+        let filled = match Sandbox::pool_refill_target(&snap) {
+            Some(target) => fill_pool(&app, &snap, target),
+            None => Ok((0, 0)),
+        };
         match filled {
             Ok((0, _)) => {}
             Ok((n, _)) => tracing::info!("pool of {snap}: {n} sandboxes added"),

@@ -34,7 +34,6 @@ pub use fork::Fork;
 pub use image::{sparse_copy, Image};
 pub use info::{events_for, events_since, SandboxInfo};
 pub use lifecycle::State;
-pub use pool::pool_target;
 pub use reconcile::{reap_expired, reconcile, Reconciled};
 pub use registry::store;
 pub use restore::MemoryBackend;

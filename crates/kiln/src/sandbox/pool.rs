@@ -6,6 +6,8 @@
 //! O_EXCL, so two creators never get the same sandbox. The pool's target size is kept
 //! in the snapshot folder (`pool-target`), so whoever claims can refill it.
 
+use std::collections::HashMap;
+
 use super::restore::{restore, MemoryBackend, RestoreArgs, RestoreSource};
 use super::{Sandbox, State};
 use crate::error::{Error, Result};
@@ -16,7 +18,7 @@ fn target_path(snap: &Snapshot) -> std::path::PathBuf {
 }
 
 /// The pool size wanted for `snap` (0 if none was set).
-pub fn pool_target(snap: &Snapshot) -> usize {
+fn pool_target(snap: &Snapshot) -> usize {
     std::fs::read_to_string(target_path(snap))
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -24,18 +26,39 @@ pub fn pool_target(snap: &Snapshot) -> usize {
 }
 
 impl Sandbox {
+    /// Whether this sandbox is an unclaimed, running member of a pool (and whose).
+    fn pooled_in(&self) -> Option<&str> {
+        let pool = self.record.pool.as_deref()?;
+        let free = !self.dir.path.join("claimed").exists() && self.state() == State::Running;
+        free.then_some(pool)
+    }
+
     /// The unclaimed, running members of `snapshot`'s pool.
     pub fn pool_members(snapshot: &str) -> Result<Vec<Sandbox>> {
-        let mut out = Vec::new();
+        let mut all = Sandbox::list()?;
+        all.retain(|sb| sb.pooled_in() == Some(snapshot));
+        Ok(all)
+    }
+
+    /// How many unclaimed, running members each snapshot's pool has (one listing for
+    /// all of them; snapshots without members are absent).
+    pub fn pool_sizes() -> Result<HashMap<String, usize>> {
+        let mut sizes = HashMap::new();
         for sb in Sandbox::list()? {
-            if sb.record.pool.as_deref() == Some(snapshot)
-                && !sb.dir.path.join("claimed").exists()
-                && sb.state() == State::Running
-            {
-                out.push(sb);
+            if let Some(pool) = sb.pooled_in() {
+                *sizes.entry(pool.to_string()).or_default() += 1;
             }
         }
-        Ok(out)
+        Ok(sizes)
+    }
+
+    /// The target size of `snapshot`'s pool if the pool is below it (a create took a
+    /// member): what to refill it to. `None` when it has no pool, is full, or cannot
+    /// be read.
+    pub fn pool_refill_target(snapshot: &str) -> Option<usize> {
+        let target = pool_target(&Snapshot::get(snapshot).ok()?);
+        let have = Sandbox::pool_members(snapshot).map_or(0, |m| m.len());
+        (target > have).then_some(target)
     }
 
     /// Restores sandboxes from `snapshot` until its pool holds `n`, and records `n` as
