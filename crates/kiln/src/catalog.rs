@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::sandbox::registry::store;
 use crate::sandbox::Image;
 use crate::snapshot::Snapshot;
-use crate::store::{now_ms, ImageRow, SnapshotRow, StoreError};
+use crate::store::{now_ms, ImageRow, SnapshotRow, Store, StoreError};
 
 /// Apparent size of the regular files directly in `dir`.
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -37,13 +37,18 @@ fn row_of(s: &Snapshot) -> SnapshotRow {
     }
 }
 
+/// Deletes a snapshot's row if there is one.
+fn delete_row(st: &Store, name: &str) -> Result<()> {
+    match st.delete_snapshot(name) {
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Records a complete snapshot (replacing a stale row of the same name).
 pub(crate) fn record_snapshot(s: &Snapshot) -> Result<()> {
     let st = store()?;
-    match st.delete_snapshot(&s.meta.name) {
-        Ok(()) | Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_row(&st, &s.meta.name)?;
     st.insert_snapshot(&row_of(s))?;
     let detail = json!({ "name": s.meta.name, "source": s.meta.source });
     let _ = st.append_event(Some(&s.meta.source), "snapshot_created", detail);
@@ -53,10 +58,7 @@ pub(crate) fn record_snapshot(s: &Snapshot) -> Result<()> {
 /// Forgets a snapshot that is about to be removed.
 pub(crate) fn forget_snapshot(name: &str) -> Result<()> {
     let st = store()?;
-    match st.delete_snapshot(name) {
-        Ok(()) | Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_row(&st, name)?;
     let _ = st.append_event(None, "snapshot_removed", json!({ "name": name }));
     Ok(())
 }
@@ -69,10 +71,7 @@ pub fn sync_snapshots() -> Result<Vec<SnapshotRow>> {
     let rows = st.list_snapshots()?;
     let known: HashSet<String> = rows.iter().map(|r| r.name.clone()).collect();
     for r in rows.iter().filter(|r| !names.contains(r.name.as_str())) {
-        match st.delete_snapshot(&r.name) {
-            Ok(()) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_row(&st, &r.name)?;
     }
     for s in on_disk.iter().filter(|s| !known.contains(&s.meta.name)) {
         match st.insert_snapshot(&row_of(s)) {

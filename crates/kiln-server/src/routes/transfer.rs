@@ -15,7 +15,7 @@ use crate::errors::ApiError;
 /// Chunks in flight per transfer.
 const DEPTH: usize = 16;
 
-/// The request body as a blocking [`Read`]: chunks arrive from [`feed`].
+/// The request body as a blocking [`Read`]: chunks arrive from [`consume_body`].
 pub struct BodyReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
