@@ -88,18 +88,25 @@ pub fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Whether the guest kernel of `g` has been built.
+fn guest_built(g: &GuestSpec) -> Result<(), String> {
+    if g.kernel.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing; run scripts/setup",
+            g.kernel.display()
+        ))
+    }
+}
+
 /// Whether this host can boot the test kernel under KVM (probed once per process).
 fn probe() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
             let g = spec("kiln.action=poweroff");
-            if !g.kernel.is_file() {
-                return Err(format!(
-                    "{} is missing; run scripts/setup",
-                    g.kernel.display()
-                ));
-            }
+            guest_built(&g)?;
             let mut b = boot(&g);
             match b.vm.wait_ready(TIMEOUT) {
                 Ok(_) => {
@@ -127,17 +134,7 @@ fn backend_override() -> Option<String> {
 /// emulation), so only the guest files are checked.
 pub fn require_kvm(test: &str) -> bool {
     let ready = match backend_override().as_deref() {
-        Some("qemu") => {
-            let g = spec("");
-            if g.kernel.is_file() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} is missing; run scripts/setup",
-                    g.kernel.display()
-                ))
-            }
-        }
+        Some("qemu") => guest_built(&spec("")),
         _ => probe(),
     };
     match ready {
