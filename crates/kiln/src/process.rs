@@ -60,14 +60,19 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_number(&stat(pid)?, 22)
 }
 
-/// Whether `pid` is a process in the middle of exiting (`PF_EXITING`, not yet a
-/// zombie). Its command line is already empty then (its memory is gone), but it
-/// still holds its files — for a VMM, the VM, whose teardown can take a while.
+/// Whether `pid` is a process in the middle of exiting: `PF_EXITING` and not yet a
+/// zombie, or a zombie main thread whose other threads still run. Its command line may
+/// already be empty then, but it still holds its files — for a VMM, the VM, whose
+/// teardown (on a vCPU thread) can take a while.
 pub fn is_exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
     let Some(f) = stat(pid) else { return false };
+    if is_zombie(&f) {
+        // Field 20: num_threads.
+        return stat_number(&f, 20).is_some_and(|n| n > 1);
+    }
     // Field 9: flags.
-    !is_zombie(&f) && stat_number(&f, 9).unwrap_or(0) & PF_EXITING != 0
+    stat_number(&f, 9).unwrap_or(0) & PF_EXITING != 0
 }
 
 /// Reaps `pid` if it is an exited child of this process (a zombie whose parent is us):
