@@ -10,6 +10,7 @@ mod prepare;
 mod restore;
 mod virtio;
 
+pub use crate::vstate::machine::Machine;
 pub use prepare::{prepare, Prepared};
 pub use restore::{restore, MemBackend, RestoreOptions};
 
@@ -18,19 +19,16 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::{boot_params, layout, mptable};
 use crate::config::{drive, ConfigError, VmConfig};
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
-use crate::devices::i8042::I8042;
-use crate::devices::serial::{ConsoleTail, SerialDevice};
+use crate::devices::serial::ConsoleTail;
 use crate::devices::virtio::MmioTransport;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kernel::LoadError;
-use crate::snapshot::uffd::UffdMemory;
 use crate::vstate::control::{self, VcpuControl, Want};
 use crate::vstate::memory;
 use crate::vstate::vcpu::Vcpu;
@@ -74,20 +72,6 @@ pub struct RunningVm {
     pub boot_times: Arc<Mutex<BootTimes>>,
     /// Must live as long as the VM runs.
     pub machine: Machine,
-}
-
-/// The KVM handles, guest memory and devices of a running VM: what pause, resume and
-/// snapshots work on.
-pub struct Machine {
-    pub kvm: Kvm,
-    pub vm: VmFd,
-    pub mem: GuestMemoryMmap,
-    pub vcpus: Arc<VcpuControl>,
-    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
-    pub serial: Arc<Mutex<SerialDevice>>,
-    pub i8042: Arc<Mutex<I8042>>,
-    /// The userfaultfd memory server of a VM restored with the Uffd backend.
-    pub uffd: Option<UffdMemory>,
 }
 
 /// Starts the device event loop and one thread per vCPU (each after the previous

@@ -10,10 +10,10 @@ use super::disk::sparse_copy;
 use super::format::{
     snap_err, DevicesState, DiskCopy, SnapFile, SnapshotError, SnapshotState, FORMAT, VERSION,
 };
-use super::memory::dump;
 use crate::arch::layout::ram_ranges;
-use crate::builder::Machine;
 use crate::config::VmConfig;
+use crate::vstate::machine::Machine;
+use crate::vstate::mem_file::dump;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 

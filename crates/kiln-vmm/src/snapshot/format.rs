@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::memory::FileStamp;
 use crate::arch::layout::ram_ranges;
 use crate::config::VmConfig;
 use crate::devices::i8042::I8042State;
 use crate::devices::serial::SerialSnapshot;
 use crate::devices::virtio::TransportState;
+use crate::vstate::mem_file::FileStamp;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 
@@ -35,7 +35,7 @@ pub struct SnapFile {
     /// File name relative to the snapshot directory (or an absolute path).
     pub file: String,
     pub size: u64,
-    /// See [`super::memory::digest`]; None until the snapshot is sealed.
+    /// See [`crate::vstate::mem_file::digest`]; None until the snapshot is sealed.
     pub sha256: Option<String>,
     /// The file's identity when the digest was last checked (the fast path).
     pub stamp: Option<FileStamp>,

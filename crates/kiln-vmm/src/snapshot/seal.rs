@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::format::{snap_err, SnapFile, SnapshotError, SnapshotState};
-use super::memory::{digest, stamp};
+use crate::vstate::mem_file::{digest, stamp};
 
 /// How far to trust stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,8 @@
-//! Tests of `uffd.rs`.
+//! Tests of the userfaultfd backend.
 
 use super::*;
-use crate::snapshot::memory::tests::{ranges, sample_file, TempPath};
-use crate::snapshot::memory::{dump, MemFileError};
+use crate::vstate::mem_file::tests::{ranges, sample_file, TempPath};
+use crate::vstate::mem_file::{dump, MemFileError};
 use vm_memory::Bytes;
 
 fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {

@@ -417,5 +417,4 @@ pub fn map_private(
 }
 
 #[cfg(test)]
-#[path = "memory_tests.rs"]
 pub(crate) mod tests;

@@ -23,7 +23,6 @@ use super::{Interrupt, VirtioDevice, INT_CONFIG, INT_USED_RING, VIRTIO_F_VERSION
 use crate::devices::bus::BusDevice;
 
 // Snapshot save/restore of the transport (an `impl MmioTransport` kept apart).
-#[path = "mmio_state.rs"]
 mod state;
 pub use state::{QueueSnapshot, TransportState};
 
@@ -390,5 +389,4 @@ impl BusDevice for MmioTransport {
 }
 
 #[cfg(test)]
-#[path = "mmio_tests.rs"]
 mod tests;

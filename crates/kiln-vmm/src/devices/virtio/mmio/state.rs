@@ -253,5 +253,4 @@ fn check_status(status: u32, activated: bool) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "mmio_state_tests.rs"]
 mod tests;

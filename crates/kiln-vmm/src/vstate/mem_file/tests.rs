@@ -1,4 +1,4 @@
-//! Tests of `memory.rs`.
+//! Tests of `mem_file.rs`.
 
 use super::*;
 

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::memory::MemFileError;
+use crate::vstate::mem_file::MemFileError;
 
 const fn iowr(nr: u64, size: usize) -> u64 {
     (3 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr // _IOWR(UFFDIO, nr, size)

@@ -21,8 +21,10 @@ use vm_memory::mmap::{MmapRegion, MmapRegionBuilder};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::memory::{data_extents, io_err, open_layout, page_size, MemFileError};
-use super::uffd_sys::*;
+mod sys;
+
+use super::mem_file::{data_extents, io_err, open_layout, page_size, MemFileError};
+use sys::*;
 
 /// A fault is served with the aligned block around it (clamped to the region): sequential
 /// access takes 16x fewer faults, for a few neighbouring pages populated early.
@@ -402,7 +404,7 @@ impl UffdMemory {
     }
 
     /// Copies every data page of the memory file that is not yet in guest memory (holes stay
-    /// empty and read as zeros). Call it before [`dump`](super::memory::dump) of memory served
+    /// empty and read as zeros). Call it before [`dump`](super::mem_file::dump) of memory served
     /// by this backend: `dump` only sees pages present in the mapping. Not recorded.
     pub fn populate_all(&self) -> Result<(), MemFileError> {
         for &(a, b) in &self.shared.data {
@@ -434,5 +436,4 @@ impl Drop for UffdMemory {
 }
 
 #[cfg(test)]
-#[path = "uffd_tests.rs"]
 mod tests;
