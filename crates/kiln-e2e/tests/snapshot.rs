@@ -284,7 +284,7 @@ fn damaged_snapshots_are_refused_and_nothing_is_left() {
             Box::new(|d| {
                 let p = d.join("state.json");
                 let t = std::fs::read_to_string(&p).unwrap();
-                std::fs::write(&p, t.replacen("\"version\":1", "\"version\":99", 1)).unwrap();
+                std::fs::write(&p, t.replacen("\"version\":2", "\"version\":99", 1)).unwrap();
             }),
         ),
         (

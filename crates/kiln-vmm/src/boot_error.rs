@@ -91,8 +91,8 @@ pub fn classify(e: &StartError) -> (&'static str, Option<i32>) {
         }
         StartError::Load(LoadError::Format { .. }) => ("kernel", None),
         StartError::Load(_) => ("image", None),
-        StartError::Device { what, .. } if what.starts_with("drive") => ("image", None),
-        StartError::Device { .. } => ("devices", None),
+        StartError::Drive { .. } => ("image", None),
+        StartError::Device { .. } | StartError::Restore(_) => ("devices", None),
         StartError::Memory(_) | StartError::Kvm(_) | StartError::Vcpu(_) => ("other", None),
         StartError::BootMemory(_) => ("kernel", None),
     }
@@ -146,10 +146,22 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         });
         assert_eq!(classify(&e), ("kernel", Some(libc::ENOENT)));
-        let e = StartError::Device {
+        let gone = || std::io::Error::from_raw_os_error(libc::ENOENT).into();
+        let e = StartError::Drive {
+            drive_id: "scratch".into(),
             what: "drive 'scratch'".into(),
-            msg: "gone".into(),
+            source: gone(),
         };
         assert_eq!(classify(&e).0, "image");
+        let e = StartError::Device {
+            what: "vsock".into(),
+            source: gone(),
+        };
+        assert_eq!(classify(&e).0, "devices");
+        let e = StartError::Restore(crate::builder::RestoreError::DeviceCount {
+            saved: 2,
+            configured: 1,
+        });
+        assert_eq!(classify(&e), ("devices", None));
     }
 }

@@ -208,12 +208,12 @@ mod tests {
         let state = dir.join("state.json");
         let load = format!(r#"{{"snapshot_path": "{}"}}"#, state.display());
         assert!(fault(&v, "PUT", "/snapshot/load", &load).contains("cannot read the state file"));
-        std::fs::write(&state, r#"{"format": "kiln-snapshot", "version": 2}"#).unwrap();
+        std::fs::write(&state, r#"{"format": "kiln-snapshot", "version": 1}"#).unwrap();
         let msg = fault(&v, "PUT", "/snapshot/load", &load);
-        assert!(msg.contains("format version 2"), "{msg}");
+        assert!(msg.contains("format version 1"), "{msg}");
         std::fs::write(&state, r#"{"format": "other", "version": 1}"#).unwrap();
         assert!(fault(&v, "PUT", "/snapshot/load", &load).contains("not a kiln-snapshot"));
-        std::fs::write(&state, r#"{"format": "kiln-snapshot", "version": 1}"#).unwrap();
+        std::fs::write(&state, r#"{"format": "kiln-snapshot", "version": 2}"#).unwrap();
         assert!(fault(&v, "PUT", "/snapshot/load", &load).contains("damaged"));
         let both = format!(
             r#"{{"snapshot_path": "{}", "mem_file_path": "/m", "mem_backend": {{"backend_type": "File", "backend_path": "/m"}}}}"#,

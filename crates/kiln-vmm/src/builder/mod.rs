@@ -1,10 +1,17 @@
 //! Turns a validated [`VmConfig`] into a running VM: memory, KVM VM, kernel and boot
-//! structures, devices, the device event loop and one thread per vCPU.
+//! structures, devices, the device event loop and one thread per vCPU; or, from a
+//! snapshot, the same machine with its saved state loaded ([`restore`]).
+//!
+//! Both read as a short list of steps over the same assembly ([`assemble`]): the buses
+//! with the legacy and virtio devices attached, then the threads started and the
+//! [`Machine`] handed out.
 //!
 //! Nothing here outlives a failure: every resource is owned by a local until the VM
 //! starts, so an error drops them all (no thread is started before the last fallible
 //! step but the vCPU spawns themselves).
 
+mod assemble;
+mod boot;
 mod legacy;
 mod prepare;
 mod restore;
@@ -12,31 +19,27 @@ mod virtio;
 
 pub use crate::vstate::machine::Machine;
 pub use prepare::{prepare, Prepared};
-pub use restore::{restore, MemBackend, RestoreOptions};
+pub use restore::{restore, restored_config, MemBackend, RestoreError, RestoreOptions};
 
 use std::io::Write;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vm_memory::{Bytes, GuestAddress};
-
-use crate::arch::{boot_params, layout, mptable};
 use crate::config::{drive, ConfigError, VmConfig};
-use crate::devices::bus::Bus;
+use crate::devices::bus::BusError;
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
-use crate::devices::virtio::MmioTransport;
-use crate::exit::{ExitReason, ExitSignal};
+use crate::devices::virtio::{BlockError, VsockError};
+use crate::exit::ExitReason;
 use crate::kernel::LoadError;
-use crate::vstate::control::{self, VcpuControl, Want};
+use crate::vstate::control::Want;
 use crate::vstate::memory;
-use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vcpu::VcpuError;
-use crate::vstate::vcpu_state::msr_index_list;
+use crate::vstate::vcpu_state::VcpuStateError;
 use crate::vstate::vm::KvmError;
 
-/// Why `InstanceStart` failed. Each message says what to fix.
+/// Why `InstanceStart` (or a snapshot load) failed. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -49,19 +52,52 @@ pub enum StartError {
     Load(#[from] LoadError),
     #[error("cannot set up vCPU: {0}")]
     Vcpu(#[from] VcpuError),
-    #[error("cannot set up device {what}: {msg}")]
-    Device { what: String, msg: String },
+    /// A drive could not be attached: its image, or the virtio transport it sits on.
+    #[error("cannot set up device {what}: {source}")]
+    Drive {
+        drive_id: String,
+        what: String,
+        source: DeviceError,
+    },
+    /// Any other device (or the threads that serve them).
+    #[error("cannot set up device {what}: {source}")]
+    Device { what: String, source: DeviceError },
     #[error("cannot write boot structures to guest memory: {0}")]
     BootMemory(#[from] vm_memory::GuestMemoryError),
+    /// The snapshot's saved state was refused or could not be loaded.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
 }
 
-pub(crate) fn device_err<E: std::fmt::Display>(
+/// What went wrong setting up one device (see [`StartError::Device`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Kvm(#[from] kvm_ioctls::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
+    #[error(transparent)]
+    Msrs(#[from] VcpuStateError),
+    #[error("{0:?}")]
+    EventLoop(event_manager::Error),
+    #[error("too many devices: at most {max} virtio devices fit")]
+    TooMany { max: u32 },
+}
+
+/// Maps a setup error of device `what` to [`StartError::Device`].
+pub(crate) fn device_err<E: Into<DeviceError>>(
     what: impl Into<String>,
 ) -> impl FnOnce(E) -> StartError {
     let what = what.into();
     move |e| StartError::Device {
         what,
-        msg: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -72,35 +108,6 @@ pub struct RunningVm {
     pub boot_times: Arc<Mutex<BootTimes>>,
     /// Must live as long as the VM runs.
     pub machine: Machine,
-}
-
-/// Starts the device event loop and one thread per vCPU (each after the previous
-/// succeeded; a failure here leaves the started threads parked or running, and the
-/// caller exits the process).
-pub(crate) fn spawn_threads(
-    vcpus: Vec<Vcpu>,
-    pio: &Bus,
-    mmio: &Bus,
-    transports: &[Arc<Mutex<MmioTransport>>],
-    exit: &Arc<ExitSignal>,
-    ctl: &Arc<VcpuControl>,
-    msrs: Vec<u32>,
-) -> Result<(), StartError> {
-    virtio::spawn_event_loop(transports.to_vec(), exit.clone())?;
-    crate::metrics::METRICS.set_vcpu_count(vcpus.len());
-    control::install_kick_handler().map_err(device_err("vCPU kick signal"))?;
-    let msrs = Arc::new(msrs);
-    for (i, vcpu) in vcpus.into_iter().enumerate() {
-        std::thread::Builder::new()
-            .name(format!("vcpu{i}"))
-            .spawn({
-                let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit.clone());
-                let (ctl, msrs) = (ctl.clone(), msrs.clone());
-                move || vcpu.run(pio, mmio, exit, ctl, msrs)
-            })
-            .map_err(device_err(format!("vcpu{i} thread")))?;
-    }
-    Ok(())
 }
 
 /// Builds and starts the VM described by `cfg`. `start` is the InstanceStart instant the
@@ -123,16 +130,7 @@ pub fn start(
         v.validate()?;
     }
 
-    let mem_size = cfg.machine_config.mem_size_mib << 20;
-    let Prepared {
-        kvm,
-        vm: vmfd,
-        mem,
-        kernel,
-        initrd,
-        vcpus,
-        ..
-    } = match prepared.filter(|p| p.matches(cfg)) {
+    let p = match prepared.filter(|p| p.matches(cfg)) {
         Some(p) => p,
         None => prepare(cfg)?,
     };
@@ -140,68 +138,12 @@ pub fn start(
         us = start.elapsed().as_micros() as u64,
         "memory, VM, kernel, vCPUs ready"
     );
-
-    let (exit, exit_rx) = ExitSignal::new();
-    let exit = Arc::new(exit);
-    let boot_times = Arc::new(Mutex::new(BootTimes::default()));
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let legacy = legacy::attach(&vmfd, &mut pio, console, start, &boot_times, &exit)?;
-    let virtio = virtio::attach(&vmfd, &mem, &mut mmio, &drives, cfg.vsock.as_ref())?;
-
-    let mut cmdline = boot.boot_args().to_string();
-    for arg in &virtio.cmdline_args {
-        cmdline.push(' ');
-        cmdline.push_str(arg);
-    }
-    if let Some(root) = drives.first().filter(|d| d.is_root_device) {
-        let mode = if root.is_read_only { "ro" } else { "rw" };
-        cmdline.push_str(&format!(" root=/dev/vda {mode}"));
-    }
-    if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
-        return Err(ConfigError::new(format!(
-            "the kernel command line with kiln's device arguments is {} bytes; the limit is {}: shorten boot_args",
-            cmdline.len(),
-            layout::CMDLINE_MAX_SIZE - 1
-        ))
-        .into());
-    }
-    let mut cmdline_bytes = cmdline.into_bytes();
-    cmdline_bytes.push(0);
-    mem.write_slice(&cmdline_bytes, GuestAddress(layout::CMDLINE_START))?;
-
-    let count = cfg.machine_config.vcpu_count;
-    mem.write_slice(
-        &mptable::build(layout::MPTABLE_START, count),
-        GuestAddress(layout::MPTABLE_START),
-    )?;
-    let zero_page = boot_params::build(
-        mem_size,
-        cmdline_bytes.len() - 1,
-        initrd,
-        kernel.setup_header,
-    );
-    mem.write_obj(zero_page, GuestAddress(layout::ZERO_PAGE_START))?;
-
+    let devices =
+        assemble::Devices::attach(&p.vm, &p.mem, console, start, &drives, cfg.vsock.as_ref())?;
+    boot::write(cfg, boot, &drives, &devices.virtio.cmdline_args, &p)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "devices ready");
-    let msrs = msr_index_list(&kvm).map_err(device_err("MSR list"))?;
-    let ctl = Arc::new(VcpuControl::new(vcpus.len(), Want::Run));
-    spawn_threads(vcpus, &pio, &mmio, &virtio.transports, &exit, &ctl, msrs)?;
 
+    let vm = assemble::launch(p.into_vm(), devices, Want::Run, None)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "vCPUs started");
-    Ok(RunningVm {
-        exit_rx,
-        console_tail: legacy.console_tail,
-        boot_times,
-        machine: Machine {
-            kvm,
-            vm: vmfd,
-            mem,
-            vcpus: ctl,
-            transports: virtio.transports,
-            serial: legacy.serial,
-            i8042: legacy.i8042,
-            uffd: None,
-        },
-    })
+    Ok(vm)
 }

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use super::assemble::VmParts;
 use super::StartError;
 use crate::arch::boot_params::InitrdPlacement;
 use crate::config::VmConfig;
@@ -72,6 +73,16 @@ impl Prepared {
     /// True if this preparation is still valid for `cfg`.
     pub fn matches(&self, cfg: &VmConfig) -> bool {
         key(cfg).is_some_and(|k| k == self.key)
+    }
+
+    /// The VM, memory and vCPUs, once the boot structures are written.
+    pub(super) fn into_vm(self) -> VmParts {
+        VmParts {
+            kvm: self.kvm,
+            vm: self.vm,
+            mem: self.mem,
+            vcpus: self.vcpus,
+        }
     }
 }
 

@@ -9,21 +9,26 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::{device_err, legacy, spawn_threads, virtio, Machine, RunningVm, StartError};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::assemble::{self, Devices, VmParts};
+use super::{RunningVm, StartError};
 use crate::config::{drive, ConfigError, VmConfig};
-use crate::devices::bus::Bus;
-use crate::devices::control::BootTimes;
-use crate::exit::ExitSignal;
-use crate::snapshot::format::SnapshotState;
-use crate::vstate::control::{VcpuControl, Want};
-use crate::vstate::mem_file::map_private;
-use crate::vstate::uffd::map_uffd;
+use crate::devices::i8042::I8042StateError;
+use crate::devices::persist::Persist;
+use crate::devices::serial::SerialStateError;
+use crate::devices::virtio::TransportStateError;
+use crate::snapshot::format::{DevicesState, SnapshotState};
+use crate::vstate::control::Want;
+use crate::vstate::mem_file::{map_private, MemFileError};
+use crate::vstate::uffd::{map_uffd, UffdMemory};
 use crate::vstate::vcpu::Vcpu;
-use crate::vstate::vcpu_state::msr_index_list;
+use crate::vstate::vcpu_state::VcpuStateError;
 use crate::vstate::vm;
+use crate::vstate::vm_state::VmStateError;
 
 /// How guest memory is backed after the restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +55,29 @@ pub struct RestoreOptions {
     pub drives: BTreeMap<String, String>,
 }
 
-fn restore_err(msg: String) -> StartError {
-    StartError::Device {
-        what: "snapshot".into(),
-        msg,
-    }
+/// Why a snapshot's saved state could not be loaded into the new VM.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Memory(#[from] MemFileError),
+    #[error(transparent)]
+    Vm(#[from] VmStateError),
+    #[error("vCPU {index}: {source}")]
+    Vcpu {
+        index: usize,
+        source: VcpuStateError,
+    },
+    #[error(transparent)]
+    Serial(#[from] SerialStateError),
+    #[error(transparent)]
+    I8042(#[from] I8042StateError),
+    #[error("{saved} virtio devices saved, {configured} configured; the snapshot is damaged")]
+    DeviceCount { saved: usize, configured: usize },
+    #[error("virtio device {index}: {source}")]
+    Virtio {
+        index: usize,
+        source: TransportStateError,
+    },
 }
 
 /// The snapshot's configuration with the overrides applied and validated.
@@ -94,100 +117,84 @@ pub fn restore(
 ) -> Result<(RunningVm, VmConfig), StartError> {
     let start = Instant::now();
     let cfg = restored_config(state, opts)?;
+    let (mem, uffd) = map_memory(state, opts)?;
+    let vm = load_vm(state, mem)?;
+    let drives = drive::device_order(&cfg.drives);
+    let devices = Devices::attach(&vm.vm, &vm.mem, console, start, &drives, cfg.vsock.as_ref())?;
+    load_devices(&devices, &state.devices)?;
+    let running = assemble::launch(vm, devices, Want::Pause, uffd)?;
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "restored");
+    Ok((running, cfg))
+}
+
+/// Maps the memory file as guest memory with the snapshot's layout, through the
+/// requested backend.
+fn map_memory(
+    state: &SnapshotState,
+    opts: &RestoreOptions,
+) -> Result<(GuestMemoryMmap, Option<UffdMemory>), RestoreError> {
     let ranges: Vec<_> = state
         .memory_ranges
         .iter()
-        .map(|&(a, l)| (vm_memory::GuestAddress(a), l as usize))
+        .map(|&(a, l)| (GuestAddress(a), l as usize))
         .collect();
-    let (mem, uffd) = match &opts.backend {
-        MemBackend::File => (
-            map_private(&opts.mem_path, &ranges).map_err(|e| restore_err(e.to_string()))?,
-            None,
-        ),
+    Ok(match &opts.backend {
+        MemBackend::File => (map_private(&opts.mem_path, &ranges)?, None),
         MemBackend::Uffd { prefetch, record } => {
             let (mem, u) = map_uffd(
                 &opts.mem_path,
                 &ranges,
                 prefetch.as_deref(),
                 record.as_deref(),
-            )
-            .map_err(|e| restore_err(e.to_string()))?;
+            )?;
             (mem, Some(u))
         }
-    };
+    })
+}
+
+/// A new KVM VM over `mem` with the saved VM state and one vCPU per saved vCPU state.
+fn load_vm(state: &SnapshotState, mem: GuestMemoryMmap) -> Result<VmParts, StartError> {
     let (kvm, vmfd) = vm::create(&mem)?;
-    state.vm.restore(&vmfd).map_err(restore_err)?;
+    state.vm.restore(&vmfd).map_err(RestoreError::Vm)?;
     let mut vcpus = Vec::with_capacity(state.vcpus.len());
-    for (i, s) in state.vcpus.iter().enumerate() {
-        let vcpu = Vcpu::new(&vmfd, i as u8)?;
+    for (index, s) in state.vcpus.iter().enumerate() {
+        let vcpu = Vcpu::new(&vmfd, index as u8)?;
         s.restore(vcpu.fd())
-            .map_err(|e| restore_err(format!("vCPU {i}: {e}")))?;
+            .map_err(|source| RestoreError::Vcpu { index, source })?;
         vcpus.push(vcpu);
     }
+    Ok(VmParts {
+        kvm,
+        vm: vmfd,
+        mem,
+        vcpus,
+    })
+}
 
-    let (exit, exit_rx) = ExitSignal::new();
-    let exit = Arc::new(exit);
-    let boot_times = Arc::new(Mutex::new(BootTimes::default()));
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let legacy = legacy::attach(&vmfd, &mut pio, console, start, &boot_times, &exit)?;
-    legacy
-        .serial
-        .lock()
-        .map_err(|_| restore_err("serial lock".into()))?
-        .restore_state(&state.devices.serial)
-        .map_err(restore_err)?;
-    legacy
-        .i8042
-        .lock()
-        .map_err(|_| restore_err("i8042 lock".into()))?
-        .restore_state(&state.devices.i8042)
-        .map_err(restore_err)?;
-    let drives = drive::device_order(&cfg.drives);
-    let virtio = virtio::attach(&vmfd, &mem, &mut mmio, &drives, cfg.vsock.as_ref())?;
-    if virtio.transports.len() != state.devices.virtio.len() {
-        return Err(restore_err(format!(
-            "{} virtio devices saved, {} configured; the snapshot is damaged",
-            state.devices.virtio.len(),
-            virtio.transports.len()
-        )));
-    }
-    for (i, (t, s)) in virtio
-        .transports
-        .iter()
-        .zip(&state.devices.virtio)
-        .enumerate()
-    {
-        let mut t = t.lock().map_err(|_| restore_err("transport lock".into()))?;
-        t.restore_state(s)
-            .map_err(|e| restore_err(format!("virtio device {i}: {e}")))?;
-    }
-    for t in &virtio.transports {
-        if let Ok(mut t) = t.lock() {
-            t.after_restore();
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    let msrs = msr_index_list(&kvm).map_err(device_err("MSR list"))?;
-    let ctl = Arc::new(VcpuControl::new(vcpus.len(), Want::Pause));
-    spawn_threads(vcpus, &pio, &mmio, &virtio.transports, &exit, &ctl, msrs)?;
-    tracing::debug!(us = start.elapsed().as_micros() as u64, "restored");
-    Ok((
-        RunningVm {
-            exit_rx,
-            console_tail: legacy.console_tail,
-            boot_times,
-            machine: Machine {
-                kvm,
-                vm: vmfd,
-                mem,
-                vcpus: ctl,
-                transports: virtio.transports,
-                serial: legacy.serial,
-                i8042: legacy.i8042,
-                uffd,
-            },
-        },
-        cfg,
-    ))
+/// Applies the saved device states to the freshly attached devices (legacy first, then
+/// each virtio transport in attach order), then lets every transport do its post-restore
+/// work.
+fn load_devices(devices: &Devices, saved: &DevicesState) -> Result<(), RestoreError> {
+    lock(&devices.legacy.serial).restore(&saved.serial)?;
+    lock(&devices.legacy.i8042).restore(&saved.i8042)?;
+    let transports = &devices.virtio.transports;
+    if transports.len() != saved.virtio.len() {
+        return Err(RestoreError::DeviceCount {
+            saved: saved.virtio.len(),
+            configured: transports.len(),
+        });
+    }
+    for (index, (t, s)) in transports.iter().zip(&saved.virtio).enumerate() {
+        lock(t)
+            .restore(s)
+            .map_err(|source| RestoreError::Virtio { index, source })?;
+    }
+    for t in transports {
+        lock(t).after_restore();
+    }
+    Ok(())
 }

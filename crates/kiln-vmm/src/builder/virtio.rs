@@ -9,7 +9,7 @@ use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::{device_err, StartError};
+use super::{device_err, DeviceError, StartError};
 use crate::arch::layout::{IRQ_MAX, VIRTIO_IRQ_START, VIRTIO_MMIO_START};
 use crate::config::{Drive, VsockConfig};
 use crate::devices::bus::Bus;
@@ -17,6 +17,34 @@ use crate::devices::virtio::{
     Block, MmioTransport, Rng, VirtioDevice, Vsock, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
 };
 use crate::exit::{ExitReason, ExitSignal};
+
+/// Which device a setup error is about: a drive's errors are the drive's (the image
+/// stage of a boot error), every other device's are the devices'.
+enum Slot {
+    Drive(String),
+    Other(&'static str),
+}
+
+impl Slot {
+    /// Maps an error setting up `part` of this device ("" for the device itself).
+    fn err<E: Into<DeviceError>>(&self, part: &str) -> impl FnOnce(E) -> StartError {
+        let (drive_id, what) = match self {
+            Slot::Drive(id) => (Some(id.clone()), format!("drive '{id}'{part}")),
+            Slot::Other(name) => (None, format!("{name}{part}")),
+        };
+        move |e| match drive_id {
+            Some(drive_id) => StartError::Drive {
+                drive_id,
+                what,
+                source: e.into(),
+            },
+            None => StartError::Device {
+                what,
+                source: e.into(),
+            },
+        }
+    }
+}
 
 pub struct VirtioSet {
     pub cmdline_args: Vec<String>,
@@ -33,54 +61,51 @@ pub fn attach(
     drives: &[&Drive],
     vsock: Option<&VsockConfig>,
 ) -> Result<VirtioSet, StartError> {
-    let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+    let mut devices: Vec<(Slot, Box<dyn VirtioDevice>)> = Vec::new();
     for d in drives {
+        let slot = Slot::Drive(d.drive_id.clone());
         let mut blk = Block::new(
             std::path::Path::new(&d.path_on_host),
             d.is_read_only,
             &d.drive_id,
         )
-        .map_err(device_err(format!("drive '{}'", d.drive_id)))?;
+        .map_err(slot.err(""))?;
         blk.set_metrics(crate::metrics::METRICS.drive(&d.drive_id));
-        devices.push((format!("drive '{}'", d.drive_id), Box::new(blk)));
+        devices.push((slot, Box::new(blk)));
     }
-    devices.push(("virtio-rng".into(), Box::new(Rng::new())));
+    devices.push((Slot::Other("virtio-rng"), Box::new(Rng::new())));
     if let Some(v) = vsock {
+        let slot = Slot::Other("vsock");
         let path = std::path::Path::new(&v.uds_path);
-        let dev = Vsock::new(u64::from(v.guest_cid), path).map_err(device_err("vsock"))?;
-        devices.push(("vsock".into(), Box::new(dev)));
+        let dev = Vsock::new(u64::from(v.guest_cid), path).map_err(slot.err(""))?;
+        devices.push((slot, Box::new(dev)));
     }
 
     let mut set = VirtioSet {
         cmdline_args: Vec::new(),
         transports: Vec::new(),
     };
-    for (i, (what, dev)) in devices.into_iter().enumerate() {
+    for (i, (slot, dev)) in devices.into_iter().enumerate() {
         let gsi = VIRTIO_IRQ_START + i as u32;
         if gsi > IRQ_MAX {
-            return Err(StartError::Device {
-                what,
-                msg: format!(
-                    "too many devices: at most {} virtio devices fit",
-                    IRQ_MAX - VIRTIO_IRQ_START + 1
-                ),
-            });
+            let max = IRQ_MAX - VIRTIO_IRQ_START + 1;
+            return Err(slot.err("")(DeviceError::TooMany { max }));
         }
         let base = VIRTIO_MMIO_START + i as u64 * MMIO_REGION_SIZE;
-        let transport = MmioTransport::new(mem.clone(), dev).map_err(device_err(what.clone()))?;
+        let transport = MmioTransport::new(mem.clone(), dev).map_err(slot.err(""))?;
         for (q, evt) in transport.queue_evts().iter().enumerate() {
             vm.register_ioevent(
                 evt,
                 &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET),
                 q as u32,
             )
-            .map_err(device_err(format!("{what} ioeventfd")))?;
+            .map_err(slot.err(" ioeventfd"))?;
         }
         vm.register_irqfd(transport.irq_evt(), gsi)
-            .map_err(device_err(format!("{what} irqfd")))?;
+            .map_err(slot.err(" irqfd"))?;
         let transport = Arc::new(Mutex::new(transport));
         mmio.insert(transport.clone(), base, MMIO_REGION_SIZE)
-            .map_err(device_err(what))?;
+            .map_err(slot.err(""))?;
         set.transports.push(transport);
         set.cmdline_args
             .push(format!("virtio_mmio.device=4K@{base:#x}:{gsi}"));
@@ -95,7 +120,7 @@ pub fn spawn_event_loop(
     exit: Arc<ExitSignal>,
 ) -> Result<(), StartError> {
     let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
-        EventManager::new().map_err(|e| device_err("event loop")(format!("{e:?}")))?;
+        EventManager::new().map_err(|e| device_err("event loop")(DeviceError::EventLoop(e)))?;
     for t in transports {
         em.add_subscriber(t);
     }

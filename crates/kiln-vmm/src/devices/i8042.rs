@@ -9,6 +9,7 @@ use vm_superio::Trigger;
 
 use super::bus::BusDevice;
 use super::irq::IrqLine;
+use super::persist::Persist;
 use crate::exit::{ExitReason, ExitSignal};
 
 const OFS_DATA: u64 = 0;
@@ -52,6 +53,17 @@ pub struct I8042State {
     pub output: Vec<u8>,
 }
 
+/// Why a saved [`I8042State`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum I8042StateError {
+    #[error("i8042: invalid status {status:#x} with {output} output bytes")]
+    Status { status: u8, output: usize },
+    #[error("i8042: {0} output bytes, at most {OUTPUT_MAX}")]
+    Output(usize),
+    #[error("i8042: invalid pending command {0:#x}")]
+    PendingCommand(u8),
+}
+
 pub struct I8042 {
     status: u8,
     control: u8,
@@ -71,52 +83,6 @@ impl I8042 {
             kbd_irq,
             exit,
         }
-    }
-
-    /// The controller's state, for a snapshot.
-    pub fn save_state(&self) -> I8042State {
-        I8042State {
-            status: self.status,
-            control: self.control,
-            pending_cmd: self.pending_cmd,
-            output: self.output.iter().copied().collect(),
-        }
-    }
-
-    /// Applies a snapshot's state (untrusted: checked against what this model can reach;
-    /// on error nothing changes). Unread output with the keyboard interrupt enabled raises
-    /// the interrupt again, so the guest driver comes back for it.
-    pub fn restore_state(&mut self, s: &I8042State) -> Result<(), String> {
-        let always = SB_SYSTEM | SB_KBD_ENABLED;
-        if s.status & !SB_BITS != 0
-            || s.status & always != always
-            || (s.status & SB_OUT_FULL != 0) == s.output.is_empty()
-        {
-            return Err(format!(
-                "i8042: invalid status {:#x} with {} output bytes",
-                s.status,
-                s.output.len()
-            ));
-        }
-        if s.output.len() > OUTPUT_MAX {
-            return Err(format!(
-                "i8042: {} output bytes, at most {OUTPUT_MAX}",
-                s.output.len()
-            ));
-        }
-        if let Some(cmd) = s.pending_cmd {
-            if ![CMD_WRITE_CTR, CMD_WRITE_OUTP, CMD_WRITE_AUX].contains(&cmd) {
-                return Err(format!("i8042: invalid pending command {cmd:#x}"));
-            }
-        }
-        self.status = s.status;
-        self.control = s.control;
-        self.pending_cmd = s.pending_cmd;
-        self.output = s.output.iter().copied().collect();
-        if !self.output.is_empty() && self.control & CB_KBD_INT != 0 {
-            let _ = self.kbd_irq.trigger();
-        }
-        Ok(())
     }
 
     fn push(&mut self, byte: u8) {
@@ -161,6 +127,52 @@ impl I8042 {
                 }
             }
         }
+    }
+}
+
+impl Persist for I8042 {
+    type State = I8042State;
+    type Error = I8042StateError;
+
+    fn save(&self) -> I8042State {
+        I8042State {
+            status: self.status,
+            control: self.control,
+            pending_cmd: self.pending_cmd,
+            output: self.output.iter().copied().collect(),
+        }
+    }
+
+    /// Checks the state against what this model can reach (on error nothing changes).
+    /// Unread output with the keyboard interrupt enabled raises the interrupt again, so
+    /// the guest driver comes back for it.
+    fn restore(&mut self, s: &I8042State) -> Result<(), I8042StateError> {
+        let always = SB_SYSTEM | SB_KBD_ENABLED;
+        if s.status & !SB_BITS != 0
+            || s.status & always != always
+            || (s.status & SB_OUT_FULL != 0) == s.output.is_empty()
+        {
+            return Err(I8042StateError::Status {
+                status: s.status,
+                output: s.output.len(),
+            });
+        }
+        if s.output.len() > OUTPUT_MAX {
+            return Err(I8042StateError::Output(s.output.len()));
+        }
+        if let Some(cmd) = s.pending_cmd {
+            if ![CMD_WRITE_CTR, CMD_WRITE_OUTP, CMD_WRITE_AUX].contains(&cmd) {
+                return Err(I8042StateError::PendingCommand(cmd));
+            }
+        }
+        self.status = s.status;
+        self.control = s.control;
+        self.pending_cmd = s.pending_cmd;
+        self.output = s.output.iter().copied().collect();
+        if !self.output.is_empty() && self.control & CB_KBD_INT != 0 {
+            let _ = self.kbd_irq.trigger();
+        }
+        Ok(())
     }
 }
 
@@ -241,14 +253,14 @@ mod tests {
         d.write(OFS_DATA, &[0x47]);
         d.ctrl_alt_del();
         d.write(OFS_STATUS, &[CMD_WRITE_OUTP]);
-        let saved = d.save_state();
+        let saved = d.save();
         let json = serde_json::to_string(&saved).unwrap();
         let back: I8042State = serde_json::from_str(&json).unwrap();
         assert_eq!(back, saved);
 
         let (mut r, rx) = dev();
-        r.restore_state(&back).unwrap();
-        assert_eq!(r.save_state(), saved);
+        r.restore(&back).unwrap();
+        assert_eq!(r.save(), saved);
         assert!(
             r.kbd_irq.0.read().unwrap() > 0,
             "unread output re-raises the irq"
@@ -285,10 +297,10 @@ mod tests {
             },
         ];
         let (mut fresh, _rx) = dev();
-        let before = fresh.save_state();
+        let before = fresh.save();
         for s in &bad {
-            assert!(fresh.restore_state(s).is_err(), "{s:?}");
-            assert_eq!(fresh.save_state(), before);
+            assert!(fresh.restore(s).is_err(), "{s:?}");
+            assert_eq!(fresh.save(), before);
         }
         assert!(serde_json::from_str::<I8042State>(r#"{"status":20,"x":0}"#).is_err());
     }

@@ -4,5 +4,6 @@ pub mod bus;
 pub mod control;
 pub mod i8042;
 pub mod irq;
+pub mod persist;
 pub mod serial;
 pub mod virtio;

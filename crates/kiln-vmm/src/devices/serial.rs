@@ -11,6 +11,7 @@ use vm_superio::Serial;
 
 use super::bus::BusDevice;
 use super::irq::IrqLine;
+use super::persist::Persist;
 
 /// How many bytes of console output are kept for panic reports.
 pub const TAIL_BYTES: usize = 8192;
@@ -80,55 +81,40 @@ const IER_VALID_BITS: u8 = 0x0f;
 /// IIR bits vm-superio sets (no interrupt, THR empty, received data).
 const IIR_VALID_BITS: u8 = 0x07;
 
-/// Snapshot of the UART registers: a serializable mirror of vm-superio's `SerialState`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SerialSnapshot {
-    pub baud_divisor_low: u8,
-    pub baud_divisor_high: u8,
-    pub interrupt_enable: u8,
-    pub interrupt_identification: u8,
-    pub line_control: u8,
-    pub line_status: u8,
-    pub modem_control: u8,
-    pub modem_status: u8,
-    pub scratch: u8,
+/// vm-superio's `SerialState`, as it is stored in `state.json` (serde's remote derive:
+/// the field list is checked against vm-superio's own at compile time).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SerialState", deny_unknown_fields)]
+struct SerialStateDef {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
     /// Received bytes the guest has not read (at most 64).
-    pub in_buffer: Vec<u8>,
+    in_buffer: Vec<u8>,
 }
 
-impl From<SerialState> for SerialSnapshot {
-    fn from(s: SerialState) -> Self {
-        SerialSnapshot {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer,
-        }
-    }
-}
+/// Snapshot of the UART registers: vm-superio's own state, serialized field by field.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct UartState(#[serde(with = "SerialStateDef")] pub SerialState);
 
-impl From<SerialSnapshot> for SerialState {
-    fn from(s: SerialSnapshot) -> Self {
-        SerialState {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer,
-        }
-    }
+/// Why a saved [`UartState`] was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialStateError {
+    #[error("serial: {0} bytes in the receive FIFO, at most {FIFO_SIZE}")]
+    Fifo(usize),
+    #[error("serial: invalid IER {ier:#x} or IIR {iir:#x}")]
+    Registers { ier: u8, iir: u8 },
+    #[error("serial: {0}")]
+    Uart(vm_superio::serial::Error<std::io::Error>),
+    #[error("serial: cannot duplicate the irq eventfd: {0}")]
+    Eventfd(std::io::Error),
 }
 
 impl SerialDevice {
@@ -140,43 +126,45 @@ impl SerialDevice {
     /// A UART with the registers of a snapshot (untrusted: checked first). An interrupt
     /// that was pending and enabled is raised on `irq` again.
     pub fn from_state(
-        state: &SerialSnapshot,
+        state: &UartState,
         irq: IrqLine,
         sink: ConsoleSink,
-    ) -> Result<Self, String> {
-        if state.in_buffer.len() > FIFO_SIZE {
-            return Err(format!(
-                "serial: {} bytes in the receive FIFO, at most {FIFO_SIZE}",
-                state.in_buffer.len()
-            ));
+    ) -> Result<Self, SerialStateError> {
+        let s = &state.0;
+        if s.in_buffer.len() > FIFO_SIZE {
+            return Err(SerialStateError::Fifo(s.in_buffer.len()));
         }
-        if state.interrupt_enable & !IER_VALID_BITS != 0
-            || state.interrupt_identification & !IIR_VALID_BITS != 0
+        if s.interrupt_enable & !IER_VALID_BITS != 0
+            || s.interrupt_identification & !IIR_VALID_BITS != 0
         {
-            return Err(format!(
-                "serial: invalid IER {:#x} or IIR {:#x}",
-                state.interrupt_enable, state.interrupt_identification
-            ));
+            return Err(SerialStateError::Registers {
+                ier: s.interrupt_enable,
+                iir: s.interrupt_identification,
+            });
         }
-        Serial::from_state(&state.clone().into(), irq, NoEvents, sink)
+        Serial::from_state(s, irq, NoEvents, sink)
             .map(SerialDevice)
-            .map_err(|e| format!("serial: {e}"))
+            .map_err(SerialStateError::Uart)
     }
+}
 
-    /// The UART registers, for a snapshot.
-    pub fn save_state(&self) -> SerialSnapshot {
-        self.0.state().into()
+impl Persist for SerialDevice {
+    type State = UartState;
+    type Error = SerialStateError;
+
+    fn save(&self) -> UartState {
+        UartState(self.0.state())
     }
 
     /// Replaces the registers with a snapshot's, keeping this device's irq line (the same
     /// eventfd, duplicated) and console sink. On error nothing changes.
-    pub fn restore_state(&mut self, state: &SerialSnapshot) -> Result<(), String> {
+    fn restore(&mut self, state: &UartState) -> Result<(), SerialStateError> {
         let evt = self
             .0
             .interrupt_evt()
             .0
             .try_clone()
-            .map_err(|e| format!("serial: cannot duplicate the irq eventfd: {e}"))?;
+            .map_err(SerialStateError::Eventfd)?;
         let mut restored = Self::from_state(state, IrqLine(evt), ConsoleSink::detached())?;
         std::mem::swap(restored.0.writer_mut(), self.0.writer_mut());
         *self = restored;
@@ -230,10 +218,10 @@ mod tests {
         d.write(0, b"h");
         d.write(0, b"i");
         d.write(1, &[0x03]); // IER: RDA + THR empty
-        let saved = d.save_state();
-        assert_eq!(saved.in_buffer, b"hi");
+        let saved = d.save();
+        assert_eq!(saved.0.in_buffer, b"hi");
         let json = serde_json::to_string(&saved).unwrap();
-        let back: SerialSnapshot = serde_json::from_str(&json).unwrap();
+        let back: UartState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, saved);
 
         let sink = ConsoleSink::new(None);
@@ -243,7 +231,7 @@ mod tests {
         let mut r = SerialDevice::from_state(&back, line, sink).unwrap();
         // The pending, enabled interrupts were raised again.
         assert!(evt.read().unwrap() > 0);
-        assert_eq!(r.save_state(), saved);
+        assert_eq!(r.save(), saved);
         assert_eq!(
             (rd(&mut r, 1), rd(&mut r, 3), rd(&mut r, 7)),
             (0x03, 0x1b, 0x5a)
@@ -256,11 +244,11 @@ mod tests {
         r.write(3, &[0x03]);
         r.write(7, &[0]);
         while evt.read().is_ok() {}
-        r.restore_state(&SerialSnapshot {
+        r.restore(&UartState(SerialState {
             modem_control: 0x08, // loopback off
             in_buffer: Vec::new(),
-            ..saved.clone()
-        })
+            ..saved.0.clone()
+        }))
         .unwrap();
         assert!(
             evt.read().unwrap() > 0,
@@ -275,27 +263,27 @@ mod tests {
     fn bad_state_is_refused_and_changes_nothing() {
         let mut d = SerialDevice::new(irq(), ConsoleSink::new(None));
         d.write(7, &[0x11]);
-        let good = d.save_state();
+        let good = d.save();
         let bad = [
-            SerialSnapshot {
+            UartState(SerialState {
                 in_buffer: vec![0; FIFO_SIZE + 1],
-                ..good.clone()
-            },
-            SerialSnapshot {
+                ..good.0.clone()
+            }),
+            UartState(SerialState {
                 interrupt_enable: 0xff,
-                ..good.clone()
-            },
-            SerialSnapshot {
+                ..good.0.clone()
+            }),
+            UartState(SerialState {
                 interrupt_identification: 0x80,
-                ..good.clone()
-            },
+                ..good.0.clone()
+            }),
         ];
         for s in &bad {
-            assert!(d.restore_state(s).is_err(), "{s:?}");
-            assert_eq!(d.save_state(), good);
+            assert!(d.restore(s).is_err(), "{s:?}");
+            assert_eq!(d.save(), good);
         }
         let unknown = r#"{"baud_divisor_low":12,"extra":1}"#;
-        assert!(serde_json::from_str::<SerialSnapshot>(unknown).is_err());
+        assert!(serde_json::from_str::<UartState>(unknown).is_err());
     }
 
     #[test]

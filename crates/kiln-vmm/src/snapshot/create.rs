@@ -12,6 +12,7 @@ use super::format::{
 };
 use crate::arch::layout::ram_ranges;
 use crate::config::VmConfig;
+use crate::devices::persist::Persist;
 use crate::vstate::machine::Machine;
 use crate::vstate::mem_file::dump;
 use crate::vstate::vcpu_state::VcpuState;
@@ -87,15 +88,11 @@ pub fn create(
         return Err(snap_err(&dir, "is not a directory; create it first"));
     }
     let mut cleanup = Cleanup(Vec::new());
-    let vm = VmState::capture(&machine.vm).map_err(|e| snap_err(&req.state_path, e))?;
+    let vm = VmState::capture(&machine.vm).map_err(|e| snap_err(&req.state_path, e.to_string()))?;
     let devices = DevicesState {
-        virtio: machine
-            .transports
-            .iter()
-            .map(|t| lock(t).save_state())
-            .collect(),
-        serial: lock(&machine.serial).save_state(),
-        i8042: lock(&machine.i8042).save_state(),
+        virtio: machine.transports.iter().map(|t| lock(t).save()).collect(),
+        serial: lock(&machine.serial).save(),
+        i8042: lock(&machine.i8042).save(),
     };
 
     if let Some(u) = &machine.uffd {

@@ -2,10 +2,16 @@
 //! `memory.bin` (guest RAM, regions concatenated in guest-address order, sparse) and,
 //! for snapshots taken with disks, one copy of each writable drive.
 //!
-//! Loading checks, before any VM is built: the format name and version, that every
-//! field parses, that the vCPU count and memory layout agree with the machine config,
-//! and that the memory file and disk copies exist with the recorded sizes. Content
-//! integrity (SHA-256) is [`super::seal`]'s job.
+//! Loading checks, before any VM is built: the format name and version (a state file of
+//! another version is refused, naming both), that every field parses, that the vCPU
+//! count and memory layout agree with the machine config, that the saved virtio devices
+//! are the kinds the config attaches, in its order, and that the memory file and disk
+//! copies exist with the recorded sizes. Content integrity (SHA-256) is
+//! [`super::seal`]'s job.
+//!
+//! Versions: 1 kept each virtio device's own state as untyped JSON beside a numeric
+//! `device_type`; 2 tags it with the device's kind (`"kind": "block"`, see
+//! [`VirtioDeviceState`](crate::devices::virtio::VirtioDeviceState)).
 
 use std::path::{Path, PathBuf};
 
@@ -14,15 +20,15 @@ use serde::{Deserialize, Serialize};
 use crate::arch::layout::ram_ranges;
 use crate::config::VmConfig;
 use crate::devices::i8042::I8042State;
-use crate::devices::serial::SerialSnapshot;
-use crate::devices::virtio::TransportState;
+use crate::devices::serial::UartState;
+use crate::devices::virtio::{blk, rng, vsock, TransportState};
 use crate::vstate::mem_file::FileStamp;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 
 pub const FORMAT: &str = "kiln-snapshot";
 /// Bumped on any incompatible change of `state.json`.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const STATE_FILE: &str = "state.json";
 pub const MEMORY_FILE: &str = "memory.bin";
 /// state.json files larger than this are refused unread.
@@ -54,7 +60,7 @@ pub struct DiskCopy {
 pub struct DevicesState {
     /// One per virtio-mmio transport, in attach order (drives, rng, vsock).
     pub virtio: Vec<TransportState>,
-    pub serial: SerialSnapshot,
+    pub serial: UartState,
     pub i8042: I8042State,
 }
 
@@ -124,7 +130,8 @@ impl SnapshotState {
         let version = head.get("version").and_then(|v| v.as_u64());
         if version != Some(u64::from(VERSION)) {
             return Err(err(format!(
-                "snapshot format version {}; this kiln reads version {VERSION}: take the snapshot again with this kiln",
+                "snapshot format version {} is not supported by this kiln-vmm (it reads version \
+                 {VERSION}): take the snapshot again with this version",
                 version.map_or("unknown".into(), |v| v.to_string())
             )));
         }
@@ -156,6 +163,21 @@ impl SnapshotState {
                 mc.mem_size_mib
             )));
         }
+        let want = self.attached_kinds();
+        let saved: Vec<_> = self
+            .devices
+            .virtio
+            .iter()
+            .map(|t| t.device.kind())
+            .collect();
+        if saved != want {
+            return Err(err(format!(
+                "the saved virtio devices are [{}], the configuration attaches [{}]; the \
+                 snapshot is damaged",
+                saved.join(", "),
+                want.join(", ")
+            )));
+        }
         let dir = state_path.parent().unwrap_or(Path::new("."));
         let files = std::iter::once(&self.memory).chain(self.disks.iter().map(|d| &d.data));
         for f in files {
@@ -181,6 +203,14 @@ impl SnapshotState {
         Ok(())
     }
 
+    /// The kinds of virtio device the configuration attaches, in attach order (the
+    /// builder's: one block device per drive, the rng, then vsock if configured).
+    fn attached_kinds(&self) -> Vec<&'static str> {
+        let drives = self.config.drives.iter().map(|_| blk::KIND);
+        let vsock = self.config.vsock.iter().map(|_| vsock::KIND);
+        drives.chain([rng::KIND]).chain(vsock).collect()
+    }
+
     /// Writes the state file atomically (temporary file + rename).
     pub fn write(&self, state_path: &Path) -> Result<(), SnapshotError> {
         let text = serde_json::to_vec(self)
@@ -194,3 +224,6 @@ impl SnapshotState {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -94,7 +94,7 @@ impl Vcpu {
             other => tracing::warn!(vcpu = self.index, "completing pending I/O: {other:?}"),
         }
         self.fd.set_kvm_immediate_exit(0);
-        let state = VcpuState::capture(&self.fd, msrs);
+        let state = VcpuState::capture(&self.fd, msrs).map_err(|e| e.to_string());
         ctl.park(usize::from(self.index), state);
         // A kick that raced with the resume would make the next KVM_RUN return at once.
         self.fd.set_kvm_immediate_exit(0);

@@ -57,19 +57,38 @@ impl std::fmt::Debug for VcpuState {
     }
 }
 
-fn err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> String {
-    move |e| format!("KVM {op}: {e}")
+/// Why a vCPU's state could not be captured or loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VcpuStateError {
+    #[error("KVM {op}: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("{count} CPUID entries in the snapshot")]
+    CpuidCount { count: usize },
+    #[error("CPUID: {0:?}")]
+    Cpuid(vmm_sys_util::fam::Error),
+    #[error("{what}: {source:?}")]
+    Msrs {
+        what: &'static str,
+        source: vmm_sys_util::fam::Error,
+    },
+}
+
+fn err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VcpuStateError {
+    move |source| VcpuStateError::Kvm { op, source }
 }
 
 /// The MSRs to save: KVM's list of saved and emulated MSRs.
-pub fn msr_index_list(kvm: &Kvm) -> Result<Vec<u32>, String> {
+pub fn msr_index_list(kvm: &Kvm) -> Result<Vec<u32>, VcpuStateError> {
     let list = kvm
         .get_msr_index_list()
         .map_err(err("KVM_GET_MSR_INDEX_LIST"))?;
     Ok(list.as_slice().to_vec())
 }
 
-fn msr_batch(indexes: &[u32]) -> Result<Msrs, String> {
+fn msr_batch(indexes: &[u32]) -> Result<Msrs, VcpuStateError> {
     let entries: Vec<kvm_msr_entry> = indexes
         .iter()
         .map(|&index| kvm_msr_entry {
@@ -77,12 +96,15 @@ fn msr_batch(indexes: &[u32]) -> Result<Msrs, String> {
             ..Default::default()
         })
         .collect();
-    Msrs::from_entries(&entries).map_err(|e| format!("MSR list: {e:?}"))
+    Msrs::from_entries(&entries).map_err(|source| VcpuStateError::Msrs {
+        what: "MSR list",
+        source,
+    })
 }
 
 /// Reads every MSR in `indexes` that KVM lets us read. KVM stops a batch at the first
 /// MSR it refuses; that one is skipped and the rest are read again.
-fn get_msrs(fd: &VcpuFd, indexes: &[u32]) -> Result<Vec<(u32, u64)>, String> {
+fn get_msrs(fd: &VcpuFd, indexes: &[u32]) -> Result<Vec<(u32, u64)>, VcpuStateError> {
     let mut out = Vec::with_capacity(indexes.len());
     let mut rest = indexes;
     while !rest.is_empty() {
@@ -98,7 +120,7 @@ fn get_msrs(fd: &VcpuFd, indexes: &[u32]) -> Result<Vec<(u32, u64)>, String> {
 impl VcpuState {
     /// Captures the state of a vCPU that is not running (its thread is parked or it has
     /// not started), with any pending I/O already completed.
-    pub fn capture(fd: &VcpuFd, msr_indexes: &[u32]) -> Result<Self, String> {
+    pub fn capture(fd: &VcpuFd, msr_indexes: &[u32]) -> Result<Self, VcpuStateError> {
         let cpuid = fd
             .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("KVM_GET_CPUID2"))?;
@@ -119,14 +141,13 @@ impl VcpuState {
     }
 
     /// Loads this state into a freshly created vCPU.
-    pub fn restore(&self, fd: &VcpuFd) -> Result<(), String> {
+    pub fn restore(&self, fd: &VcpuFd) -> Result<(), VcpuStateError> {
         if self.cpuid.is_empty() || self.cpuid.len() > KVM_MAX_CPUID_ENTRIES {
-            return Err(format!(
-                "{} CPUID entries in the snapshot",
-                self.cpuid.len()
-            ));
+            return Err(VcpuStateError::CpuidCount {
+                count: self.cpuid.len(),
+            });
         }
-        let cpuid = CpuId::from_entries(&self.cpuid).map_err(|e| format!("CPUID: {e:?}"))?;
+        let cpuid = CpuId::from_entries(&self.cpuid).map_err(VcpuStateError::Cpuid)?;
         fd.set_cpuid2(&cpuid).map_err(err("KVM_SET_CPUID2"))?;
         if let Some(khz) = self.tsc_khz {
             if fd.get_tsc_khz().ok() != Some(khz) {
@@ -152,7 +173,7 @@ impl VcpuState {
         Ok(())
     }
 
-    fn restore_msrs(&self, fd: &VcpuFd) -> Result<(), String> {
+    fn restore_msrs(&self, fd: &VcpuFd) -> Result<(), VcpuStateError> {
         let mut rest: &[(u32, u64)] = &self.msrs;
         while !rest.is_empty() {
             let entries: Vec<kvm_msr_entry> = rest
@@ -163,7 +184,10 @@ impl VcpuState {
                     ..Default::default()
                 })
                 .collect();
-            let batch = Msrs::from_entries(&entries).map_err(|e| format!("MSRs: {e:?}"))?;
+            let batch = Msrs::from_entries(&entries).map_err(|source| VcpuStateError::Msrs {
+                what: "MSRs",
+                source,
+            })?;
             let n = fd.set_msrs(&batch).map_err(err("KVM_SET_MSRS"))?;
             if n < rest.len() {
                 tracing::warn!("restore: KVM refused MSR {:#x}; skipped", rest[n].0);

@@ -18,11 +18,23 @@ pub struct VmState {
     pub clock: kvm_clock_data,
 }
 
-fn err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> String {
-    move |e| format!("KVM {op}: {e}")
+/// Why the VM's state could not be captured or loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VmStateError {
+    #[error("KVM {op}: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("irqchip {id} is saved as chip {saved}; the snapshot is damaged")]
+    ChipId { id: u32, saved: u32 },
 }
 
-fn get_chip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, String> {
+fn err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmStateError {
+    move |source| VmStateError::Kvm { op, source }
+}
+
+fn get_chip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, VmStateError> {
     let mut chip = kvm_irqchip {
         chip_id,
         ..Default::default()
@@ -33,7 +45,7 @@ fn get_chip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, String> {
 
 impl VmState {
     /// Captures the VM's state; every vCPU must be paused.
-    pub fn capture(vm: &VmFd) -> Result<Self, String> {
+    pub fn capture(vm: &VmFd) -> Result<Self, VmStateError> {
         Ok(Self {
             pic_master: get_chip(vm, KVM_IRQCHIP_PIC_MASTER)?,
             pic_slave: get_chip(vm, KVM_IRQCHIP_PIC_SLAVE)?,
@@ -46,7 +58,7 @@ impl VmState {
     /// Loads the state into a new VM (irqchip and PIT created, no vCPU running yet).
     /// The kvmclock continues from the saved value, so the guest's monotonic clock does
     /// not jump; the agent steps the wall clock after the restore.
-    pub fn restore(&self, vm: &VmFd) -> Result<(), String> {
+    pub fn restore(&self, vm: &VmFd) -> Result<(), VmStateError> {
         let chips = [
             (&self.pic_master, KVM_IRQCHIP_PIC_MASTER),
             (&self.pic_slave, KVM_IRQCHIP_PIC_SLAVE),
@@ -54,10 +66,10 @@ impl VmState {
         ];
         for (chip, id) in chips {
             if chip.chip_id != id {
-                return Err(format!(
-                    "irqchip {id} is saved as chip {}; the snapshot is damaged",
-                    chip.chip_id
-                ));
+                return Err(VmStateError::ChipId {
+                    id,
+                    saved: chip.chip_id,
+                });
             }
             vm.set_irqchip(chip).map_err(err("KVM_SET_IRQCHIP"))?;
         }

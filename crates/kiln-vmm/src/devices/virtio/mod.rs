@@ -15,6 +15,11 @@
 //! [`VirtioDevice::process_backend`] (with the queues once the device runs) whenever it is
 //! readable, raising the used-ring interrupt if the device used buffers. The fd is polled
 //! level-triggered, so the device must consume what made it readable or stop watching it.
+//!
+//! Snapshots: each device implements [`Persist`](crate::devices::persist::Persist) with its own state type, and
+//! [`VirtioDevice::save_state`] / [`VirtioDevice::restore_state`] wrap it in the variant of
+//! [`VirtioDeviceState`] for its kind, so a saved state of one kind offered to a device of
+//! another is refused by name.
 
 pub mod blk;
 pub mod mmio;
@@ -29,14 +34,16 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_RNG, VIRTIO_ID_VSOCK};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use blk::{Block, BlockError, BlockState};
-pub use mmio::{MmioTransport, QueueSnapshot, TransportState};
-pub use rng::Rng;
-pub use vsock::{Vsock, VsockError, VsockState};
+pub use blk::{Block, BlockError, BlockState, BlockStateError};
+pub use mmio::{MmioTransport, TransportState, TransportStateError};
+pub use rng::{Rng, RngState};
+pub use vsock::{Vsock, VsockError, VsockState, VsockStateError};
 
 /// Size of one virtio-mmio device window.
 pub const MMIO_REGION_SIZE: u64 = 0x1000;
@@ -55,6 +62,67 @@ pub const INT_CONFIG: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG
 #[derive(Debug, thiserror::Error)]
 #[error("virtio device activation failed: {0}")]
 pub struct ActivateError(pub String);
+
+/// The device-specific part of a virtio device's snapshot, tagged with the device's kind
+/// (`{"kind": "block", "capacity": 8, "read_only": false}`). The transport saves features,
+/// queues and interrupt status itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VirtioDeviceState {
+    Block(BlockState),
+    Vsock(VsockState),
+    Rng(RngState),
+}
+
+impl VirtioDeviceState {
+    /// `VIRTIO_ID_*` of the device kind the state belongs to.
+    pub fn device_type(&self) -> u32 {
+        match self {
+            Self::Block(_) => VIRTIO_ID_BLOCK,
+            Self::Vsock(_) => VIRTIO_ID_VSOCK,
+            Self::Rng(_) => VIRTIO_ID_RNG,
+        }
+    }
+
+    /// The device kind the state belongs to, as messages name it.
+    pub fn kind(&self) -> &'static str {
+        kind_of(self.device_type())
+    }
+}
+
+/// The name messages give the device of type `device_type` (`VIRTIO_ID_*`).
+pub fn kind_of(device_type: u32) -> &'static str {
+    match device_type {
+        VIRTIO_ID_BLOCK => blk::KIND,
+        VIRTIO_ID_VSOCK => vsock::KIND,
+        VIRTIO_ID_RNG => rng::KIND,
+        _ => "unknown virtio device",
+    }
+}
+
+/// Why a device refused a saved [`VirtioDeviceState`].
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceStateError {
+    #[error("saved device type {saved} does not match device type {device}")]
+    Kind {
+        saved: &'static str,
+        device: &'static str,
+    },
+    #[error(transparent)]
+    Block(#[from] BlockStateError),
+    #[error(transparent)]
+    Vsock(#[from] VsockStateError),
+}
+
+impl DeviceStateError {
+    /// `saved` was offered to a device of kind `device`.
+    pub(crate) fn kind(saved: &VirtioDeviceState, device: &'static str) -> Self {
+        Self::Kind {
+            saved: saved.kind(),
+            device,
+        }
+    }
+}
 
 /// A virtio device behind a transport.
 ///
@@ -106,25 +174,15 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device (wrote 0 to Status). Drop any in-flight state.
     fn reset(&mut self) {}
 
-    /// Device-specific state for a snapshot (the transport saves features, queues and
-    /// interrupt status itself). `Null` when the device keeps nothing worth saving.
-    fn save_device_state(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
+    /// The device's own state for a snapshot, in its kind's variant (see
+    /// [`VirtioDeviceState`]).
+    fn save_state(&self) -> VirtioDeviceState;
 
-    /// Applies what [`VirtioDevice::save_device_state`] returned, after the transport has
-    /// acked the saved features and (if it ran) activated the device. The value comes from
-    /// an untrusted file: validate it. The default accepts only `Null`.
-    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        if state.is_null() {
-            Ok(())
-        } else {
-            Err(format!(
-                "virtio device type {} keeps no device state, got {state}",
-                self.device_type()
-            ))
-        }
-    }
+    /// Applies what [`VirtioDevice::save_state`] returned, after the transport has acked
+    /// the saved features and (if it ran) activated the device. The state comes from an
+    /// untrusted file: a state of another kind is refused, and the device validates the
+    /// rest ([`Persist::restore`](crate::devices::persist::Persist::restore)).
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), DeviceStateError>;
 
     /// Called once on a restored, activated device before the VM runs again, before the
     /// transport processes every queue. Returns true if used-ring entries were added.

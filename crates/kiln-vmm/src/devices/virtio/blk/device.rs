@@ -16,7 +16,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::request::{Disk, Segment, ID_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use super::BlockError;
-use crate::devices::virtio::{read_config_bytes, VirtioDevice};
+use crate::devices::persist::Persist;
+use crate::devices::virtio::{
+    read_config_bytes, DeviceStateError, VirtioDevice, VirtioDeviceState,
+};
 use crate::metrics::BlockMetrics;
 
 /// Size of the single request queue.
@@ -37,6 +40,30 @@ pub struct BlockState {
     pub capacity: u64,
     /// Whether `VIRTIO_BLK_F_RO` was offered.
     pub read_only: bool,
+}
+
+/// A saved [`BlockState`] describes another drive than this one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "virtio-blk {}: the snapshot's drive had {} sectors ({}), this one has {} ({})",
+    path.display(),
+    saved.capacity,
+    mode(saved.read_only),
+    this.capacity,
+    mode(this.read_only)
+)]
+pub struct BlockStateError {
+    pub path: PathBuf,
+    pub saved: BlockState,
+    pub this: BlockState,
+}
+
+fn mode(read_only: bool) -> &'static str {
+    if read_only {
+        "read-only"
+    } else {
+        "read-write"
+    }
 }
 
 /// virtio-blk device backed by a raw image file.
@@ -164,31 +191,15 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn save_device_state(&self) -> serde_json::Value {
-        let state = BlockState {
-            capacity: self.disk.capacity,
-            read_only: self.disk.read_only,
-        };
-        serde_json::to_value(state).unwrap_or(serde_json::Value::Null)
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Block(self.save())
     }
 
-    /// Refuses a drive of another size or writability than the snapshot's: the guest has
-    /// the old capacity cached and its filesystem would be corrupted.
-    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        let saved = BlockState::deserialize(state)
-            .map_err(|e| format!("virtio-blk {}: bad state: {e}", self.path.display()))?;
-        if saved.capacity != self.disk.capacity || saved.read_only != self.disk.read_only {
-            let mode = |ro: bool| if ro { "read-only" } else { "read-write" };
-            return Err(format!(
-                "virtio-blk {}: the snapshot's drive had {} sectors ({}), this one has {} ({})",
-                self.path.display(),
-                saved.capacity,
-                mode(saved.read_only),
-                self.disk.capacity,
-                mode(self.disk.read_only),
-            ));
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), DeviceStateError> {
+        match state {
+            VirtioDeviceState::Block(s) => Ok(self.restore(s)?),
+            other => Err(DeviceStateError::kind(other, super::KIND)),
         }
-        Ok(())
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
@@ -210,5 +221,31 @@ impl VirtioDevice for Block {
             }
         }
         used
+    }
+}
+
+impl Persist for Block {
+    type State = BlockState;
+    type Error = BlockStateError;
+
+    fn save(&self) -> BlockState {
+        BlockState {
+            capacity: self.disk.capacity,
+            read_only: self.disk.read_only,
+        }
+    }
+
+    /// Refuses a drive of another size or writability than the snapshot's: the guest has
+    /// the old capacity cached and its filesystem would be corrupted.
+    fn restore(&mut self, saved: &BlockState) -> Result<(), BlockStateError> {
+        let this = self.save();
+        if *saved != this {
+            return Err(BlockStateError {
+                path: self.path.clone(),
+                saved: *saved,
+                this,
+            });
+        }
+        Ok(())
     }
 }

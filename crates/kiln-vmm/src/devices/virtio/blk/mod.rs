@@ -22,8 +22,11 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use device::{Block, BlockState, QUEUE_SIZE};
+pub use device::{Block, BlockState, BlockStateError, QUEUE_SIZE};
 pub use request::{MAX_DATA_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
+
+/// The device kind, as snapshot messages name it.
+pub const KIND: &str = "virtio-blk";
 
 /// Why a drive could not be set up.
 #[derive(Debug, thiserror::Error)]

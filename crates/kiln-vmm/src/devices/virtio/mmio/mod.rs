@@ -24,7 +24,7 @@ use crate::devices::bus::BusDevice;
 
 // Snapshot save/restore of the transport (an `impl MmioTransport` kept apart).
 mod state;
-pub use state::{QueueSnapshot, TransportState};
+pub use state::{TransportState, TransportStateError};
 
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const MMIO_VERSION: u32 = 2;

@@ -2,4 +2,7 @@
 
 mod device;
 
-pub use device::{Rng, MAX_BYTES_PER_REQUEST};
+pub use device::{Rng, RngState, MAX_BYTES_PER_REQUEST};
+
+/// The device kind, as snapshot messages name it.
+pub const KIND: &str = "virtio-rng";

@@ -13,7 +13,10 @@ use vm_memory::GuestMemoryMmap;
 use super::muxer::Muxer;
 use super::packet::{self, HDR_LEN, MAX_PAYLOAD};
 use super::VsockError;
-use crate::devices::virtio::{read_config_bytes, VirtioDevice};
+use crate::devices::persist::Persist;
+use crate::devices::virtio::{
+    read_config_bytes, DeviceStateError, VirtioDevice, VirtioDeviceState,
+};
 use crate::metrics::{add, inc, METRICS};
 
 /// Queue indexes (virtio 1.2 §5.10.2).
@@ -36,6 +39,17 @@ const EVENT_TRANSPORT_RESET: u32 = 0;
 pub struct VsockState {
     /// The CID the guest driver read from config space.
     pub guest_cid: u64,
+}
+
+/// A saved [`VsockState`] has another guest CID than this device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "vsock: the snapshot's guest_cid is {saved}, this device's is {this}; restore with \
+     guest_cid {saved}"
+)]
+pub struct VsockStateError {
+    pub saved: u64,
+    pub this: u64,
 }
 
 /// virtio-vsock device backed by unix sockets.
@@ -273,31 +287,44 @@ impl VirtioDevice for Vsock {
         self.tx_throttled = false;
     }
 
-    fn save_device_state(&self) -> serde_json::Value {
-        let state = VsockState {
-            guest_cid: self.guest_cid,
-        };
-        serde_json::to_value(state).unwrap_or(serde_json::Value::Null)
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Vsock(self.save())
     }
 
-    /// The restored device must have the snapshot's CID: the guest learns a new CID only
-    /// from a transport reset it might not receive (no event buffer posted), and until then
-    /// the muxer would drop every packet it sends.
-    fn restore_device_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        let saved = VsockState::deserialize(state).map_err(|e| format!("vsock: bad state: {e}"))?;
-        if saved.guest_cid != self.guest_cid {
-            return Err(format!(
-                "vsock: the snapshot's guest_cid is {}, this device's is {}; restore with \
-                 guest_cid {}",
-                saved.guest_cid, self.guest_cid, saved.guest_cid
-            ));
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), DeviceStateError> {
+        match state {
+            VirtioDeviceState::Vsock(s) => Ok(self.restore(s)?),
+            other => Err(DeviceStateError::kind(other, super::KIND)),
         }
-        Ok(())
     }
 
     /// Host sockets do not survive a snapshot: tell the guest to drop its connections.
     /// The listener and the muxer stay as they are, ready for new connections.
     fn after_restore(&mut self, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
         self.send_transport_reset(queues, mem)
+    }
+}
+
+impl Persist for Vsock {
+    type State = VsockState;
+    type Error = VsockStateError;
+
+    fn save(&self) -> VsockState {
+        VsockState {
+            guest_cid: self.guest_cid,
+        }
+    }
+
+    /// The restored device must have the snapshot's CID: the guest learns a new CID only
+    /// from a transport reset it might not receive (no event buffer posted), and until then
+    /// the muxer would drop every packet it sends.
+    fn restore(&mut self, saved: &VsockState) -> Result<(), VsockStateError> {
+        if saved.guest_cid != self.guest_cid {
+            return Err(VsockStateError {
+                saved: saved.guest_cid,
+                this: self.guest_cid,
+            });
+        }
+        Ok(())
     }
 }

@@ -65,7 +65,10 @@ mod unix;
 
 use std::path::PathBuf;
 
-pub use device::{Vsock, VsockState};
+pub use device::{Vsock, VsockState, VsockStateError};
+
+/// The device kind, as snapshot messages name it.
+pub const KIND: &str = "virtio-vsock";
 
 /// Why the vsock device could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use super::*;
 use crate::devices::virtio::test_utils::{
     activate, guest_mem, reg_read, reg_write, TempFile, TestQueue,
 };
-use crate::devices::virtio::{Block, Rng};
+use crate::devices::virtio::{Block, BlockState, Rng, RngState, VirtioDevice, VsockState};
 
 fn json_round_trip(s: &TransportState) -> TransportState {
     let text = serde_json::to_string_pretty(s).unwrap();
@@ -38,20 +38,20 @@ fn used_rng(mem: &GuestMemoryMmap, n: u16) -> (MmioTransport, TestQueue) {
 fn rng_round_trip_continues_the_rings() {
     let mem = guest_mem();
     let (t, mut tq) = used_rng(&mem, 3);
-    let saved = json_round_trip(&t.save_state());
-    assert_eq!(saved, t.save_state());
+    let saved = json_round_trip(&t.save());
+    assert_eq!(saved, t.save());
     assert!(saved.activated);
     assert_eq!(
         (saved.queues[0].next_avail, saved.queues[0].next_used),
         (3, 3)
     );
     assert_eq!(saved.interrupt_status, INT_USED_RING);
-    assert_eq!(saved.device, serde_json::Value::Null);
+    assert_eq!(saved.device, VirtioDeviceState::Rng(RngState {}));
 
     let mut r = rng(&mem);
-    r.restore_state(&saved).unwrap();
+    r.restore(&saved).unwrap();
     assert!(r.is_activated());
-    assert_eq!(r.save_state(), saved);
+    assert_eq!(r.save(), saved);
     assert_eq!(reg_read(&mut r, REG_STATUS), 0xf);
     assert_eq!(reg_read(&mut r, REG_INTERRUPT_STATUS), INT_USED_RING);
     // The irqfd is kicked once the VM is about to run, not before.
@@ -72,11 +72,11 @@ fn after_restore_serves_a_notification_pending_at_the_snapshot() {
     reg_write(&mut t, 0x64, INT_USED_RING); // InterruptACK
                                             // Published, but the kick never reached the device before the snapshot.
     tq.add_chain(&[(0x20_0000, 8, true)]);
-    let saved = json_round_trip(&t.save_state());
+    let saved = json_round_trip(&t.save());
     assert_eq!(saved.interrupt_status, 0);
 
     let mut r = rng(&mem);
-    r.restore_state(&saved).unwrap();
+    r.restore(&saved).unwrap();
     assert_eq!(tq.used_idx(), 1);
     r.after_restore();
     assert_eq!(tq.used_idx(), 2);
@@ -94,11 +94,11 @@ fn mid_handshake_state_restores_inactive_and_the_driver_can_finish() {
     reg_write(&mut t, 0x24, 1); // DriverFeaturesSel
     reg_write(&mut t, 0x20, 1); // VERSION_1
     reg_write(&mut t, REG_STATUS, 0xb);
-    let saved = json_round_trip(&t.save_state());
+    let saved = json_round_trip(&t.save());
     assert!(!saved.activated);
 
     let mut r = rng(&mem);
-    r.restore_state(&saved).unwrap();
+    r.restore(&saved).unwrap();
     assert!(!r.is_activated());
     assert_eq!(reg_read(&mut r, REG_STATUS), 0xb);
     let mut tq = TestQueue::new(&mem, 0x1000, 16);
@@ -144,15 +144,23 @@ fn blk_round_trip_continues_the_rings_on_the_same_image() {
     activate(&mut t, VIRTIO_ID_BLOCK, &[&tq]);
     mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
     blk_request(&mut t, &mut tq, &mem, VIRTIO_BLK_T_OUT);
-    let saved = json_round_trip(&t.save_state());
+    let saved = json_round_trip(&t.save());
     assert_eq!(
         saved.device,
-        serde_json::json!({"capacity": 8, "read_only": false})
+        VirtioDeviceState::Block(BlockState {
+            capacity: 8,
+            read_only: false
+        })
+    );
+    // Readable JSON, tagged with the device's kind.
+    assert_eq!(
+        serde_json::to_value(&saved.device).unwrap(),
+        serde_json::json!({"kind": "block", "capacity": 8, "read_only": false})
     );
     drop(t);
 
     let mut r = blk(&mem, &file);
-    r.restore_state(&saved).unwrap();
+    r.restore(&saved).unwrap();
     r.after_restore();
     mem.write_slice(&[0u8; 512], GuestAddress(DATA)).unwrap();
     blk_request(&mut r, &mut tq, &mem, VIRTIO_BLK_T_IN);
@@ -166,15 +174,27 @@ fn blk_round_trip_continues_the_rings_on_the_same_image() {
     let small = TempFile::with_contents(&[0u8; 4 * 512]);
     let mut other = blk(&mem, &small);
     assert_refused(&mut other, &saved, "sectors");
-    // So is the device state of another shape.
+    // So is the device state of another shape: it does not even parse.
+    let mut bad = serde_json::to_value(&saved).unwrap();
+    bad["device"] =
+        serde_json::json!({"kind": "block", "capacity": 8, "read_only": false, "extra": 1});
+    let err = serde_json::from_value::<TransportState>(bad).unwrap_err();
+    assert!(err.to_string().contains("extra"), "{err}");
+    // And a state of another device kind, on the transport and on the device itself.
     let mut bad = saved.clone();
-    bad.device = serde_json::json!({"capacity": 8, "read_only": false, "extra": 1});
-    assert_refused(&mut blk(&mem, &file), &bad, "bad state");
+    bad.device = VirtioDeviceState::Vsock(VsockState { guest_cid: 3 });
+    assert_refused(&mut blk(&mem, &file), &bad, "device type");
+    let mut dev = Block::new(file.path(), false, "state").unwrap();
+    let err = dev.restore_state(&bad.device).unwrap_err();
+    assert!(
+        err.to_string().contains("virtio-vsock") && err.to_string().contains("virtio-blk"),
+        "{err}"
+    );
 }
 
 /// The restore fails with a message containing `what`; the transport is left reset.
 fn assert_refused(t: &mut MmioTransport, s: &TransportState, what: &str) {
-    let err = t.restore_state(s).unwrap_err();
+    let err = t.restore(s).unwrap_err().to_string();
     assert!(err.contains(what), "expected {what:?} in {err:?}");
     assert!(!t.is_activated());
     assert_eq!(reg_read(t, REG_STATUS), 0);
@@ -186,7 +206,7 @@ fn assert_refused(t: &mut MmioTransport, s: &TransportState, what: &str) {
 fn bad_states_are_refused_and_leave_the_transport_reset() {
     let mem = guest_mem();
     let (t, mut tq) = used_rng(&mem, 2);
-    let good = t.save_state();
+    let good = t.save();
     let mut r = rng(&mem);
     let bad = |f: &dyn Fn(&mut TransportState)| {
         let mut s = good.clone();
@@ -194,7 +214,15 @@ fn bad_states_are_refused_and_leave_the_transport_reset() {
         s
     };
     let cases: Vec<(TransportState, &str)> = vec![
-        (bad(&|s| s.device_type = VIRTIO_ID_BLOCK), "device type"),
+        (
+            bad(&|s| {
+                s.device = VirtioDeviceState::Block(BlockState {
+                    capacity: 8,
+                    read_only: false,
+                })
+            }),
+            "device type",
+        ),
         (bad(&|s| s.queues.push(s.queues[0])), "queues"),
         (bad(&|s| s.queue_config_error.clear()), "queues"),
         (bad(&|s| s.queues[0].size = 512), "queue 0"),
@@ -216,10 +244,6 @@ fn bad_states_are_refused_and_leave_the_transport_reset() {
         (bad(&|s| s.driver_features |= 1 << 5), "features"),
         (bad(&|s| s.driver_features = 0), "features"),
         (bad(&|s| s.interrupt_status = 0x4), "interrupt"),
-        (
-            bad(&|s| s.device = serde_json::json!({"x": 1})),
-            "device state",
-        ),
     ];
     for (s, what) in &cases {
         assert_refused(&mut r, s, what);
@@ -231,9 +255,20 @@ fn bad_states_are_refused_and_leave_the_transport_reset() {
     let mut v = serde_json::to_value(&good).unwrap();
     v["queues"][0]["extra"] = serde_json::json!(1);
     assert!(serde_json::from_value::<TransportState>(v).is_err());
+    // So is a device state of a shape no device saves (it was refused at restore when
+    // device states were untyped JSON), and one of an unknown kind.
+    for device in [
+        serde_json::json!({"x": 1}),
+        serde_json::json!({"kind": "rng", "x": 1}),
+        serde_json::json!({"kind": "net"}),
+    ] {
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["device"] = device;
+        assert!(serde_json::from_value::<TransportState>(v).is_err());
+    }
 
     // A refused restore does not poison the transport.
-    r.restore_state(&good).unwrap();
+    r.restore(&good).unwrap();
     tq.add_chain(&[(0x20_0000, 16, true)]);
     reg_write(&mut r, REG_QUEUE_NOTIFY, 0);
     assert_eq!(tq.used_idx(), 3);
@@ -243,11 +278,11 @@ fn bad_states_are_refused_and_leave_the_transport_reset() {
 fn restoring_over_a_running_transport_resets_it_first() {
     let mem = guest_mem();
     let (t, _tq) = used_rng(&mem, 1);
-    let saved = t.save_state();
+    let saved = t.save();
     let (mut other, _q) = used_rng(&guest_mem(), 0);
     let mut bad = saved.clone();
     bad.queues[0].desc_table = 1 << 40;
     assert_refused(&mut other, &bad, "guest memory");
-    other.restore_state(&saved).unwrap();
-    assert_eq!(other.save_state(), saved);
+    other.restore(&saved).unwrap();
+    assert_eq!(other.save(), saved);
 }

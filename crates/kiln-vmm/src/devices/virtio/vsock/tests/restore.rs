@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{at_eof, Harness, CID, RX_BUF_LEN};
+use crate::devices::persist::Persist;
 use crate::devices::virtio::test_utils::{activate, guest_mem, TempDir, TestQueue};
 use crate::devices::virtio::vsock::packet::{op, Header, HDR_LEN};
 use crate::devices::virtio::{
-    MmioTransport, TransportState, VirtioDevice, Vsock, VsockState, INT_USED_RING,
+    MmioTransport, TransportState, VirtioDevice, VirtioDeviceState, Vsock, VsockState,
+    INT_USED_RING,
 };
 
 const EVENT_BUF: u64 = 0x3f_0000;
@@ -48,12 +50,15 @@ fn restore_sends_transport_reset_and_serves_new_connections() {
     rx.add_chain(&[(RX_AT, RX_BUF_LEN, true)]);
     t.process_queue(0);
     let saved: TransportState =
-        serde_json::from_str(&serde_json::to_string(&t.save_state()).unwrap()).unwrap();
-    assert_eq!(saved.device, serde_json::json!({ "guest_cid": CID }));
+        serde_json::from_str(&serde_json::to_string(&t.save()).unwrap()).unwrap();
+    assert_eq!(
+        saved.device,
+        VirtioDeviceState::Vsock(VsockState { guest_cid: CID })
+    );
     drop(t);
 
     let mut r = transport(&mem, &dir, "b.sock", CID);
-    r.restore_state(&saved).unwrap();
+    r.restore(&saved).unwrap();
     assert!(r.is_activated());
     assert_eq!(ev.used_idx(), 0, "nothing is sent before after_restore");
     r.after_restore();
@@ -83,19 +88,18 @@ fn restore_refuses_another_guest_cid() {
     let tx = TestQueue::new(&mem, 0x2000, 16);
     let ev = TestQueue::new(&mem, 0x3000, 8);
     activate(&mut t, 19, &[&rx, &tx, &ev]);
-    let saved = t.save_state();
+    let saved = t.save();
 
     let mut other = transport(&mem, &dir, "b.sock", CID + 1);
-    let err = other.restore_state(&saved).unwrap_err();
+    let err = other.restore(&saved).unwrap_err().to_string();
     assert!(err.contains("guest_cid"), "{err}");
     assert!(!other.is_activated());
-    let mut bad = saved.clone();
-    bad.device = serde_json::json!({ "guest_cid": CID, "connections": [] });
-    assert!(transport(&mem, &dir, "c.sock", CID)
-        .restore_state(&bad)
-        .is_err());
+    // A device state of another shape does not parse.
+    let mut bad = serde_json::to_value(&saved).unwrap();
+    bad["device"] = serde_json::json!({ "kind": "vsock", "guest_cid": CID, "connections": [] });
+    assert!(serde_json::from_value::<TransportState>(bad).is_err());
     let mut ok = transport(&mem, &dir, "d.sock", CID);
-    ok.restore_state(&saved).unwrap();
+    ok.restore(&saved).unwrap();
     // No event buffer posted: after_restore still works, the guest just is not told.
     ok.after_restore();
     assert_eq!(ev.used_idx(), 0);
@@ -109,7 +113,7 @@ fn after_restore_drops_connections_and_keeps_the_listener() {
         .write_obj(0xffff_ffffu32, GuestAddress(EVENT_BUF))
         .unwrap();
     h.post_event_buf(EVENT_BUF);
-    let state: VsockState = serde_json::from_value(h.dev.save_device_state()).unwrap();
+    let state: VsockState = h.dev.save();
     assert_eq!(state, VsockState { guest_cid: CID });
     assert!(h.dev.after_restore(&mut h.queues, &h.mem));
     assert_eq!(h.event_used(), (1, (0, 4)));
