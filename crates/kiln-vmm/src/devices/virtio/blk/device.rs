@@ -15,15 +15,13 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::request::{Disk, Segment, ID_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
-use super::BlockError;
+use super::{BlockError, QUEUE_SIZE};
 use crate::devices::persist::Persist;
 use crate::devices::virtio::{
     read_config_bytes, DeviceStateError, VirtioDevice, VirtioDeviceState,
 };
 use crate::metrics::BlockMetrics;
 
-/// Size of the single request queue.
-pub const QUEUE_SIZE: u16 = 256;
 const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
 
 /// Config space up to and including `blk_size` (virtio 1.1 §5.2.4): capacity @0,

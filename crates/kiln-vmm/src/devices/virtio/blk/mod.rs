@@ -22,8 +22,11 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use device::{Block, BlockState, BlockStateError, QUEUE_SIZE};
+pub use device::{Block, BlockState, BlockStateError};
 pub use request::{MAX_DATA_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
+
+/// Size of the single request queue.
+pub const QUEUE_SIZE: u16 = 256;
 
 /// The device kind, as snapshot messages name it.
 pub const KIND: &str = "virtio-blk";

@@ -17,7 +17,7 @@ use vm_memory::{
     VolatileSlice, WriteVolatile,
 };
 
-use super::device::QUEUE_SIZE;
+use super::QUEUE_SIZE;
 use crate::metrics::{add, inc, BlockMetrics};
 
 /// Bytes per sector; capacities and request sectors are in these units.
