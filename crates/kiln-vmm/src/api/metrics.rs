@@ -1,19 +1,18 @@
 //! `PUT /metrics {"metrics_path": ...}` (Firecracker's): where metric lines go, set once
 //! before the VM starts. `PUT /actions {"action_type": "FlushMetrics"}` writes a line.
 
+use super::error::ApiError;
 use super::http::Response;
+use super::routes::Outcome;
 use crate::config::parse_json;
 use crate::metrics::{self, MetricsConfig};
 use crate::vmm::Vmm;
 
-pub fn put(vmm: &Vmm, body: &str) -> Result<Response, String> {
+pub fn put(vmm: &Vmm, body: &str) -> Outcome {
     if vmm.is_running() {
-        return Err(
-            "metrics can only be configured before the microVM starts; PUT /metrics before InstanceStart (or pass --metrics PATH)"
-                .into(),
-        );
+        return Err(ApiError::MetricsAfterStart);
     }
-    let cfg: MetricsConfig = parse_json(body).map_err(|e| e.0)?;
+    let cfg: MetricsConfig = parse_json(body)?;
     metrics::configure(&cfg)?;
     Ok(Response::no_content())
 }
@@ -25,6 +24,7 @@ mod tests {
 
     use super::super::http::Request;
     use super::super::routes::handle;
+    use crate::config::HostFacts;
     use crate::vmm::{ConsoleTarget, Vmm};
 
     fn call(vmm: &Mutex<Vmm>, path: &str, body: &str) -> (u16, String) {
@@ -42,7 +42,12 @@ mod tests {
     #[test]
     fn put_metrics_validates_is_set_once_and_flush_writes_a_line() {
         let (tx, _rx) = channel();
-        let vmm = Mutex::new(Vmm::new("t".into(), ConsoleTarget::Off, tx));
+        let vmm = Mutex::new(Vmm::new(
+            "t".into(),
+            ConsoleTarget::Off,
+            HostFacts::default(),
+            tx,
+        ));
         let dir = std::env::temp_dir().join(format!("kiln-api-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("metrics.json");

@@ -12,14 +12,14 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::error::ApiError;
 use super::http::Response;
+use super::routes::Outcome;
 use crate::builder::{MemBackend, RestoreOptions};
 use crate::config::parse_json;
 use crate::snapshot::format::{SnapshotState, MEMORY_FILE};
 use crate::snapshot::CreateRequest;
 use crate::vmm::Vmm;
-
-type Outcome = Result<Response, String>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,14 +27,65 @@ struct VmStatePatch {
     state: String,
 }
 
+/// The states `PATCH /vm` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmState {
+    Paused,
+    Resumed,
+}
+
+impl VmState {
+    fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "Paused" => Ok(Self::Paused),
+            "Resumed" => Ok(Self::Resumed),
+            other => Err(ApiError::UnknownVmState(other.into())),
+        }
+    }
+}
+
 pub fn patch_vm(vmm: &mut Vmm, body: &str) -> Outcome {
-    let p: VmStatePatch = parse_json(body).map_err(|e| e.0)?;
-    match p.state.as_str() {
-        "Paused" => vmm.pause()?,
-        "Resumed" => vmm.resume()?,
-        other => return Err(format!("unknown state '{other}'; use Paused or Resumed")),
+    let p: VmStatePatch = parse_json(body)?;
+    match VmState::parse(&p.state)? {
+        VmState::Paused => vmm.pause()?,
+        VmState::Resumed => vmm.resume()?,
     }
     Ok(Response::no_content())
+}
+
+/// Firecracker's snapshot types; kiln-vmm takes only Full ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotType {
+    Full,
+    Diff,
+}
+
+impl SnapshotType {
+    /// Absent means Full.
+    fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("Full") => Ok(Self::Full),
+            Some("Diff") => Ok(Self::Diff),
+            Some(other) => Err(ApiError::UnknownSnapshotType(other.into())),
+        }
+    }
+}
+
+/// Where a restored VM's memory comes from (`mem_backend.backend_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendType {
+    File,
+    Uffd,
+}
+
+impl BackendType {
+    fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "File" => Ok(Self::File),
+            "Uffd" => Ok(Self::Uffd),
+            other => Err(ApiError::UnknownBackend(other.into())),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -44,22 +95,21 @@ struct SnapshotCreate {
     snapshot_type: Option<String>,
     snapshot_path: PathBuf,
     mem_file_path: PathBuf,
-    /// Accepted for compatibility; the format version is kiln's own.
+    /// Firecracker's target format version: refused (kiln-vmm writes its own format).
     #[serde(default)]
-    #[allow(dead_code)]
     version: Option<String>,
     #[serde(default)]
     kiln_copy_disks: bool,
 }
 
 pub fn create(vmm: &mut Vmm, body: &str) -> Outcome {
-    let c: SnapshotCreate = parse_json(body).map_err(|e| e.0)?;
-    match c.snapshot_type.as_deref() {
-        None | Some("Full") => {}
-        Some("Diff") => {
-            return Err("Diff snapshots are not supported by kiln-vmm yet; use Full".into())
-        }
-        Some(other) => return Err(format!("unknown snapshot_type '{other}'; use Full")),
+    let c: SnapshotCreate = parse_json(body)?;
+    match SnapshotType::parse(c.snapshot_type.as_deref())? {
+        SnapshotType::Full => {}
+        SnapshotType::Diff => return Err(ApiError::DiffSnapshot),
+    }
+    if let Some(v) = c.version {
+        return Err(ApiError::SnapshotVersion(v));
     }
     let report = vmm.snapshot_create(&CreateRequest {
         state_path: c.snapshot_path,
@@ -110,29 +160,23 @@ struct SnapshotLoad {
 }
 
 pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
-    let l: SnapshotLoad = parse_json(body).map_err(|e| e.0)?;
+    let l: SnapshotLoad = parse_json(body)?;
     if l.enable_diff_snapshots {
-        return Err(
-            "Diff snapshots are not supported by kiln-vmm yet; leave enable_diff_snapshots false"
-                .into(),
-        );
+        return Err(ApiError::DiffRestore);
     }
     let dir = l
         .snapshot_path
         .parent()
         .unwrap_or(std::path::Path::new("."));
     let (mem_path, backend) = match (l.mem_backend, l.mem_file_path) {
-        (Some(_), Some(_)) => {
-            return Err("give either mem_backend or mem_file_path, not both".into())
-        }
+        (Some(_), Some(_)) => return Err(ApiError::TwoMemorySources),
         (Some(b), None) => {
-            let backend = match b.backend_type.as_str() {
-                "File" => MemBackend::File,
-                "Uffd" => MemBackend::Uffd {
+            let backend = match BackendType::parse(&b.backend_type)? {
+                BackendType::File => MemBackend::File,
+                BackendType::Uffd => MemBackend::Uffd {
                     prefetch: l.kiln_working_set.prefetch,
                     record: l.kiln_working_set.record,
                 },
-                other => return Err(format!("unknown backend_type '{other}'; use File or Uffd")),
             };
             (b.backend_path, backend)
         }
@@ -164,6 +208,7 @@ mod tests {
 
     use crate::api::http::Request;
     use crate::api::routes::handle;
+    use crate::config::HostFacts;
     use crate::vmm::{ConsoleTarget, Vmm};
 
     fn fault(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> String {
@@ -180,7 +225,12 @@ mod tests {
 
     fn vmm() -> Mutex<Vmm> {
         let (tx, _rx) = channel();
-        Mutex::new(Vmm::new("t".into(), ConsoleTarget::Off, tx))
+        Mutex::new(Vmm::new(
+            "t".into(),
+            ConsoleTarget::Off,
+            HostFacts::default(),
+            tx,
+        ))
     }
 
     #[test]

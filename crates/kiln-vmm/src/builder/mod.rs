@@ -1,4 +1,4 @@
-//! Turns a validated [`VmConfig`] into a running VM: memory, KVM VM, kernel and boot
+//! Turns a [`ValidConfig`] into a running VM: memory, KVM VM, kernel and boot
 //! structures, devices, the device event loop and one thread per vCPU.
 //!
 //! Nothing here outlives a failure: every resource is owned by a local until the VM
@@ -22,7 +22,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::{boot_params, layout, mptable};
-use crate::config::{drive, ConfigError, VmConfig};
+use crate::config::{drive, ConfigError, ValidConfig};
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
 use crate::devices::i8042::I8042;
@@ -119,25 +119,17 @@ pub(crate) fn spawn_threads(
     Ok(())
 }
 
-/// Builds and starts the VM described by `cfg`. `start` is the InstanceStart instant the
+/// Builds and starts the VM described by `cfg` (validated once, by the caller). `start` is the InstanceStart instant the
 /// boot timer measures from; `console` receives the serial output (None: discarded,
 /// but the last bytes are still kept for panic reports).
 pub fn start(
-    cfg: &VmConfig,
+    cfg: &ValidConfig,
     prepared: Option<Prepared>,
     console: Option<Box<dyn Write + Send>>,
     start: Instant,
 ) -> Result<RunningVm, StartError> {
-    let boot = cfg.require_boot_source()?;
-    boot.validate()?;
-    cfg.machine_config.validate()?;
+    let boot = cfg.boot_source();
     let drives = drive::device_order(&cfg.drives);
-    for d in &drives {
-        d.validate()?;
-    }
-    if let Some(v) = &cfg.vsock {
-        v.validate()?;
-    }
 
     let mem_size = cfg.machine_config.mem_size_mib << 20;
     let Prepared {

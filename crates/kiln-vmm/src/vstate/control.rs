@@ -60,6 +60,24 @@ pub fn register_kvm_run(run: *mut kvm_run) {
     KVM_RUN.with(|p| p.set(run));
 }
 
+/// A vCPU that parked but could not capture its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot capture the state of vCPU {vcpu}: {msg}")]
+pub struct CaptureError {
+    pub vcpu: usize,
+    /// What KVM refused (the state capture's own message).
+    pub msg: String,
+}
+
+/// Why a pause did not yield every vCPU's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    #[error("the vCPUs did not pause within {} s; the VM keeps running", PAUSE_TIMEOUT.as_secs())]
+    Timeout,
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
 /// What the VMM wants the vCPUs to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -70,7 +88,7 @@ pub enum Want {
 struct Shared {
     want: Want,
     /// Per vCPU: parked, with the state it captured when it parked.
-    parked: Vec<Option<Result<VcpuState, String>>>,
+    parked: Vec<Option<Result<VcpuState, CaptureError>>>,
     threads: Vec<Option<libc::pthread_t>>,
 }
 
@@ -126,9 +144,9 @@ impl VcpuControl {
         }
     }
 
-    /// Parks vCPU `index` with its captured state until the VMM wants it to run. The
-    /// closure captures state (it runs once, before parking).
-    pub fn park(&self, index: usize, state: Result<VcpuState, String>) {
+    /// Parks vCPU `index` with its captured state (or why it has none) until the VMM
+    /// wants it to run.
+    pub fn park(&self, index: usize, state: Result<VcpuState, CaptureError>) {
         let mut s = self.lock();
         if let Some(slot) = s.parked.get_mut(index) {
             *slot = Some(state);
@@ -144,7 +162,7 @@ impl VcpuControl {
     }
 
     /// Pauses every vCPU and returns their states (in vCPU order) once all are parked.
-    pub fn pause(&self) -> Result<Vec<VcpuState>, String> {
+    pub fn pause(&self) -> Result<Vec<VcpuState>, PauseError> {
         let mut s = self.lock();
         self.set_want(&mut s, Want::Pause);
         for t in s.threads.iter().flatten() {
@@ -158,7 +176,7 @@ impl VcpuControl {
             if left.is_zero() {
                 self.set_want(&mut s, Want::Run);
                 self.changed.notify_all();
-                return Err("the vCPUs did not pause within 5 s; the VM keeps running".into());
+                return Err(PauseError::Timeout);
             }
             s = self
                 .changed
@@ -168,12 +186,12 @@ impl VcpuControl {
         }
         s.parked
             .iter()
-            .map(|p| p.clone().expect("checked above"))
+            .map(|p| p.clone().expect("checked above").map_err(PauseError::from))
             .collect()
     }
 
     /// The states captured at the current pause (None if not every vCPU is parked).
-    pub fn parked_states(&self) -> Option<Result<Vec<VcpuState>, String>> {
+    pub fn parked_states(&self) -> Option<Result<Vec<VcpuState>, CaptureError>> {
         let s = self.lock();
         if s.want != Want::Pause || s.parked.iter().any(Option::is_none) {
             return None;
@@ -260,7 +278,8 @@ mod tests {
     fn a_vcpu_that_never_parks_fails_the_pause_and_the_vm_keeps_running() {
         let ctl = VcpuControl::new(1, Want::Run);
         let err = ctl.pause().unwrap_err();
-        assert!(err.contains("did not pause"), "{err}");
+        assert!(err.to_string().contains("did not pause"), "{err}");
+        assert_eq!(err, PauseError::Timeout);
         assert_eq!(ctl.want(), Want::Run);
     }
 }
