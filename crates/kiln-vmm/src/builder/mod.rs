@@ -119,9 +119,9 @@ pub(crate) fn spawn_threads(
     Ok(())
 }
 
-/// Builds and starts the VM described by `cfg` (validated once, by the caller). `start` is the InstanceStart instant the
-/// boot timer measures from; `console` receives the serial output (None: discarded,
-/// but the last bytes are still kept for panic reports).
+/// Builds and starts the VM described by `cfg` (validated once, by the caller). `start`
+/// is the InstanceStart instant the boot timer measures from; `console` receives the
+/// serial output (None: discarded, but the last bytes are still kept for panic reports).
 pub fn start(
     cfg: &ValidConfig,
     prepared: Option<Prepared>,
