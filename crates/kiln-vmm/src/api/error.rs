@@ -40,6 +40,8 @@ pub enum ApiError {
     DiffRestore,
     #[error("give either mem_backend or mem_file_path, not both")]
     TwoMemorySources,
+    #[error("kiln_working_set is used only by the Uffd memory backend; remove it or load with mem_backend {{\"backend_type\": \"Uffd\", ...}}")]
+    WorkingSetWithoutUffd,
     #[error("unknown backend_type '{0}'; use File or Uffd")]
     UnknownBackend(String),
     #[error("invalid request method and/or path: {method} {path}")]

@@ -132,11 +132,18 @@ struct MemBackendBody {
     backend_path: PathBuf,
 }
 
+/// Only for the Uffd backend (refused with File, which has no use for it).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct WorkingSet {
     prefetch: Option<PathBuf>,
     record: Option<PathBuf>,
+}
+
+impl WorkingSet {
+    fn is_empty(&self) -> bool {
+        self.prefetch.is_none() && self.record.is_none()
+    }
 }
 
 #[derive(Deserialize)]
@@ -174,8 +181,8 @@ pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
             let backend = match BackendType::parse(&b.backend_type)? {
                 BackendType::File => MemBackend::File,
                 BackendType::Uffd => MemBackend::Uffd {
-                    prefetch: l.kiln_working_set.prefetch,
-                    record: l.kiln_working_set.record,
+                    prefetch: l.kiln_working_set.prefetch.clone(),
+                    record: l.kiln_working_set.record.clone(),
                 },
             };
             (b.backend_path, backend)
@@ -185,6 +192,9 @@ pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
             MemBackend::File,
         ),
     };
+    if matches!(backend, MemBackend::File) && !l.kiln_working_set.is_empty() {
+        return Err(ApiError::WorkingSetWithoutUffd);
+    }
     let opts = RestoreOptions {
         mem_path,
         backend,

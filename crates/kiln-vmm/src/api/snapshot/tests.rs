@@ -73,6 +73,29 @@ fn bad_snapshots_are_refused_before_any_vm_exists() {
         state.display()
     );
     assert!(fault(&v, "PUT", "/snapshot/load", &uffd).contains("File or Uffd"));
+    let ws = format!(
+        r#"{{"snapshot_path": "{}", "mem_file_path": "/m", "kiln_working_set": {{"prefetch": "/ws"}}}}"#,
+        state.display()
+    );
+    let msg = fault(&v, "PUT", "/snapshot/load", &ws);
+    assert!(
+        msg.contains("kiln_working_set is used only by the Uffd"),
+        "{msg}"
+    );
+    let ws = format!(
+        r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "File", "backend_path": "/m"}}, "kiln_working_set": {{"record": "/ws"}}}}"#,
+        state.display()
+    );
+    assert!(fault(&v, "PUT", "/snapshot/load", &ws).contains("Uffd memory backend"));
+    // An empty working set is no request at all.
+    let ws = format!(
+        r#"{{"snapshot_path": "{}", "kiln_working_set": {{"prefetch": null}}}}"#,
+        state.display()
+    );
+    assert_eq!(
+        fault(&v, "PUT", "/snapshot/load", &ws),
+        fault(&v, "PUT", "/snapshot/load", &load)
+    );
     assert!(!v.lock().unwrap().is_running());
     std::fs::remove_dir_all(&dir).unwrap();
 }
