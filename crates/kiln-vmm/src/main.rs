@@ -12,7 +12,7 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use kiln_vmm::config::VmConfig;
+use kiln_vmm::config::{HostFacts, ValidConfig};
 use kiln_vmm::exit::{code, panic_reason, ExitReason};
 use kiln_vmm::vmm::{ConsoleTarget, Started, Vmm};
 
@@ -57,10 +57,10 @@ fn die(msg: impl std::fmt::Display) -> ! {
     signals::exit(code::VMM_ERROR)
 }
 
-fn load_config(path: &PathBuf) -> VmConfig {
+fn load_config(path: &PathBuf, host: &HostFacts) -> ValidConfig {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| die(format!("cannot read --config-file {}: {e}", path.display())));
-    VmConfig::from_json(&text)
+    ValidConfig::from_json(&text, host)
         .unwrap_or_else(|e| die(format!("--config-file {}: {e}", path.display())))
 }
 
@@ -144,7 +144,8 @@ fn main() {
     if !args.no_api && args.api_sock.is_none() {
         die("give --api-sock PATH, or --config-file FILE --no-api");
     }
-    let config = args.config_file.as_ref().map(load_config);
+    let host = HostFacts::read();
+    let config = args.config_file.as_ref().map(|p| load_config(p, &host));
     if let Some(p) = &args.metrics {
         configure_metrics(p.clone(), "--metrics");
     }
@@ -156,6 +157,7 @@ fn main() {
     let vmm = Arc::new(Mutex::new(Vmm::new(
         args.id.clone(),
         ConsoleTarget::parse(&args.console),
+        host,
         tx,
     )));
     if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
@@ -168,8 +170,7 @@ fn main() {
     }
     if let Some(cfg) = config {
         let mut v = vmm.lock().unwrap_or_else(|p| p.into_inner());
-        v.config = cfg;
-        if let Err(e) = v.instance_start() {
+        if let Err(e) = v.start_with(cfg) {
             die(e);
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-pub use sink::{configure, flush, MetricsConfig, MetricsWriter};
+pub use sink::{configure, flush, MetricsConfig, MetricsError, MetricsWriter};
 
 /// How often the timer thread writes a line (Firecracker's period).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);

@@ -10,12 +10,55 @@ use std::time::Instant;
 
 use crate::boot_error;
 use crate::builder::{self, RestoreOptions, StartError};
-use crate::config::VmConfig;
+use crate::config::{ConfigError, HostFacts, ValidConfig, VmConfig};
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
 use crate::metrics::{inc, METRICS};
-use crate::snapshot::{self, CreateReport, CreateRequest, SnapshotState};
+use crate::snapshot::{self, CreateReport, CreateRequest, SnapshotError, SnapshotState};
+use crate::vstate::control::{CaptureError, PauseError};
+use crate::vstate::mem_file::MemFileError;
+
+/// Why a call on the VMM failed. Each message says what to do; the API serves it as
+/// the 400 `fault_message`.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("the microVM is already running; InstanceStart can only be sent once")]
+    AlreadyRunning,
+    #[error("the microVM is not running; send InstanceStart first")]
+    NotRunning,
+    /// Building or starting the VM failed (nothing is left running).
+    #[error("cannot start the microVM: {0}")]
+    Start(#[source] StartError),
+    #[error(transparent)]
+    Pause(#[from] PauseError),
+    #[error(
+        "the microVM must be paused to snapshot it; PATCH /vm {{\"state\": \"Paused\"}} first"
+    )]
+    NotPaused,
+    #[error("the vCPUs are not all paused")]
+    NotAllParked,
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Writing, or reading and checking, a snapshot's files.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(
+        "a snapshot can only be loaded into a fresh kiln-vmm; this one already runs a microVM"
+    )]
+    LoadIntoRunning,
+    /// The console log for the restored VM cannot be opened.
+    #[error(transparent)]
+    Console(StartError),
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(#[source] StartError),
+    #[error("the VM was not restored with the Uffd memory backend")]
+    NotUffd,
+    #[error(transparent)]
+    WorkingSet(#[from] MemFileError),
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+}
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +119,8 @@ pub struct Vmm {
     pub config: VmConfig,
     console: ConsoleTarget,
     running: Option<Running>,
+    /// What the configuration is validated against (read once, by the caller).
+    host: HostFacts,
     /// Memory, VM, kernel and vCPUs built ahead of InstanceStart (see builder::prepare).
     prepared: Option<builder::Prepared>,
     /// The VM came from a snapshot (its agent was ready when the snapshot was taken).
@@ -84,12 +129,18 @@ pub struct Vmm {
 }
 
 impl Vmm {
-    pub fn new(id: String, console: ConsoleTarget, on_start: Sender<Started>) -> Self {
+    pub fn new(
+        id: String,
+        console: ConsoleTarget,
+        host: HostFacts,
+        on_start: Sender<Started>,
+    ) -> Self {
         Self {
             id,
             config: VmConfig::default(),
             console,
             running: None,
+            host,
             prepared: None,
             restored: false,
             on_start,
@@ -98,6 +149,11 @@ impl Vmm {
 
     pub fn is_running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// The host facts configuration calls are validated against.
+    pub fn host(&self) -> &HostFacts {
+        &self.host
     }
 
     /// Prepares memory, VM, kernel and vCPUs for the current configuration if it names a boot
@@ -121,24 +177,51 @@ impl Vmm {
         }
     }
 
-    /// Builds and starts the VM. On failure nothing is left running and the VMM keeps
-    /// its configuration, so the client can fix it and try again.
-    pub fn instance_start(&mut self) -> Result<(), String> {
+    /// Validates the configuration assembled through the API, then builds and starts the
+    /// VM. On failure nothing is left running and the VMM keeps its configuration, so
+    /// the client can fix it and try again.
+    pub fn instance_start(&mut self) -> Result<(), VmmError> {
         if self.is_running() {
-            return Err(
-                "the microVM is already running; InstanceStart can only be sent once".into(),
-            );
+            return Err(VmmError::AlreadyRunning);
         }
         let start = Instant::now();
-        let vm = self
-            .console
-            .open()
-            .and_then(|console| builder::start(&self.config, self.prepared.take(), console, start))
+        let valid = self
+            .config
+            .require_boot_source()
+            .map(|_| ())
+            .and_then(|()| ValidConfig::new(self.config.clone(), &self.host));
+        self.start_valid(valid, start)
+    }
+
+    /// Builds and starts the VM of an already validated configuration (a config file),
+    /// which becomes the VMM's configuration.
+    pub fn start_with(&mut self, cfg: ValidConfig) -> Result<(), VmmError> {
+        if self.is_running() {
+            return Err(VmmError::AlreadyRunning);
+        }
+        let start = Instant::now();
+        self.config = cfg.as_config().clone();
+        self.start_valid(Ok(cfg), start)
+    }
+
+    /// Starts the VM of `cfg`; a failure (of the validation too) is recorded in the
+    /// boot-error file with its stage.
+    fn start_valid(
+        &mut self,
+        cfg: Result<ValidConfig, ConfigError>,
+        start: Instant,
+    ) -> Result<(), VmmError> {
+        let vm = cfg
+            .map_err(StartError::from)
+            .and_then(|cfg| {
+                let console = self.console.open()?;
+                builder::start(&cfg, self.prepared.take(), console, start)
+            })
             .map_err(|e| {
-                let msg = format!("cannot start the microVM: {e}");
                 let (stage, errno) = boot_error::classify(&e);
-                boot_error::record(stage, errno, &msg);
-                msg
+                let e = VmmError::Start(e);
+                boot_error::record(stage, errno, &e.to_string());
+                e
             })?;
         boot_error::clear();
         self.started(vm, false);
@@ -157,10 +240,8 @@ impl Vmm {
         });
     }
 
-    fn running_mut(&mut self) -> Result<&mut Running, String> {
-        self.running
-            .as_mut()
-            .ok_or_else(|| "the microVM is not running; send InstanceStart first".into())
+    fn running_mut(&mut self) -> Result<&mut Running, VmmError> {
+        self.running.as_mut().ok_or(VmmError::NotRunning)
     }
 
     /// True while the vCPUs are paused.
@@ -169,7 +250,7 @@ impl Vmm {
     }
 
     /// Pauses every vCPU (idempotent).
-    pub fn pause(&mut self) -> Result<(), String> {
+    pub fn pause(&mut self) -> Result<(), VmmError> {
         let r = self.running_mut()?;
         if !r.paused {
             r.machine.vcpus.pause()?;
@@ -180,7 +261,7 @@ impl Vmm {
     }
 
     /// Resumes the vCPUs (idempotent).
-    pub fn resume(&mut self) -> Result<(), String> {
+    pub fn resume(&mut self) -> Result<(), VmmError> {
         let r = self.running_mut()?;
         if r.paused {
             r.machine.vcpus.resume();
@@ -191,18 +272,18 @@ impl Vmm {
     }
 
     /// Snapshots the paused VM.
-    pub fn snapshot_create(&mut self, req: &CreateRequest) -> Result<CreateReport, String> {
+    pub fn snapshot_create(&mut self, req: &CreateRequest) -> Result<CreateReport, VmmError> {
         let config = self.config.clone();
         let r = self.running_mut()?;
         if !r.paused {
-            return Err("the microVM must be paused to snapshot it; PATCH /vm {\"state\": \"Paused\"} first".into());
+            return Err(VmmError::NotPaused);
         }
         let states = r
             .machine
             .vcpus
             .parked_states()
-            .ok_or("the vCPUs are not all paused")??;
-        let report = snapshot::create(&r.machine, &config, states, req).map_err(|e| e.to_string());
+            .ok_or(VmmError::NotAllParked)??;
+        let report = snapshot::create(&r.machine, &config, states, req).map_err(VmmError::from);
         release_free_heap();
         if report.is_ok() {
             inc(&METRICS.vm.snapshots_created);
@@ -217,15 +298,14 @@ impl Vmm {
         state_path: &Path,
         opts: &RestoreOptions,
         resume: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), VmmError> {
         if self.is_running() {
-            return Err("a snapshot can only be loaded into a fresh kiln-vmm; this one already runs a microVM".into());
+            return Err(VmmError::LoadIntoRunning);
         }
-        let state = SnapshotState::load(state_path).map_err(|e| e.to_string())?;
-        let console = self.console.open().map_err(|e| e.to_string())?;
+        let state = SnapshotState::load(state_path)?;
+        let console = self.console.open().map_err(VmmError::Console)?;
         self.prepared = None;
-        let (vm, config) = builder::restore(&state, opts, console)
-            .map_err(|e| format!("cannot restore the snapshot: {e}"))?;
+        let (vm, config) = builder::restore(&state, opts, console).map_err(VmmError::Restore)?;
         self.config = config;
         self.restored = true;
         inc(&METRICS.vm.snapshots_loaded);
@@ -240,22 +320,22 @@ impl Vmm {
     }
 
     /// Writes the userfaultfd backend's recorded working set now.
-    pub fn save_working_set(&mut self) -> Result<usize, String> {
+    pub fn save_working_set(&mut self) -> Result<usize, VmmError> {
         let r = self.running_mut()?;
         match &r.machine.uffd {
-            Some(u) => u.save_working_set().map_err(|e| e.to_string()),
-            None => Err("the VM was not restored with the Uffd memory backend".into()),
+            Some(u) => Ok(u.save_working_set()?),
+            None => Err(VmmError::NotUffd),
         }
     }
 
-    pub fn send_ctrl_alt_del(&self) -> Result<(), String> {
+    pub fn send_ctrl_alt_del(&self) -> Result<(), VmmError> {
         let Some(r) = &self.running else {
-            return Err("the microVM is not running; send InstanceStart first".into());
+            return Err(VmmError::NotRunning);
         };
         r.machine
             .i8042
             .lock()
-            .map_err(|_| "i8042 lock poisoned")?
+            .map_err(|_| VmmError::Poisoned("i8042"))?
             .ctrl_alt_del();
         Ok(())
     }

@@ -1,82 +1,21 @@
 //! `PUT /metrics {"metrics_path": ...}` (Firecracker's): where metric lines go, set once
 //! before the VM starts. `PUT /actions {"action_type": "FlushMetrics"}` writes a line.
 
+use super::error::ApiError;
 use super::http::Response;
+use super::routes::Outcome;
 use crate::config::parse_json;
 use crate::metrics::{self, MetricsConfig};
 use crate::vmm::Vmm;
 
-pub fn put(vmm: &Vmm, body: &str) -> Result<Response, String> {
+pub fn put(vmm: &Vmm, body: &str) -> Outcome {
     if vmm.is_running() {
-        return Err(
-            "metrics can only be configured before the microVM starts; PUT /metrics before InstanceStart (or pass --metrics PATH)"
-                .into(),
-        );
+        return Err(ApiError::MetricsAfterStart);
     }
-    let cfg: MetricsConfig = parse_json(body).map_err(|e| e.0)?;
+    let cfg: MetricsConfig = parse_json(body)?;
     metrics::configure(&cfg)?;
     Ok(Response::no_content())
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc::channel;
-    use std::sync::Mutex;
-
-    use super::super::http::Request;
-    use super::super::routes::handle;
-    use crate::vmm::{ConsoleTarget, Vmm};
-
-    fn call(vmm: &Mutex<Vmm>, path: &str, body: &str) -> (u16, String) {
-        let req = Request {
-            method: "PUT".into(),
-            path: path.into(),
-            body: body.into(),
-            keep_alive: true,
-        };
-        let r = handle(vmm, &req);
-        (r.status, r.body.unwrap_or_default())
-    }
-
-    /// The only test that sets the process-wide metrics destination.
-    #[test]
-    fn put_metrics_validates_is_set_once_and_flush_writes_a_line() {
-        let (tx, _rx) = channel();
-        let vmm = Mutex::new(Vmm::new("t".into(), ConsoleTarget::Off, tx));
-        let dir = std::env::temp_dir().join(format!("kiln-api-metrics-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("metrics.json");
-        let body = |p: &std::path::Path| format!(r#"{{"metrics_path": "{}"}}"#, p.display());
-
-        // Without a destination FlushMetrics does nothing, as in Firecracker.
-        let flush = r#"{"action_type": "FlushMetrics"}"#;
-        assert_eq!(call(&vmm, "/actions", flush).0, 204);
-
-        let (status, msg) = call(&vmm, "/metrics", r#"{"metrics_path": "/tmp/m", "x": 1}"#);
-        assert_eq!(status, 400);
-        assert!(msg.contains("unknown field"), "{msg}");
-        let (status, msg) = call(&vmm, "/metrics", "{}");
-        assert!(status == 400 && msg.contains("metrics_path"), "{msg}");
-        let (status, msg) = call(&vmm, "/metrics", &body(&dir.join("missing/m.json")));
-        assert_eq!(status, 400);
-        assert!(
-            msg.contains("does not exist") && msg.contains("create it"),
-            "{msg}"
-        );
-
-        assert_eq!(call(&vmm, "/metrics", &body(&path)), (204, String::new()));
-        let (status, msg) = call(&vmm, "/metrics", &body(&dir.join("other.json")));
-        assert!(status == 400 && msg.contains("only once"), "{msg}");
-
-        assert_eq!(call(&vmm, "/actions", flush).0, 204);
-        assert_eq!(call(&vmm, "/actions", flush).0, 204);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(v["utc_timestamp_ms"].as_u64().unwrap() > 0, "{line}");
-            assert!(v["vcpu"]["exits_total"].is_u64(), "{line}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The control API on a unix socket: a compatible subset of Firecracker's REST API.
 
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod routes;
@@ -9,6 +10,8 @@ use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 
 use crate::vmm::Vmm;
+
+pub use error::ApiError;
 
 /// Accepts connections forever, one thread per connection (clients may hold a
 /// keep-alive connection open while opening another).

@@ -7,15 +7,11 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ApiError;
 use super::http::{Request, Response};
 use super::snapshot;
-use crate::config::{
-    drive, parse_json, BootSource, ConfigError, Drive, MachineConfig, VsockConfig,
-};
+use crate::config::{drive, parse_json, BootSource, Drive, MachineConfig, VsockConfig};
 use crate::vmm::Vmm;
-
-const AFTER_START: &str =
-    "the requested operation is not supported after starting the microVM; configure before InstanceStart";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,29 +19,45 @@ struct Action {
     action_type: String,
 }
 
-type Outcome = Result<Response, String>;
+/// The actions of `PUT /actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionType {
+    InstanceStart,
+    SendCtrlAltDel,
+    FlushMetrics,
+}
 
-fn pre_boot(vmm: &Vmm) -> Result<(), String> {
+impl ActionType {
+    fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "InstanceStart" => Ok(Self::InstanceStart),
+            "SendCtrlAltDel" => Ok(Self::SendCtrlAltDel),
+            "FlushMetrics" => Ok(Self::FlushMetrics),
+            other => Err(ApiError::UnknownAction(other.into())),
+        }
+    }
+}
+
+/// A route's answer, or the error served as 400.
+pub(super) type Outcome = Result<Response, ApiError>;
+
+fn pre_boot(vmm: &Vmm) -> Result<(), ApiError> {
     if vmm.is_running() {
-        Err(AFTER_START.into())
+        Err(ApiError::AfterStart)
     } else {
         Ok(())
     }
 }
 
-fn cfg_err(e: ConfigError) -> String {
-    e.0
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> Outcome {
-    let v = serde_json::to_value(v).map_err(|e| e.to_string())?;
+    let v = serde_json::to_value(v)?;
     Ok(Response::json(200, &v))
 }
 
 fn put_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
     pre_boot(vmm)?;
-    let mc: MachineConfig = parse_json(body).map_err(cfg_err)?;
-    mc.validate().map_err(cfg_err)?;
+    let mc: MachineConfig = parse_json(body)?;
+    mc.validate(vmm.host())?;
     vmm.config.machine_config = mc;
     vmm.refresh_prepared();
     Ok(Response::no_content())
@@ -54,14 +66,13 @@ fn put_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
 /// PATCH: only the given fields change.
 fn patch_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
     pre_boot(vmm)?;
-    let patch: serde_json::Map<String, serde_json::Value> = parse_json(body).map_err(cfg_err)?;
-    let mut current =
-        serde_json::to_value(&vmm.config.machine_config).map_err(|e| e.to_string())?;
+    let patch: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
+    let mut current = serde_json::to_value(&vmm.config.machine_config)?;
     if let Some(obj) = current.as_object_mut() {
         obj.extend(patch);
     }
-    let mc: MachineConfig = parse_json(&current.to_string()).map_err(cfg_err)?;
-    mc.validate().map_err(cfg_err)?;
+    let mc: MachineConfig = parse_json(&current.to_string())?;
+    mc.validate(vmm.host())?;
     vmm.config.machine_config = mc;
     vmm.refresh_prepared();
     Ok(Response::no_content())
@@ -69,34 +80,35 @@ fn patch_machine_config(vmm: &mut Vmm, body: &str) -> Outcome {
 
 fn put_boot_source(vmm: &mut Vmm, body: &str) -> Outcome {
     pre_boot(vmm)?;
-    let bs: BootSource = parse_json(body).map_err(cfg_err)?;
-    bs.validate().map_err(cfg_err)?;
+    let bs: BootSource = parse_json(body)?;
+    bs.validate()?;
     vmm.config.boot_source = Some(bs);
     vmm.refresh_prepared();
     Ok(Response::no_content())
 }
 
 /// The drive_id in a body must name the drive in the path.
-fn same_drive_id(body_id: &str, path_id: &str) -> Result<(), String> {
+fn same_drive_id(body_id: &str, path_id: &str) -> Result<(), ApiError> {
     if body_id == path_id {
         return Ok(());
     }
-    Err(format!(
-        "the drive_id in the body ('{body_id}') does not match the one in the path ('{path_id}')"
-    ))
+    Err(ApiError::DriveIdMismatch {
+        body: body_id.into(),
+        path: path_id.into(),
+    })
 }
 
 fn put_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     pre_boot(vmm)?;
-    let d: Drive = parse_json(body).map_err(cfg_err)?;
+    let d: Drive = parse_json(body)?;
     same_drive_id(&d.drive_id, id)?;
-    d.validate().map_err(cfg_err)?;
+    d.validate()?;
     let mut drives = vmm.config.drives.clone();
     match drives.iter_mut().find(|x| x.drive_id == id) {
         Some(slot) => *slot = d,
         None => drives.push(d),
     }
-    drive::check_single_root(&drives).map_err(cfg_err)?;
+    drive::check_single_root(&drives)?;
     vmm.config.drives = drives;
     Ok(Response::no_content())
 }
@@ -111,17 +123,13 @@ struct DrivePatch {
 
 /// PATCH: a new backing file for an existing drive (before boot).
 fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
-    let p: DrivePatch = parse_json(body).map_err(cfg_err)?;
+    let p: DrivePatch = parse_json(body)?;
     same_drive_id(&p.drive_id, id)?;
     let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
-        return Err(format!(
-            "drive '{id}' does not exist; PUT /drives/{id} first"
-        ));
+        return Err(ApiError::NoSuchDrive(id.into()));
     };
     if vmm.is_running() {
-        return Err(
-            "changing a drive of a running microVM is not supported by kiln-vmm yet".into(),
-        );
+        return Err(ApiError::DriveOfRunningVm);
     }
     let mut d = vmm.config.drives[pos].clone();
     if let Some(path) = p.path_on_host {
@@ -130,7 +138,7 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     if p.rate_limiter.is_some() {
         d.rate_limiter = p.rate_limiter;
     }
-    d.validate().map_err(cfg_err)?;
+    d.validate()?;
     vmm.config.drives[pos] = d;
     Ok(Response::no_content())
 }
@@ -138,23 +146,18 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
 /// PUT /vsock: one vsock device; a second PUT replaces the first (before boot).
 fn put_vsock(vmm: &mut Vmm, body: &str) -> Outcome {
     pre_boot(vmm)?;
-    let v: VsockConfig = parse_json(body).map_err(cfg_err)?;
-    v.validate().map_err(cfg_err)?;
+    let v: VsockConfig = parse_json(body)?;
+    v.validate()?;
     vmm.config.vsock = Some(v);
     Ok(Response::no_content())
 }
 
 fn put_action(vmm: &mut Vmm, body: &str) -> Outcome {
-    let a: Action = parse_json(body).map_err(cfg_err)?;
-    match a.action_type.as_str() {
-        "InstanceStart" => vmm.instance_start()?,
-        "SendCtrlAltDel" => vmm.send_ctrl_alt_del()?,
-        "FlushMetrics" => crate::metrics::flush()?,
-        other => {
-            return Err(format!(
-                "unknown action_type '{other}'; use InstanceStart, SendCtrlAltDel or FlushMetrics"
-            ))
-        }
+    let a: Action = parse_json(body)?;
+    match ActionType::parse(&a.action_type)? {
+        ActionType::InstanceStart => vmm.instance_start()?,
+        ActionType::SendCtrlAltDel => vmm.send_ctrl_alt_del()?,
+        ActionType::FlushMetrics => crate::metrics::flush()?,
     }
     Ok(Response::no_content())
 }
@@ -202,7 +205,10 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("PUT", "/snapshot/create") => snapshot::create(vmm, body),
         ("PUT", "/snapshot/load") => snapshot::load(vmm, body),
         ("PUT", "/snapshot/working-set") => snapshot::save_working_set(vmm),
-        (m, p) => Err(format!("invalid request method and/or path: {m} {p}")),
+        (m, p) => Err(ApiError::NoRoute {
+            method: m.into(),
+            path: p.into(),
+        }),
     }
 }
 
@@ -212,7 +218,8 @@ pub fn handle(vmm: &Mutex<Vmm>, req: &Request) -> Response {
         Ok(v) => v,
         Err(p) => p.into_inner(),
     };
-    route(&mut vmm, req).unwrap_or_else(|msg| {
+    route(&mut vmm, req).unwrap_or_else(|e| {
+        let msg = e.to_string();
         // A failed configuration call before the VM runs is why it will not boot, until
         // corrected (InstanceStart records its own failures).
         let path = req.path.split('?').next().unwrap_or("");
@@ -224,53 +231,4 @@ pub fn handle(vmm: &Mutex<Vmm>, req: &Request) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc::channel;
-
-    use super::*;
-    use crate::vmm::ConsoleTarget;
-
-    fn call(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> Response {
-        let req = Request {
-            method: method.into(),
-            path: path.into(),
-            body: body.into(),
-            keep_alive: true,
-        };
-        handle(vmm, &req)
-    }
-
-    #[test]
-    fn put_vsock_validates_and_shows_in_vm_config() {
-        let (tx, _rx) = channel();
-        let vmm = Mutex::new(Vmm::new("t".into(), ConsoleTarget::Off, tx));
-        let dir = std::env::temp_dir();
-        let uds = dir.join(format!("kiln-routes-vsock-{}.sock", std::process::id()));
-        let body = format!(
-            r#"{{"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "{}"}}"#,
-            uds.display()
-        );
-        assert_eq!(call(&vmm, "PUT", "/vsock", &body).status, 204);
-        let cfg = call(&vmm, "GET", "/vm/config", "").body.unwrap();
-        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
-        assert_eq!(cfg["vsock"]["guest_cid"], 3);
-        assert_eq!(cfg["vsock"]["uds_path"], uds.display().to_string());
-
-        let fault = |body: &str| {
-            let r = call(&vmm, "PUT", "/vsock", body);
-            assert_eq!(r.status, 400, "{body}");
-            r.body.unwrap()
-        };
-        assert!(
-            fault(r#"{"guest_cid": 3, "uds_path": "/tmp/x", "bogus": 1}"#)
-                .contains("unknown field")
-        );
-        assert!(fault(r#"{"guest_cid": 2, "uds_path": "/tmp/x.sock"}"#).contains("guest_cid"));
-        let taken = dir.display().to_string();
-        let msg = fault(&format!(r#"{{"guest_cid": 3, "uds_path": "{taken}"}}"#));
-        assert!(msg.contains("already exists"), "{msg}");
-        // The failed PUTs changed nothing.
-        let cfg = call(&vmm, "GET", "/vm/config", "").body.unwrap();
-        assert!(cfg.contains(&uds.display().to_string()));
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! Turns a validated [`VmConfig`] into a running VM: memory, KVM VM, kernel and boot
+//! Turns a [`ValidConfig`] into a running VM: memory, KVM VM, kernel and boot
 //! structures, devices, the device event loop and one thread per vCPU; or, from a
 //! snapshot, the same machine with its saved state loaded ([`restore`]).
 //!
@@ -26,7 +26,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::{drive, ConfigError, VmConfig};
+use crate::config::{drive, ConfigError, ValidConfig};
 use crate::devices::bus::BusError;
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
@@ -110,25 +110,17 @@ pub struct RunningVm {
     pub machine: Machine,
 }
 
-/// Builds and starts the VM described by `cfg`. `start` is the InstanceStart instant the
-/// boot timer measures from; `console` receives the serial output (None: discarded,
-/// but the last bytes are still kept for panic reports).
+/// Builds and starts the VM described by `cfg` (validated once, by the caller). `start`
+/// is the InstanceStart instant the boot timer measures from; `console` receives the
+/// serial output (None: discarded, but the last bytes are still kept for panic reports).
 pub fn start(
-    cfg: &VmConfig,
+    cfg: &ValidConfig,
     prepared: Option<Prepared>,
     console: Option<Box<dyn Write + Send>>,
     start: Instant,
 ) -> Result<RunningVm, StartError> {
-    let boot = cfg.require_boot_source()?;
-    boot.validate()?;
-    cfg.machine_config.validate()?;
+    let boot = cfg.boot_source();
     let drives = drive::device_order(&cfg.drives);
-    for d in &drives {
-        d.validate()?;
-    }
-    if let Some(v) = &cfg.vsock {
-        v.validate()?;
-    }
 
     let p = match prepared.filter(|p| p.matches(cfg)) {
         Some(p) => p,

@@ -5,6 +5,23 @@ use serde::{Deserialize, Serialize};
 use super::boot_source::check_readable;
 use super::ConfigError;
 
+/// Firecracker's block cache modes (its spellings). kiln-vmm's block device always offers
+/// `VIRTIO_BLK_F_FLUSH` and completes a guest flush only once the data is on the host's
+/// disk, which is `Writeback`'s promise. `Unsafe` (Firecracker's default) only permits
+/// dropping flushes and promises nothing kiln breaks, so both are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheType {
+    Unsafe,
+    Writeback,
+}
+
+/// Firecracker's block I/O engines (its spellings). kiln-vmm has only `Sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoEngine {
+    Sync,
+    Async,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Drive {
@@ -14,14 +31,16 @@ pub struct Drive {
     pub is_root_device: bool,
     #[serde(default)]
     pub is_read_only: bool,
+    /// Refused: the root drive is always the whole disk `/dev/vda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partuuid: Option<String>,
-    /// Accepted for compatibility: "Unsafe" or "Writeback". kiln always honours flushes.
+    /// Either value (see [`CacheType`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_type: Option<String>,
-    /// Accepted for compatibility: "Sync" (kiln's only engine) or absent.
+    pub cache_type: Option<CacheType>,
+    /// `Sync` (kiln-vmm's only engine) or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub io_engine: Option<String>,
+    pub io_engine: Option<IoEngine>,
+    /// Refused unless null: kiln-vmm has no I/O rate limiter yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limiter: Option<serde_json::Value>,
 }
@@ -41,7 +60,7 @@ impl Drive {
             )));
         }
         check_readable("drive image", &self.path_on_host)?;
-        if self.io_engine.as_deref().is_some_and(|e| e != "Sync") {
+        if self.io_engine.is_some_and(|e| e != IoEngine::Sync) {
             return Err(ConfigError::new(
                 "io_engine must be \"Sync\" (the only engine kiln-vmm has) or omitted",
             ));
@@ -50,6 +69,12 @@ impl Drive {
             return Err(ConfigError::new(
                 "rate_limiter is not supported by this kiln-vmm yet; remove it",
             ));
+        }
+        if let Some(uuid) = &self.partuuid {
+            return Err(ConfigError::new(format!(
+                "partuuid \"{uuid}\" is not supported by kiln-vmm (a root drive is always the \
+                 whole disk, root=/dev/vda): remove it and give the filesystem image itself"
+            )));
         }
         Ok(())
     }
@@ -72,3 +97,6 @@ pub fn device_order(drives: &[Drive]) -> Vec<&Drive> {
     v.extend(drives.iter().filter(|d| !d.is_root_device));
     v
 }
+
+#[cfg(test)]
+mod tests;

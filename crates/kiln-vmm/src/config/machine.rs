@@ -2,13 +2,34 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, HostFacts};
 use crate::arch::mptable::MAX_CPUS;
 
 /// Most vCPUs a kiln VM may have (as Firecracker).
 pub const MAX_VCPUS: u8 = 32;
 /// Least memory a Linux guest with an initramfs boots in.
 pub const MIN_MEM_MIB: u64 = 32;
+
+/// Firecracker's static CPU templates (its spellings). kiln-vmm has none: the guest sees
+/// KVM's supported CPUID with kiln's topology, so only `None` is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CpuTemplate {
+    None,
+    C3,
+    T2,
+    T2S,
+    T2CL,
+    T2A,
+}
+
+/// Firecracker's guest memory page sizes (its spellings). kiln-vmm backs guest memory
+/// with ordinary 4 KiB pages, so only `None` is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePages {
+    None,
+    #[serde(rename = "2M")]
+    Size2M,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -17,14 +38,15 @@ pub struct MachineConfig {
     pub mem_size_mib: u64,
     #[serde(default)]
     pub smt: bool,
+    /// Only `false`: kiln-vmm takes Full snapshots and does not track dirty pages.
     #[serde(default)]
     pub track_dirty_pages: bool,
-    /// Accepted for compatibility; only "None" (or absent) is supported.
+    /// Only `"None"` (or absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_template: Option<String>,
-    /// Accepted for compatibility; only "None" (or absent) is supported.
+    pub cpu_template: Option<CpuTemplate>,
+    /// Only `"None"` (or absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub huge_pages: Option<String>,
+    pub huge_pages: Option<HugePages>,
 }
 
 impl Default for MachineConfig {
@@ -40,16 +62,9 @@ impl Default for MachineConfig {
     }
 }
 
-/// Host RAM in MiB, from /proc/meminfo.
-pub fn host_mem_mib() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
-
 impl MachineConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the values, and the memory size against what `host` has.
+    pub fn validate(&self, host: &HostFacts) -> Result<(), ConfigError> {
         if self.vcpu_count == 0 || self.vcpu_count > MAX_VCPUS.min(MAX_CPUS) {
             return Err(ConfigError::new(format!(
                 "vcpu_count {} is out of range; use 1 to {MAX_VCPUS}",
@@ -61,16 +76,25 @@ impl MachineConfig {
                 "smt: true is not supported; kiln gives each vCPU its own core (set smt to false)",
             ));
         }
-        for (name, v) in [
-            ("cpu_template", &self.cpu_template),
-            ("huge_pages", &self.huge_pages),
-        ] {
-            if v.as_deref().is_some_and(|v| v != "None") {
-                return Err(ConfigError::new(format!(
-                    "{name} {:?} is not supported; omit it or use \"None\"",
-                    v.as_deref().unwrap_or_default()
-                )));
-            }
+        if self.track_dirty_pages {
+            return Err(ConfigError::new(
+                "track_dirty_pages: true is not supported by kiln-vmm (it takes Full snapshots \
+                 only and tracks no dirty pages): set it to false or omit it",
+            ));
+        }
+        if let Some(t) = self.cpu_template.filter(|t| *t != CpuTemplate::None) {
+            return Err(ConfigError::new(format!(
+                "cpu_template \"{}\" is not supported by kiln-vmm (only \"None\": the guest \
+                 sees the CPU features KVM supports): omit it or use \"None\"",
+                spelling(&t)
+            )));
+        }
+        if let Some(h) = self.huge_pages.filter(|h| *h != HugePages::None) {
+            return Err(ConfigError::new(format!(
+                "huge_pages \"{}\" is not supported by kiln-vmm (only \"None\": guest memory \
+                 uses 4 KiB pages): omit it or use \"None\"",
+                spelling(&h)
+            )));
         }
         if self.mem_size_mib < MIN_MEM_MIB {
             return Err(ConfigError::new(format!(
@@ -78,7 +102,7 @@ impl MachineConfig {
                 self.mem_size_mib
             )));
         }
-        if let Some(host) = host_mem_mib() {
+        if let Some(host) = host.mem_mib {
             if self.mem_size_mib > host {
                 return Err(ConfigError::new(format!(
                     "mem_size_mib {} is more than the host's {host} MiB of RAM; ask for less",
@@ -90,29 +114,13 @@ impl MachineConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(vcpu_count: u8, mem_size_mib: u64) -> MachineConfig {
-        MachineConfig {
-            vcpu_count,
-            mem_size_mib,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn bad_sizes_say_what_to_use() {
-        assert!(cfg(0, 128).validate().unwrap_err().0.contains("1 to 32"));
-        assert!(cfg(33, 128).validate().is_err());
-        assert!(cfg(1, 8).validate().unwrap_err().0.contains("at least 32"));
-        assert!(cfg(1, 1 << 40).validate().unwrap_err().0.contains("host's"));
-        assert!(cfg(2, 256).validate().is_ok());
-        let smt = MachineConfig {
-            smt: true,
-            ..cfg(2, 256)
-        };
-        assert!(smt.validate().is_err());
-    }
+/// How a unit enum variant is spelled in JSON.
+fn spelling<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,11 +34,38 @@ pub struct MetricsWriter {
     target: Target,
 }
 
-fn cannot_open(path: &Path, e: &io::Error) -> String {
-    format!(
-        "cannot open metrics_path {} for writing: {e}; check that it names a file or named pipe kiln-vmm may write to",
-        path.display()
-    )
+/// Why metrics cannot go where asked, or a line could not be written. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics_path is empty; give the path of a file or named pipe (FIFO) for the metrics")]
+    EmptyPath,
+    #[error("metrics_path {} is a directory; give the path of a file or named pipe (FIFO) in it", .0.display())]
+    IsDirectory(PathBuf),
+    #[error("the directory {} of metrics_path {} does not exist; create it first or choose another metrics_path", .dir.display(), .path.display())]
+    NoDirectory { dir: PathBuf, path: PathBuf },
+    #[error("cannot open metrics_path {} for writing: {source}; check that it names a file or named pipe kiln-vmm may write to", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("metrics already go to {}; metrics_path can be set only once per kiln-vmm", .0.display())]
+    AlreadySet(PathBuf),
+    #[error("cannot start the metrics thread: {0}")]
+    Thread(#[source] io::Error),
+    #[error("cannot write metrics to {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn cannot_open(path: &Path) -> impl FnOnce(io::Error) -> MetricsError + '_ {
+    move |source| MetricsError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Opens a pipe's write end without blocking: None while no reader has it open (ENXIO).
@@ -56,29 +83,21 @@ fn open_fifo(path: &Path) -> io::Result<Option<File>> {
 
 impl MetricsWriter {
     /// Validates `path` and opens it. Errors say what to fix.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, MetricsError> {
         if path.as_os_str().is_empty() {
-            return Err(
-                "metrics_path is empty; give the path of a file or named pipe (FIFO) for the metrics"
-                    .into(),
-            );
+            return Err(MetricsError::EmptyPath);
         }
         let append = |p: &Path| {
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| cannot_open(p, &e))
+                .map_err(cannot_open(p))
         };
         let target = match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => {
-                return Err(format!(
-                    "metrics_path {} is a directory; give the path of a file or named pipe (FIFO) in it",
-                    path.display()
-                ))
-            }
+            Ok(m) if m.is_dir() => return Err(MetricsError::IsDirectory(path.to_path_buf())),
             Ok(m) if m.file_type().is_fifo() => {
-                Target::Fifo(open_fifo(path).map_err(|e| cannot_open(path, &e))?)
+                Target::Fifo(open_fifo(path).map_err(cannot_open(path))?)
             }
             Ok(_) => Target::File(append(path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -87,15 +106,14 @@ impl MetricsWriter {
                     _ => Path::new("."),
                 };
                 if !dir.is_dir() {
-                    return Err(format!(
-                        "the directory {} of metrics_path {} does not exist; create it first or choose another metrics_path",
-                        dir.display(),
-                        path.display()
-                    ));
+                    return Err(MetricsError::NoDirectory {
+                        dir: dir.to_path_buf(),
+                        path: path.to_path_buf(),
+                    });
                 }
                 Target::File(append(path)?)
             }
-            Err(e) => return Err(cannot_open(path, &e)),
+            Err(e) => return Err(cannot_open(path)(e)),
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -187,13 +205,10 @@ fn sink() -> MutexGuard<'static, Option<MetricsWriter>> {
 
 /// Sets where lines go and starts the periodic flush. Once per process, as in
 /// Firecracker; nothing changes on an error.
-pub fn configure(cfg: &MetricsConfig) -> Result<(), String> {
+pub fn configure(cfg: &MetricsConfig) -> Result<(), MetricsError> {
     let mut sink = sink();
     if let Some(w) = sink.as_ref() {
-        return Err(format!(
-            "metrics already go to {}; metrics_path can be set only once per kiln-vmm",
-            w.path().display()
-        ));
+        return Err(MetricsError::AlreadySet(w.path().to_path_buf()));
     }
     let writer = MetricsWriter::open(&cfg.metrics_path)?;
     std::thread::Builder::new()
@@ -204,18 +219,21 @@ pub fn configure(cfg: &MetricsConfig) -> Result<(), String> {
                 tracing::warn!("{e}");
             }
         })
-        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        .map_err(MetricsError::Thread)?;
     *sink = Some(writer);
     Ok(())
 }
 
 /// Writes a line now; without a metrics_path this does nothing (as Firecracker's
 /// FlushMetrics).
-pub fn flush() -> Result<(), String> {
+pub fn flush() -> Result<(), MetricsError> {
     let mut sink = sink();
     let Some(w) = sink.as_mut() else {
         return Ok(());
     };
     w.write_line(&METRICS.line_now())
-        .map_err(|e| format!("cannot write metrics to {}: {e}", w.path().display()))
+        .map_err(|source| MetricsError::Write {
+            path: w.path().to_path_buf(),
+            source,
+        })
 }

@@ -137,7 +137,7 @@ fn a_file_is_appended_to_and_bad_paths_say_what_to_fix() {
     // A missing file in an existing directory is created.
     assert!(MetricsWriter::open(&dir.0.join("new.json")).is_ok());
 
-    let err = |p: &Path| MetricsWriter::open(p).err().unwrap();
+    let err = |p: &Path| MetricsWriter::open(p).err().unwrap().to_string();
     let e = err(&dir.0.join("no-such-dir/metrics.json"));
     assert!(
         e.contains("does not exist") && e.contains("create it"),

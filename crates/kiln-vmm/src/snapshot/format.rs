@@ -147,7 +147,8 @@ impl SnapshotState {
     fn validate(&self, state_path: &Path) -> Result<(), SnapshotError> {
         let err = |m: String| snap_err(state_path, m);
         let mc = &self.config.machine_config;
-        mc.validate().map_err(|e| err(e.0))?;
+        mc.validate(&crate::config::HostFacts::read())
+            .map_err(|e| err(e.0))?;
         if self.vcpus.len() != usize::from(mc.vcpu_count) {
             return Err(err(format!(
                 "{} saved vCPUs for a {}-vCPU machine; the snapshot is damaged",

@@ -60,6 +60,24 @@ pub fn register_kvm_run(run: *mut kvm_run) {
     KVM_RUN.with(|p| p.set(run));
 }
 
+/// A vCPU that parked but could not capture its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot capture the state of vCPU {vcpu}: {msg}")]
+pub struct CaptureError {
+    pub vcpu: usize,
+    /// What KVM refused (the state capture's own message).
+    pub msg: String,
+}
+
+/// Why a pause did not yield every vCPU's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    #[error("the vCPUs did not pause within {} s; the VM keeps running", PAUSE_TIMEOUT.as_secs())]
+    Timeout,
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
 /// What the VMM wants the vCPUs to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -70,7 +88,7 @@ pub enum Want {
 struct Shared {
     want: Want,
     /// Per vCPU: parked, with the state it captured when it parked.
-    parked: Vec<Option<Result<VcpuState, String>>>,
+    parked: Vec<Option<Result<VcpuState, CaptureError>>>,
     threads: Vec<Option<libc::pthread_t>>,
 }
 
@@ -126,9 +144,9 @@ impl VcpuControl {
         }
     }
 
-    /// Parks vCPU `index` with its captured state until the VMM wants it to run. The
-    /// closure captures state (it runs once, before parking).
-    pub fn park(&self, index: usize, state: Result<VcpuState, String>) {
+    /// Parks vCPU `index` with its captured state (or why it has none) until the VMM
+    /// wants it to run.
+    pub fn park(&self, index: usize, state: Result<VcpuState, CaptureError>) {
         let mut s = self.lock();
         if let Some(slot) = s.parked.get_mut(index) {
             *slot = Some(state);
@@ -144,7 +162,7 @@ impl VcpuControl {
     }
 
     /// Pauses every vCPU and returns their states (in vCPU order) once all are parked.
-    pub fn pause(&self) -> Result<Vec<VcpuState>, String> {
+    pub fn pause(&self) -> Result<Vec<VcpuState>, PauseError> {
         let mut s = self.lock();
         self.set_want(&mut s, Want::Pause);
         for t in s.threads.iter().flatten() {
@@ -158,7 +176,7 @@ impl VcpuControl {
             if left.is_zero() {
                 self.set_want(&mut s, Want::Run);
                 self.changed.notify_all();
-                return Err("the vCPUs did not pause within 5 s; the VM keeps running".into());
+                return Err(PauseError::Timeout);
             }
             s = self
                 .changed
@@ -168,12 +186,12 @@ impl VcpuControl {
         }
         s.parked
             .iter()
-            .map(|p| p.clone().expect("checked above"))
+            .map(|p| p.clone().expect("checked above").map_err(PauseError::from))
             .collect()
     }
 
     /// The states captured at the current pause (None if not every vCPU is parked).
-    pub fn parked_states(&self) -> Option<Result<Vec<VcpuState>, String>> {
+    pub fn parked_states(&self) -> Option<Result<Vec<VcpuState>, CaptureError>> {
         let s = self.lock();
         if s.want != Want::Pause || s.parked.iter().any(Option::is_none) {
             return None;
@@ -203,64 +221,4 @@ impl VcpuControl {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn state(rip: u64) -> VcpuState {
-        let mut s: VcpuState = serde_json::from_value(serde_json::json!({
-            "cpuid": [], "msrs": [], "regs": kvm_bindings::kvm_regs::default(),
-            "sregs": kvm_bindings::kvm_sregs::default(), "xsave": kvm_bindings::kvm_xsave::default(),
-            "xcrs": kvm_bindings::kvm_xcrs::default(), "debug_regs": kvm_bindings::kvm_debugregs::default(),
-            "lapic": kvm_bindings::kvm_lapic_state::default(), "mp_state": kvm_bindings::kvm_mp_state::default(),
-            "vcpu_events": kvm_bindings::kvm_vcpu_events::default(), "tsc_khz": null
-        }))
-        .unwrap();
-        s.regs.rip = rip;
-        s
-    }
-
-    /// A stand-in vCPU thread: runs until asked to pause, parks with its "state".
-    fn fake_vcpu(ctl: Arc<VcpuControl>, index: usize, stop: Arc<AtomicBool>) {
-        while !stop.load(Ordering::SeqCst) {
-            if ctl.want() == Want::Pause {
-                ctl.park(index, Ok(state(index as u64)));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    #[test]
-    fn pause_collects_every_vcpu_state_and_resume_releases_them() {
-        let ctl = Arc::new(VcpuControl::new(2, Want::Run));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = (0..2)
-            .map(|i| {
-                let (c, s) = (ctl.clone(), stop.clone());
-                std::thread::spawn(move || fake_vcpu(c, i, s))
-            })
-            .collect();
-        for _ in 0..3 {
-            let states = ctl.pause().unwrap();
-            assert_eq!(
-                states.iter().map(|s| s.regs.rip).collect::<Vec<_>>(),
-                [0, 1]
-            );
-            assert_eq!(ctl.parked_states().unwrap().unwrap().len(), 2);
-            ctl.resume();
-            assert!(ctl.parked_states().is_none());
-        }
-        stop.store(true, Ordering::SeqCst);
-        threads.into_iter().for_each(|t| t.join().unwrap());
-    }
-
-    #[test]
-    fn a_vcpu_that_never_parks_fails_the_pause_and_the_vm_keeps_running() {
-        let ctl = VcpuControl::new(1, Want::Run);
-        let err = ctl.pause().unwrap_err();
-        assert!(err.contains("did not pause"), "{err}");
-        assert_eq!(ctl.want(), Want::Run);
-    }
-}
+mod tests;

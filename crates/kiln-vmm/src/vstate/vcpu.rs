@@ -6,7 +6,7 @@ use kvm_bindings::CpuId;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::control::{self, VcpuControl, Want};
+use super::control::{self, CaptureError, VcpuControl, Want};
 use super::vcpu_state::VcpuState;
 use super::vm::{kvm_err, KvmError};
 use crate::arch::{cpuid, msrs, regs};
@@ -94,8 +94,12 @@ impl Vcpu {
             other => tracing::warn!(vcpu = self.index, "completing pending I/O: {other:?}"),
         }
         self.fd.set_kvm_immediate_exit(0);
-        let state = VcpuState::capture(&self.fd, msrs).map_err(|e| e.to_string());
-        ctl.park(usize::from(self.index), state);
+        let vcpu = usize::from(self.index);
+        let state = VcpuState::capture(&self.fd, msrs).map_err(|e| CaptureError {
+            vcpu,
+            msg: e.to_string(),
+        });
+        ctl.park(vcpu, state);
         // A kick that raced with the resume would make the next KVM_RUN return at once.
         self.fd.set_kvm_immediate_exit(0);
     }

@@ -1,0 +1,168 @@
+use super::*;
+
+/// A host with 4 GiB of RAM.
+const HOST: HostFacts = HostFacts {
+    mem_mib: Some(4096),
+};
+
+#[test]
+fn firecracker_config_file_parses() {
+    let dir = std::env::temp_dir();
+    let kernel = dir.join("kiln-cfg-test-kernel");
+    std::fs::write(&kernel, b"x").unwrap();
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}", "boot_args": "console=ttyS0"}},
+            "drives": [], "machine-config": {{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}},
+            "network-interfaces": [], "logger": null}}"#,
+        kernel.display()
+    );
+    let cfg = ValidConfig::from_json(&json, &HOST).unwrap();
+    assert_eq!(cfg.machine_config.vcpu_count, 2);
+    assert!(ValidConfig::from_json("{\"boot-source\": 3}", &HOST)
+        .unwrap_err()
+        .0
+        .starts_with("malformed JSON"));
+    assert!(ValidConfig::from_json(
+        r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#,
+        &HOST
+    )
+    .unwrap_err()
+    .0
+    .contains("boot-source"));
+    std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn config_file_vsock_section() {
+    let dir = std::env::temp_dir();
+    let kernel = dir.join(format!("kiln-cfg-vsock-kernel-{}", std::process::id()));
+    std::fs::write(&kernel, b"x").unwrap();
+    let uds = dir.join(format!("kiln-cfg-vsock-{}.sock", std::process::id()));
+    let json = |vsock: &str| {
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}}, "vsock": {vsock}}}"#,
+            kernel.display()
+        )
+    };
+    let body = format!(r#"{{"guest_cid": 7, "uds_path": "{}"}}"#, uds.display());
+    let cfg = ValidConfig::from_json(&json(&body), &HOST).unwrap();
+    assert_eq!(cfg.vsock.as_ref().unwrap().guest_cid, 7);
+    let shown = serde_json::to_value(&*cfg).unwrap();
+    assert_eq!(shown["vsock"]["guest_cid"], 7);
+    assert!(ValidConfig::from_json(&json("null"), &HOST)
+        .unwrap()
+        .vsock
+        .is_none());
+    let bad = format!(r#"{{"guest_cid": 2, "uds_path": "{}"}}"#, uds.display());
+    assert!(ValidConfig::from_json(&json(&bad), &HOST)
+        .unwrap_err()
+        .0
+        .contains("guest_cid"));
+    std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn config_file_metrics_section() {
+    let dir = std::env::temp_dir();
+    let kernel = dir.join(format!("kiln-cfg-metrics-kernel-{}", std::process::id()));
+    std::fs::write(&kernel, b"x").unwrap();
+    let json = |metrics: &str| {
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}"}}, "metrics": {metrics}}}"#,
+            kernel.display()
+        )
+    };
+    let cfg = ValidConfig::from_json(&json(r#"{"metrics_path": "/run/m.fifo"}"#), &HOST).unwrap();
+    let m = cfg.metrics.as_ref().unwrap();
+    assert_eq!(m.metrics_path, std::path::Path::new("/run/m.fifo"));
+    // Not part of the VM's shown (or snapshotted) configuration.
+    assert!(serde_json::to_value(&*cfg)
+        .unwrap()
+        .get("metrics")
+        .is_none());
+    assert!(ValidConfig::from_json(&json("null"), &HOST)
+        .unwrap()
+        .metrics
+        .is_none());
+    let e =
+        ValidConfig::from_json(&json(r#"{"metrics_path": "/m", "level": 1}"#), &HOST).unwrap_err();
+    assert!(e.0.contains("unknown field"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+}
+
+/// A config file naming a kernel that exists, with `rest` after the boot source.
+fn with_kernel(name: &str, rest: &str) -> (std::path::PathBuf, String) {
+    let kernel = std::env::temp_dir().join(format!("kiln-cfg-{name}-{}", std::process::id()));
+    std::fs::write(&kernel, b"x").unwrap();
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}}{rest}}}"#,
+        kernel.display()
+    );
+    (kernel, json)
+}
+
+#[test]
+fn validation_checks_memory_against_the_given_host() {
+    let (kernel, json) = with_kernel(
+        "host",
+        r#", "machine-config": {"vcpu_count": 1, "mem_size_mib": 8192}"#,
+    );
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(
+        e.contains("mem_size_mib 8192") && e.contains("host's 4096 MiB"),
+        "{e}"
+    );
+    let big_host = HostFacts {
+        mem_mib: Some(16384),
+    };
+    let cfg = ValidConfig::from_json(&json, &big_host).unwrap();
+    assert_eq!(cfg.machine_config.mem_size_mib, 8192);
+    assert_eq!(
+        cfg.boot_source().kernel_image_path,
+        kernel.display().to_string()
+    );
+    std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn a_valid_config_has_a_boot_source_unique_drives_and_one_root() {
+    let no_boot = VmConfig::default();
+    let e = ValidConfig::new(no_boot, &HOST).unwrap_err().0;
+    assert!(e.contains("boot-source"), "{e}");
+
+    let (kernel, _) = with_kernel("drives", "");
+    let path = kernel.display().to_string();
+    let drive = |id: &str, root: bool| {
+        format!(r#"{{"drive_id": "{id}", "path_on_host": "{path}", "is_root_device": {root}}}"#)
+    };
+    let file = |drives: &[String]| {
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{path}"}}, "drives": [{}]}}"#,
+            drives.join(",")
+        )
+    };
+    let twice = file(&[drive("a", false), drive("a", false)]);
+    let e = ValidConfig::from_json(&twice, &HOST).unwrap_err().0;
+    assert!(e.contains("used twice"), "{e}");
+    let two_roots = file(&[drive("a", true), drive("b", true)]);
+    let e = ValidConfig::from_json(&two_roots, &HOST).unwrap_err().0;
+    assert!(e.contains("more than one drive"), "{e}");
+    let good = ValidConfig::from_json(&file(&[drive("a", true), drive("b", false)]), &HOST);
+    assert_eq!(good.unwrap().into_inner().drives.len(), 2);
+    std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn sections_kiln_vmm_would_ignore_are_refused() {
+    let (kernel, json) = with_kernel("logger", r#", "logger": {"log_path": "/tmp/fc.log"}"#);
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(
+        e.contains("\"logger\"") && e.contains("set it to null"),
+        "{e}"
+    );
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel("net", r#", "network-interfaces": [{"iface_id": "eth0"}]"#);
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("network-interfaces"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+}
