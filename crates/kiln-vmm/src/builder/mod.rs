@@ -19,7 +19,7 @@ mod virtio;
 
 pub use crate::vstate::machine::Machine;
 pub use prepare::{prepare, Prepared};
-pub use restore::{restore, restored_config, MemBackend, RestoreError, RestoreOptions};
+pub use restore::{restore, MemBackend, RestoreError, RestoreOptions};
 
 use std::io::Write;
 use std::sync::mpsc::Receiver;
