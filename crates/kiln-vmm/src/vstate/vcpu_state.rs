@@ -58,7 +58,7 @@ impl std::fmt::Debug for VcpuState {
 }
 
 /// Why a vCPU's state could not be captured or loaded.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VcpuStateError {
     #[error("KVM {op}: {source}")]
     Kvm {

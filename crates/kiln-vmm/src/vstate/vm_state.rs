@@ -19,7 +19,7 @@ pub struct VmState {
 }
 
 /// Why the VM's state could not be captured or loaded.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VmStateError {
     #[error("KVM {op}: {source}")]
     Kvm {
