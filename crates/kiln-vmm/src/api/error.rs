@@ -50,3 +50,6 @@ pub enum ApiError {
     #[error(transparent)]
     Encode(#[from] serde_json::Error),
 }
+
+/// A route's answer, or the error served as 400.
+pub(super) type Outcome = Result<super::http::Response, ApiError>;

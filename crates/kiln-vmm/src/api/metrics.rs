@@ -1,9 +1,8 @@
 //! `PUT /metrics {"metrics_path": ...}` (Firecracker's): where metric lines go, set once
 //! before the VM starts. `PUT /actions {"action_type": "FlushMetrics"}` writes a line.
 
-use super::error::ApiError;
+use super::error::{ApiError, Outcome};
 use super::http::Response;
-use super::routes::Outcome;
 use crate::config::parse_json;
 use crate::metrics::{self, MetricsConfig};
 use crate::vmm::Vmm;

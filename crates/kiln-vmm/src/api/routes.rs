@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, Outcome};
 use super::http::{Request, Response};
 use super::snapshot;
 use crate::config::{drive, parse_json, BootSource, Drive, MachineConfig, VsockConfig};
@@ -37,9 +37,6 @@ impl ActionType {
         }
     }
 }
-
-/// A route's answer, or the error served as 400.
-pub(super) type Outcome = Result<Response, ApiError>;
 
 fn pre_boot(vmm: &Vmm) -> Result<(), ApiError> {
     if vmm.is_running() {

@@ -12,9 +12,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, Outcome};
 use super::http::Response;
-use super::routes::Outcome;
 use crate::builder::{MemBackend, RestoreOptions};
 use crate::config::parse_json;
 use crate::snapshot::format::{SnapshotState, MEMORY_FILE};
