@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::builder::StartError;
-use crate::kernel::LoadError;
+use crate::kernel::{BootFile, LoadError};
 
 /// The stages a boot can fail in.
 pub const STAGES: [&str; 7] = [
@@ -86,7 +86,10 @@ pub fn classify(e: &StartError) -> (&'static str, Option<i32>) {
     match e {
         StartError::Config(_) => ("config", None),
         StartError::Load(LoadError::Open { what, source, .. }) => {
-            let stage = if *what == "kernel" { "kernel" } else { "image" };
+            let stage = match what {
+                BootFile::Kernel => "kernel",
+                BootFile::Initrd => "image",
+            };
             (stage, source.raw_os_error())
         }
         StartError::Load(LoadError::Format { .. }) => ("kernel", None),
@@ -141,11 +144,17 @@ mod tests {
             assert!(STAGES.contains(&api_stage(path)));
         }
         let e = StartError::Load(LoadError::Open {
-            what: "kernel",
+            what: BootFile::Kernel,
             path: "/x".into(),
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         });
         assert_eq!(classify(&e), ("kernel", Some(libc::ENOENT)));
+        let e = StartError::Load(LoadError::Open {
+            what: BootFile::Initrd,
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(classify(&e), ("image", Some(libc::ENOENT)));
         let gone = || std::io::Error::from_raw_os_error(libc::ENOENT).into();
         let e = StartError::Drive {
             drive_id: "scratch".into(),

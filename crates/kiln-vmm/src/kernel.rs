@@ -12,7 +12,7 @@ use crate::arch::layout::HIMEM_START;
 pub enum LoadError {
     #[error("cannot open {what} '{path}': {source}")]
     Open {
-        what: &'static str,
+        what: BootFile,
         path: String,
         source: std::io::Error,
     },
@@ -31,6 +31,22 @@ pub enum LoadError {
     },
 }
 
+/// Which boot file a [`LoadError::Open`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFile {
+    Kernel,
+    Initrd,
+}
+
+impl std::fmt::Display for BootFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BootFile::Kernel => "kernel image",
+            BootFile::Initrd => "initrd",
+        })
+    }
+}
+
 /// Where the kernel landed.
 pub struct LoadedKernel {
     pub entry: u64,
@@ -39,7 +55,7 @@ pub struct LoadedKernel {
     pub setup_header: Option<setup_header>,
 }
 
-fn open(what: &'static str, path: &str) -> Result<File, LoadError> {
+fn open(what: BootFile, path: &str) -> Result<File, LoadError> {
     File::open(path).map_err(|source| LoadError::Open {
         what,
         path: path.into(),
@@ -49,7 +65,7 @@ fn open(what: &'static str, path: &str) -> Result<File, LoadError> {
 
 /// Loads the kernel at `path` and returns its 64-bit entry point.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &str) -> Result<LoadedKernel, LoadError> {
-    let mut file = open("kernel image", path)?;
+    let mut file = open(BootFile::Kernel, path)?;
     let himem = Some(GuestAddress(HIMEM_START));
     let elf = match Elf::load(mem, None, &mut file, himem) {
         Ok(r) => {
@@ -83,11 +99,11 @@ pub fn load_initrd(
     kernel_end: u64,
     path: &str,
 ) -> Result<InitrdPlacement, LoadError> {
-    let mut file = open("initrd", path)?;
+    let mut file = open(BootFile::Initrd, path)?;
     let size = file
         .metadata()
         .map_err(|source| LoadError::Open {
-            what: "initrd",
+            what: BootFile::Initrd,
             path: path.into(),
             source,
         })?
