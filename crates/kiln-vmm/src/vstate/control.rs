@@ -62,11 +62,11 @@ pub fn register_kvm_run(run: *mut kvm_run) {
 
 /// A vCPU that parked but could not capture its state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot capture the state of vCPU {vcpu}: {msg}")]
+#[error("cannot capture the state of vCPU {vcpu}: {source}")]
 pub struct CaptureError {
     pub vcpu: usize,
-    /// What KVM refused (the state capture's own message).
-    pub msg: String,
+    /// What KVM refused.
+    pub source: super::vcpu_state::VcpuStateError,
 }
 
 /// Why a pause did not yield every vCPU's state.

@@ -95,10 +95,8 @@ impl Vcpu {
         }
         self.fd.set_kvm_immediate_exit(0);
         let vcpu = usize::from(self.index);
-        let state = VcpuState::capture(&self.fd, msrs).map_err(|e| CaptureError {
-            vcpu,
-            msg: e.to_string(),
-        });
+        let state =
+            VcpuState::capture(&self.fd, msrs).map_err(|source| CaptureError { vcpu, source });
         ctl.park(vcpu, state);
         // A kick that raced with the resume would make the next KVM_RUN return at once.
         self.fd.set_kvm_immediate_exit(0);
