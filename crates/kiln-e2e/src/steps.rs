@@ -3,6 +3,7 @@
 //! its name, `step 'auth is required' failed: <panic message>`, so a red tour says
 //! where it broke without reading line numbers. The steps after a failed one do not
 //! run (each builds on what the ones before left); the fixture is dropped as usual.
+//! Its own tests are tests/steps.rs (an e2e test binary, so scripts/test runs them).
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -36,6 +37,3 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "(a panic without a message)"
     }
 }
-
-#[cfg(test)]
-mod tests;

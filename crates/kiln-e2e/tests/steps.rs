@@ -1,8 +1,10 @@
-//! The step runner: order, the failing step's name and message, and nothing after it.
+//! The step runner the tours use (kiln_e2e::steps): order, the failing step's name and
+//! message, and nothing after it. No guest: this runs anywhere, and as an e2e test
+//! binary it runs wherever scripts/test runs the suite.
 
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 
-use super::*;
+use kiln_e2e::steps::{run_steps, Step};
 
 fn first(log: &mut Vec<&'static str>) {
     log.push("first");
@@ -27,7 +29,11 @@ fn failure(steps: &[Step<Vec<&'static str>>]) -> (String, Vec<&'static str>) {
     let mut log = Vec::new();
     let payload = panic::catch_unwind(AssertUnwindSafe(|| run_steps(&mut log, steps)))
         .expect_err("a step failed, so run_steps panics");
-    (panic_message(&*payload).to_string(), log)
+    let msg = payload
+        .downcast_ref::<String>()
+        .expect("run_steps panics with a formatted message")
+        .clone();
+    (msg, log)
 }
 
 #[test]
