@@ -5,6 +5,7 @@
 //! `scripts/test` sets the latter when it runs them inside `scripts/harness`.
 
 pub mod serve;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! A `kiln serve` child process for the tests that drive the API: the release binary on
 //! `<state>/kiln.sock` with a private state directory (under the temp dir, a tmpfs in
-//! the harness: unix sockets cannot live on 9p).
+//! the harness: unix sockets cannot live on 9p). [`Served`] bundles it with its state
+//! directory and the clean-up of what a failed test leaves, as the tours' fixture.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use kiln_server::client::Client;
 
-use crate::{kiln_bin, unique, wait_until};
+use crate::{kiln_bin, unique, wait_until, TempDir};
 
 pub struct Serve {
     child: Child,
@@ -103,6 +104,29 @@ impl Drop for Leftovers {
                 .args(&ids)
                 .env("KILN_STATE_DIR", &self.0)
                 .output();
+        }
+    }
+}
+
+/// A `kiln serve` on a private state directory of its own, the fixture the tours
+/// (tests/server.rs, tests/remote.rs) run their steps over. Dropped in this order: the
+/// server, then whatever sandboxes are left (their VMMs outlive it), then the directory.
+pub struct Served {
+    pub server: Serve,
+    _leftovers: Leftovers,
+    pub state: TempDir,
+}
+
+impl Served {
+    /// Starts a server on a fresh state directory named after `name`.
+    pub fn start(name: &str) -> Served {
+        let state = TempDir::new(name);
+        let leftovers = Leftovers(state.0.clone());
+        let server = Serve::start(&state.0);
+        Served {
+            server,
+            _leftovers: leftovers,
+            state,
         }
     }
 }

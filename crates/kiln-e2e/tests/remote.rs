@@ -1,11 +1,13 @@
 //! `kiln --remote`: the CLI against a real `kiln serve` on a unix socket, real guests
-//! behind it. Two guests: one long-lived for the tour, one for `kiln run`.
+//! behind it. Two guests: one long-lived for the tour, one for `kiln run`. The tour is
+//! named steps over one fixture (kiln_e2e::steps): a failure names its step.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use kiln_e2e::serve::{Leftovers, Serve};
+use kiln_e2e::serve::Served;
+use kiln_e2e::steps::run_steps;
 use kiln_e2e::{kiln_bin, require_kvm, sha256_hex, TempDir};
 use kiln_server::client::ListFilter;
 
@@ -76,17 +78,69 @@ fn leftovers(state: &Path) -> (Vec<String>, Vec<String>) {
     (files, procs)
 }
 
+/// The CLI tour's fixture: the server, its URL, the tour's sandbox and a host
+/// directory for the files copied in and out.
+struct Tour {
+    served: Served,
+    url: String,
+    id: String,
+    host: TempDir,
+}
+
 #[test]
 fn remote_cli_tour() {
     if !require_kvm("remote_cli_tour") {
         return;
     }
-    let state = TempDir::new("remote-cli");
-    let _leftovers = Leftovers(state.0.clone());
-    let server = Serve::start(&state.0);
-    let url = server.url();
-    let url = url.as_str();
+    let served = Served::start("remote-cli");
+    let url = served.server.url();
+    let mut tour = Tour {
+        served,
+        url,
+        id: String::new(),
+        host: TempDir::new("remote-cli-files"),
+    };
+    run_steps(
+        &mut tour,
+        &[
+            (
+                "create prints the id, and only the id",
+                create_prints_the_id,
+            ),
+            (
+                "exec keeps stdout and stderr apart and passes the exit code",
+                exec_streams_and_exit_code,
+            ),
+            (
+                "-e, -w and -i reach the command",
+                exec_env_workdir_and_stdin,
+            ),
+            ("cp copies a file and a tree both ways", cp_file_and_tree),
+            (
+                "300 MiB streams through both ways in bounded memory",
+                big_file_streams,
+            ),
+            ("ls matches the local command", ls_matches_local),
+            (
+                "pause and resume show in ls, events and exec",
+                pause_and_resume,
+            ),
+            ("errors: an unknown id, a wrong token, a shell", errors),
+            (
+                "run has a sandbox of its own and its exit code",
+                run_has_its_own_sandbox,
+            ),
+            (
+                "snapshots, pool and logs work remotely",
+                snapshots_pool_and_logs,
+            ),
+            ("stop and rm leave nothing", stop_and_rm_leave_nothing),
+        ],
+    );
+}
 
+fn create_prints_the_id(t: &mut Tour) {
+    let url = t.url.as_str();
     // create prints the id, and only the id.
     // 1 GiB: the 300 MiB file below lives in the guest's RAM.
     let out = ok(url, &["create", "--image", "minimal", "--memory", "1024"]);
@@ -95,7 +149,12 @@ fn remote_cli_tour() {
         !id.is_empty() && out.lines().count() == 1,
         "create printed {out:?}"
     );
+    t.id = id;
+}
 
+fn exec_streams_and_exit_code(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
     // exec: stdout and stderr apart, the exit code propagated.
     let o = remote(
         url,
@@ -105,6 +164,11 @@ fn remote_cli_tour() {
         (stdout(&o).as_str(), stderr(&o).as_str(), o.status.code()),
         ("a\n", "b\n", Some(3))
     );
+}
+
+fn exec_env_workdir_and_stdin(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
     // -e, -w and -i reach the command.
     let mut child = Command::new(kiln_bin())
         .args([
@@ -126,9 +190,13 @@ fn remote_cli_tour() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "y /tmp from stdin\n");
+}
 
+fn cp_file_and_tree(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
+    let host = &t.host;
     // cp: a file in and back out with the same bytes, then a directory tree.
-    let host = TempDir::new("remote-cli-files");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(host.path("in.bin"), &data).unwrap();
     let remote_file = format!("{id}:/tmp/in.bin");
@@ -179,7 +247,13 @@ fn remote_cli_tour() {
     );
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("/no/such"), "{}", stderr(&o));
+}
 
+fn big_file_streams(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
+    let server = &t.served.server;
+    let host = &t.host;
     // 300 MiB, more than any request body the server buffers, both ways: the file
     // streams through, and the server's peak memory stays far below its size.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -216,7 +290,12 @@ fn remote_cli_tour() {
         peak < 150 << 10,
         "kiln serve peaked at {peak} KiB while moving 300 MiB"
     );
+}
 
+fn ls_matches_local(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
+    let state = &t.served.state;
     // ls: the local command's header, and the sandbox in it.
     let ls = ok(url, &["ls"]);
     let local = Command::new(kiln_bin())
@@ -230,7 +309,11 @@ fn remote_cli_tour() {
     assert_eq!(row[1..5], ["running", "kiln", "minimal", "1"]);
     let local_row = ls_row(&local, &id).expect("local ls row");
     assert_eq!(row[..6], local_row[..6], "remote and local ls rows differ");
+}
 
+fn pause_and_resume(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
     // pause / resume, seen by ls, events and exec.
     assert_eq!(ok(url, &["pause", &id]), format!("{id} paused\n"));
     assert_eq!(ls_row(&ok(url, &["ls"]), &id).unwrap()[1], "paused");
@@ -243,7 +326,11 @@ fn remote_cli_tour() {
     );
     let inspect: serde_json::Value = serde_json::from_str(&ok(url, &["inspect", &id])).unwrap();
     assert_eq!(inspect["state"], "running");
+}
 
+fn errors(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
     // Errors: an unknown id (the server's message, exit 125), a wrong token, a shell.
     let o = remote(url, &["exec", "no-such-sb", "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
@@ -267,7 +354,10 @@ fn remote_cli_tour() {
         "{}",
         stderr(&o)
     );
+}
 
+fn run_has_its_own_sandbox(t: &mut Tour) {
+    let url = t.url.as_str();
     // run: a sandbox of its own, the exit code, nothing left of it.
     let o = remote(
         url,
@@ -289,7 +379,11 @@ fn remote_cli_tour() {
         "{}",
         stderr(&o)
     );
+}
 
+fn snapshots_pool_and_logs(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
     // Snapshots (no restore: it would boot another guest), logs.
     assert_eq!(
         ok(url, &["snapshot", &id, "--name", "remote-snap"]),
@@ -312,7 +406,13 @@ fn remote_cli_tour() {
         "remote-snap removed\n"
     );
     assert!(!ok(url, &["logs", "--vmm", &id]).is_empty());
+}
 
+fn stop_and_rm_leave_nothing(t: &mut Tour) {
+    let url = t.url.as_str();
+    let id = t.id.clone();
+    let server = &t.served.server;
+    let state = &t.served.state;
     // stop, then rm: nothing left: no row, folder, socket or VMM.
     assert!(ok(url, &["stop", &id]).starts_with(&format!("{id} stopped (")));
     assert_eq!(ls_row(&ok(url, &["ls"]), &id).unwrap()[1], "stopped");

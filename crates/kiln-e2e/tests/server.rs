@@ -1,13 +1,15 @@
 //! `kiln serve` as a client drives it: the real binary on a unix socket in a private
 //! state directory, real guests behind it, the blocking client of kiln-server in front.
 //! Two guests in all: one for the API tour, one that outlives kills of the server.
+//! The tour is named steps over one fixture (kiln_e2e::steps): a failure names its step.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_e2e::serve::{Leftovers, Serve};
+use kiln_e2e::serve::{Leftovers, Serve, Served};
+use kiln_e2e::steps::run_steps;
 use kiln_e2e::{process_running, require_kvm, wait_until, TempDir};
-use kiln_server::api::{CreateSandbox, ExecRequest, OutputEncoding};
+use kiln_server::api::{CreateSandbox, ExecRequest, OutputEncoding, Removed};
 use kiln_server::client::{Client, ClientError, ListFilter, Output};
 
 fn minimal(id: &str) -> CreateSandbox {
@@ -31,16 +33,76 @@ fn wait_gone(pid: u32) -> bool {
     })
 }
 
+/// The API tour's fixture: the server, its client (with the token) and what the steps
+/// hand on (srv-a's VMM, the restored copy's VMM, the answer to srv-a's delete).
+struct Tour {
+    served: Served,
+    c: Client,
+    pid: u32,
+    copy_pid: u32,
+    removed: Option<Removed>,
+}
+
 #[test]
 fn server_api_tour() {
     if !require_kvm("server_api_tour") {
         return;
     }
-    let state = TempDir::new("server-tour");
-    let _leftovers = Leftovers(state.0.clone());
-    let server = Serve::start(&state.0);
-    let c = server.client();
+    let served = Served::start("server-tour");
+    let c = served.server.client();
+    let mut tour = Tour {
+        served,
+        c,
+        pid: 0,
+        copy_pid: 0,
+        removed: None,
+    };
+    run_steps(
+        &mut tour,
+        &[
+            ("auth is required", auth_is_required),
+            ("create, get and list with filters", create_get_and_list),
+            ("exec output is streamed", exec_output_is_streamed),
+            ("collected exec: exit code, stdin, timeout", collected_exec),
+            ("files: mkdir, write, read, stat, list, remove", files),
+            (
+                "4xx answers are JSON with stable codes",
+                errors_are_json_with_stable_codes,
+            ),
+            (
+                "pause refuses exec and names wrong transitions",
+                pause_and_resume,
+            ),
+            ("metrics per sandbox and per exec", metrics),
+            (
+                "the OpenAPI document lists every route",
+                openapi_lists_every_route,
+            ),
+            ("events and logs", events_and_logs),
+            (
+                "snapshot and restore keep the environment",
+                snapshot_and_restore,
+            ),
+            ("a warm pool hands off and refills", warm_pool),
+            (
+                "a copy from a snapshot takes labels and limits, and is reaped",
+                labels_limits_and_reaping,
+            ),
+            (
+                "removing the snapshot leaves no restored VMM",
+                removing_the_snapshot,
+            ),
+            (
+                "a followed log ends when its sandbox goes",
+                followed_log_ends,
+            ),
+            ("delete leaves nothing", delete_leaves_nothing),
+        ],
+    );
+}
 
+fn auth_is_required(t: &mut Tour) {
+    let c = &t.c;
     // Auth: health is open, everything else needs the token.
     assert_eq!(c.health().unwrap().status, "ok");
     let anon = c.clone().with_token(None);
@@ -51,7 +113,10 @@ fn server_api_tour() {
     );
     let wrong = c.clone().with_token(Some("f".repeat(64)));
     assert_eq!(err(wrong.get("srv-a")), (401, "unauthorized".into()));
+}
 
+fn create_get_and_list(t: &mut Tour) {
+    let c = &t.c;
     // Create, get, list with filters.
     let mut req = minimal("srv-a");
     req.metadata.insert("suite".into(), "server".into());
@@ -60,8 +125,8 @@ fn server_api_tour() {
     let sb = c.create(&req).unwrap();
     assert_eq!((sb.id.as_str(), sb.state), ("srv-a", kiln::State::Running));
     assert_eq!(sb.metadata["role"], "tour");
-    let pid = sb.pid.expect("a running sandbox has a VMM pid");
-    assert!(process_running(pid as i32));
+    t.pid = sb.pid.expect("a running sandbox has a VMM pid");
+    assert!(process_running(t.pid as i32));
     assert_eq!(c.get("srv-a").unwrap().image, "minimal");
     assert_eq!(
         err(c.create(&minimal("srv-a"))),
@@ -80,7 +145,10 @@ fn server_api_tour() {
         ..Default::default()
     };
     assert_eq!(ids(c.list(&running).unwrap()), ["srv-a"]);
+}
 
+fn exec_output_is_streamed(t: &mut Tour) {
+    let c = &t.c;
     // Streamed exec: output arrives while the command runs.
     let t0 = Instant::now();
     let (mut out, mut errout, mut early_at) = (Vec::new(), Vec::new(), None);
@@ -106,7 +174,10 @@ fn server_api_tour() {
         total - early_at >= Duration::from_millis(1500),
         "the early line came {early_at:?} after the start and the end {total:?}: it was not streamed"
     );
+}
 
+fn collected_exec(t: &mut Tour) {
+    let c = &t.c;
     // Collected exec: a non-zero exit, stdin, a timeout.
     let r = c
         .exec_collect(
@@ -128,7 +199,10 @@ fn server_api_tour() {
         .exec_collect("srv-a", &slow, OutputEncoding::Text)
         .unwrap();
     assert!(r.timed_out && r.exit_code.is_none(), "{r:?}");
+}
 
+fn files(t: &mut Tour) {
+    let c = &t.c;
     // Files.
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
     c.mkdir("srv-a", "/tmp/up/sub").unwrap();
@@ -160,7 +234,10 @@ fn server_api_tour() {
         (extra["kind"].as_str(), extra["path"].as_str()),
         (Some("not_found"), Some("/tmp/up"))
     );
+}
 
+fn errors_are_json_with_stable_codes(t: &mut Tour) {
+    let c = &t.c;
     // 4xx answers are JSON with stable codes.
     assert_eq!(err(c.get("no-such")), (404, "not_found".into()));
     assert_eq!(err(c.get("bad_id")), (404, "not_found".into()));
@@ -200,7 +277,10 @@ fn server_api_tour() {
             "{method} {target}"
         );
     }
+}
 
+fn pause_and_resume(t: &mut Tour) {
+    let c = &t.c;
     // Pause: exec is refused with a JSON conflict; wrong transitions name the states.
     assert_eq!(c.pause("srv-a").unwrap().state, kiln::State::Paused);
     let (status, code) = err(c.exec("srv-a", &ExecRequest::new(["true"]), |_| {}));
@@ -231,7 +311,10 @@ fn server_api_tour() {
         )
         .unwrap();
     assert_eq!(r.stdout, "back\n");
+}
 
+fn metrics(t: &mut Tour) {
+    let c = &t.c;
     // Metrics: per-sandbox samples from /proc and the VMM's metrics file, exec counts.
     let text = c.metrics().unwrap();
     let value = |prefix: &str| -> f64 {
@@ -257,7 +340,10 @@ fn server_api_tour() {
     );
     assert!(value("kiln_exec_duration_seconds_count") >= 5.0);
     assert!(value("kiln_sandbox_exec_duration_seconds_count{sandbox=\"srv-a\"}") >= 5.0);
+}
 
+fn openapi_lists_every_route(t: &mut Tour) {
+    let c = &t.c;
     // The OpenAPI document lists every route the server serves.
     let doc = c.openapi().unwrap();
     for (m, p) in kiln_server::routes() {
@@ -266,7 +352,10 @@ fn server_api_tour() {
             "{m} {p} is not documented"
         );
     }
+}
 
+fn events_and_logs(t: &mut Tour) {
+    let c = &t.c;
     // Events and logs.
     let kinds: Vec<String> = c
         .sandbox_events("srv-a", 100)
@@ -282,7 +371,10 @@ fn server_api_tour() {
         (r.status, r.content_type.as_deref()),
         (200, Some("text/plain; charset=utf-8"))
     );
+}
 
+fn snapshot_and_restore(t: &mut Tour) {
+    let c = &t.c;
     // Snapshot and restore: the copy continues with the original's environment.
     let snap = c.snapshot("srv-a", Some("tour-snap")).unwrap();
     assert_eq!(
@@ -318,8 +410,13 @@ fn server_api_tour() {
         )
         .unwrap();
     assert_eq!(r.stdout, "hello\nsrv-copy\n");
-    let copy_pid = copy.pid.unwrap();
+    t.copy_pid = copy.pid.unwrap();
     c.remove("srv-copy").unwrap();
+}
+
+fn warm_pool(t: &mut Tour) {
+    let c = &t.c;
+    let server = &t.served.server;
     // A warm pool through the API: a create from the snapshot is a hand-off of the
     // pooled sandbox, and the server refills the pool behind it.
     let pooled = c.pool("tour-snap", 1).unwrap();
@@ -369,6 +466,12 @@ fn server_api_tour() {
         err(c.pool("tour-snap", 1001)),
         (400, "invalid_input".into())
     );
+}
+
+fn labels_limits_and_reaping(t: &mut Tour) {
+    let c = &t.c;
+    let server = &t.served.server;
+    let state = &t.served.state;
     // Created from the snapshot with labels and limits: they apply to the copy.
     let labelled = c
         .create(&CreateSandbox {
@@ -404,13 +507,21 @@ fn server_api_tour() {
         !state.path("srv-copy2").exists(),
         "the reaped folder is left"
     );
+}
+
+fn removing_the_snapshot(t: &mut Tour) {
+    let c = &t.c;
+    let copy_pid = t.copy_pid;
     c.remove_snapshot("tour-snap").unwrap();
     assert!(c.snapshots().unwrap().is_empty());
     assert!(
         wait_gone(copy_pid),
         "restored VMM {copy_pid} is still there"
     );
+}
 
+fn followed_log_ends(t: &mut Tour) {
+    let c = &t.c;
     // A followed log ends when its sandbox goes.
     let follower = {
         let c = c.clone();
@@ -433,6 +544,15 @@ fn server_api_tour() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the followed log did not end with its sandbox");
     assert!(ok && got > 0, "follow: ok {ok}, {got} bytes");
+    t.removed = Some(removed);
+}
+
+fn delete_leaves_nothing(t: &mut Tour) {
+    let c = &t.c;
+    let server = &t.served.server;
+    let state = &t.served.state;
+    let pid = t.pid;
+    let removed = t.removed.as_ref().expect("the step before removed srv-a");
     assert!(removed.step.is_some(), "{removed:?}");
     assert_eq!(err(c.get("srv-a")), (404, "not_found".into()));
     assert!(!state.path("srv-a").exists(), "the sandbox folder is left");

@@ -12,13 +12,12 @@ use super::*;
 /// Whether `sig` is blocked on the calling thread.
 fn blocked(sig: libc::c_int) -> bool {
     let none = sigset(0);
-    // SAFETY: SIG_BLOCK with an empty set only reads the current mask.
+    // SAFETY: sigset_t is plain data; all zeroes is a valid (empty) set.
     let mut cur: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid sigset_t pointers.
-    assert_eq!(
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &none, &mut cur) },
-        0
-    );
+    // SAFETY: both pointers are to live sigset_t values; SIG_BLOCK with an empty
+    // set adds nothing, so the call only reads the current mask into `cur`.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &none, &mut cur) };
+    assert_eq!(rc, 0);
     // SAFETY: cur is an initialised sigset_t.
     unsafe { libc::sigismember(&cur, sig) == 1 }
 }

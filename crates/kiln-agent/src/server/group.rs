@@ -101,11 +101,11 @@ pub fn kill_at_deadline(pgid: libc::pid_t, deadline: Instant) {
 
 /// kill(-pgid, sig); false if the group does not exist (ESRCH).
 pub fn signal_group(pgid: libc::pid_t, sig: libc::c_int) -> bool {
-    // SAFETY: kill has no memory-safety preconditions; pgid > 1 is one of our
-    // command's groups (never -1, which would mean every process).
     if pgid <= 1 {
         return false;
     }
+    // SAFETY: kill has no memory-safety preconditions; pgid > 1 is one of our
+    // command's groups (never -1, which would mean every process).
     unsafe { libc::kill(-pgid, sig) == 0 || errno() != libc::ESRCH }
 }
 
