@@ -100,7 +100,7 @@ pub async fn run(
             return Err(ServeError::NonLoopback(addr));
         }
     }
-    let state_dir = kiln::sandbox::state::state_dir()?;
+    let state_dir = kiln::state_dir::state_dir()?;
     let token_path = opts.token_file.unwrap_or_else(|| state_dir.join("token"));
     let token = auth::load_or_create(&token_path).map_err(ServeError::Token)?;
     let socket = opts.socket.unwrap_or_else(|| state_dir.join("kiln.sock"));

@@ -47,7 +47,7 @@ pub async fn list() -> Result<Response, ApiError> {
 
 /// `GET /v1/images`: the images sandboxes have booted, by name.
 pub async fn images() -> Result<Response, ApiError> {
-    let rows = blocking(|| Ok(kiln::catalog::images()?)).await?;
+    let rows = blocking(|| Ok(kiln::sandbox::images()?)).await?;
     Ok(json(StatusCode::OK, &rows))
 }
 

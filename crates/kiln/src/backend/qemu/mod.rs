@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use super::{escalate, Capabilities, GuestChannel, VmBackend, VmRef};
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 /// The virtio-console port the agent serves on (see kiln-agent's `server::serial`).

@@ -21,7 +21,7 @@ use super::{files, RELAY_STOP_GRACE};
 use crate::backend::fc_launch::failed;
 use crate::backend::vm_alive;
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 
 /// How long the relay waits for QEMU's chardev socket to appear.
 const CHANNEL_WAIT: Duration = Duration::from_secs(20);
