@@ -49,7 +49,7 @@ fn body_rejection(r: BytesRejection) -> ApiError {
             "payload_too_large",
             format!(
                 "the request body is larger than {} bytes",
-                crate::router::BODY_LIMIT
+                crate::app::BODY_LIMIT
             ),
         )
     } else {

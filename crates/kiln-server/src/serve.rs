@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::app::AppState;
 use crate::auth::{self, Token};
 use crate::children::Children;
 use crate::metrics::ServerMetrics;
-use crate::router::{router, AppState};
+use crate::router::router;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
