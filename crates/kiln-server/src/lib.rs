@@ -16,6 +16,7 @@ mod routes;
 mod serve;
 
 pub use app::BODY_LIMIT;
+pub use auth::TokenError;
 pub use router::routes;
 pub use serve::{run, serve, shutdown_signal, ServeError, ServeOptions};
 

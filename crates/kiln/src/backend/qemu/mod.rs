@@ -44,9 +44,9 @@ pub struct Qemu;
 fn qmp_do(vm: &VmRef, command: &str) -> Result<()> {
     qmp::execute(&files::qmp_sock(vm.dir), command, None, QMP_TIMEOUT)
         .map(drop)
-        .map_err(|message| Error::Vmm {
+        .map_err(|e| Error::Vmm {
             id: vm.id.into(),
-            message,
+            message: e.to_string(),
         })
 }
 
