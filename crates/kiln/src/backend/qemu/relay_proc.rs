@@ -37,7 +37,7 @@ pub enum RelayStartError {
     MissingPath(String),
     #[error("{0} is required")]
     Required(&'static str),
-    /// QEMU's chardev socket did not accept within [`CHANNEL_WAIT`].
+    /// QEMU's chardev socket did not accept within `CHANNEL_WAIT` (20 s).
     #[error("connect {}: {source}", path.display())]
     Connect {
         path: PathBuf,
