@@ -87,35 +87,9 @@ pub fn create(a: CreateArgs) -> Result<i32> {
     let sb = b.create().context("creating the sandbox")?;
     println!("{}", sb.id());
     if let Some(snap) = &a.sandbox.from {
-        refill_pool(snap);
+        crate::snapshots::refill_pool(snap);
     }
     Ok(0)
-}
-
-/// If `snapshot` has a warm pool below its target size, refills it in the background
-/// (a detached `kiln pool`), so the next create is a hand-off again.
-pub fn refill_pool(snapshot: &str) {
-    let Some(target) = Sandbox::pool_refill_target(snapshot) else {
-        return;
-    };
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["pool", snapshot, "-n", &target.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it detaches the refill from our session.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    if let Err(e) = cmd.spawn() {
-        eprintln!("kiln: warning: cannot refill the pool of {snapshot}: {e}");
-    }
 }
 
 pub fn exec(a: ExecArgs) -> Result<i32> {

@@ -97,7 +97,7 @@ fn main() {
         Cmd::Shell(a) => commands::shell(a),
         Cmd::Cp(a) => manage::cp(a),
         Cmd::Ls => manage::ls(),
-        Cmd::Images => kiln::catalog::images()
+        Cmd::Images => kiln::sandbox::images()
             .map(|rows| {
                 listing::print_images(&rows);
                 0

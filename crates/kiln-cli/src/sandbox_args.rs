@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use kiln::{ExecOptions, SandboxBuilder};
+use kiln::{ExecOptions, MemoryBackend, SandboxBuilder};
 
 /// How to build a sandbox (`kiln run`, `kiln create`).
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +60,15 @@ pub struct CommandArgs {
     pub timeout: Option<f64>,
 }
 
+/// `--memory-backend`: `file` or `uffd`.
+pub fn parse_backend(s: &str) -> Result<MemoryBackend> {
+    Ok(match s {
+        "file" => MemoryBackend::File,
+        "uffd" => MemoryBackend::Uffd,
+        other => bail!("--memory-backend {other}: use file or uffd"),
+    })
+}
+
 impl SandboxArgs {
     pub fn builder(&self) -> Result<SandboxBuilder> {
         let mut b = kiln::Sandbox::builder()
@@ -82,7 +91,7 @@ impl SandboxArgs {
         Ok(match &self.from {
             Some(snap) => b
                 .from_snapshot(snap)
-                .memory_backend(crate::snapshots::parse_backend(&self.memory_backend)?),
+                .memory_backend(parse_backend(&self.memory_backend)?),
             None => b,
         })
     }

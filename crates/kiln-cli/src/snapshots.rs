@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use kiln::snapshot::Trust;
-use kiln::{MemoryBackend, Sandbox, Snapshot};
+use kiln::{Sandbox, Snapshot};
 
 use crate::listing;
+use crate::sandbox_args::parse_backend;
 
 #[derive(clap::Args)]
 pub struct IdArg {
@@ -73,14 +74,6 @@ pub struct PoolArgs {
     pub n: usize,
 }
 
-pub fn parse_backend(s: &str) -> Result<MemoryBackend> {
-    Ok(match s {
-        "file" => MemoryBackend::File,
-        "uffd" => MemoryBackend::Uffd,
-        other => bail!("--memory-backend {other}: use file or uffd"),
-    })
-}
-
 pub fn pause(a: IdArg) -> Result<i32> {
     Sandbox::get(&a.id)?.pause()?;
     println!("{} paused", a.id);
@@ -143,7 +136,7 @@ pub fn restore(a: RestoreArgs) -> Result<i32> {
     }
     let sb = b.create()?;
     println!("{}", sb.id());
-    crate::commands::refill_pool(&a.snapshot);
+    refill_pool(&a.snapshot);
     Ok(0)
 }
 
@@ -168,4 +161,30 @@ pub fn pool(a: PoolArgs) -> Result<i32> {
     let added = Sandbox::pool_fill(&a.snapshot, a.n)?;
     eprintln!("kiln: pool of {} holds {} ({added} added)", a.snapshot, a.n);
     Ok(0)
+}
+
+/// If `snapshot` has a warm pool below its target size, refills it in the background
+/// (a detached `kiln pool`), so the next create is a hand-off again.
+pub fn refill_pool(snapshot: &str) {
+    let Some(target) = Sandbox::pool_refill_target(snapshot) else {
+        return;
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["pool", snapshot, "-n", &target.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the refill from our session.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        eprintln!("kiln: warning: cannot refill the pool of {snapshot}: {e}");
+    }
 }

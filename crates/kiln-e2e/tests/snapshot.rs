@@ -252,7 +252,7 @@ fn damaged_snapshots_are_refused_and_nothing_is_left() {
     };
     let good = sb.snapshot(Some(&name("good"))).unwrap();
     sb.remove().unwrap();
-    let state = kiln::sandbox::state::state_dir().unwrap();
+    let state = kiln::state_dir::state_dir().unwrap();
     type Damage = Box<dyn FnOnce(&std::path::Path)>;
     let cases: Vec<(&str, Damage)> = vec![
         (

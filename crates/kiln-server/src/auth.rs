@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -37,9 +37,35 @@ impl Token {
     }
 }
 
+/// Why the token file could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot create the token file {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the token file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the token file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token file {} has mode {mode:o}: others may read it; `chmod 600` it (or remove it to get a new token)", path.display())]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("the token file {} does not hold a token (64 hex digits); remove it to get a new one", path.display())]
+    NotAToken { path: PathBuf },
+    #[error("cannot get random bytes for a token: {0}")]
+    Random(std::io::Error),
+}
+
 /// Reads the token file, or creates it (mode 0600) with a fresh token. A token file
 /// that others may read, or that does not hold 64 hex digits, is refused.
-pub fn load_or_create(path: &Path) -> Result<String, String> {
+pub fn load_or_create(path: &Path) -> Result<String, TokenError> {
     match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -50,41 +76,43 @@ pub fn load_or_create(path: &Path) -> Result<String, String> {
             let token = fresh_token()?;
             f.write_all(format!("{token}\n").as_bytes())
                 .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write the token file {}: {e}", path.display()))?;
+                .map_err(|source| TokenError::Write {
+                    path: path.into(),
+                    source,
+                })?;
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path),
-        Err(e) => Err(format!(
-            "cannot create the token file {}: {e}",
-            path.display()
-        )),
+        Err(source) => Err(TokenError::Create {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
-fn read_existing(path: &Path) -> Result<String, String> {
-    let meta = fs::metadata(path)
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+fn read_existing(path: &Path) -> Result<String, TokenError> {
+    let read_err = |source| TokenError::Read {
+        path: path.into(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(read_err)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "the token file {} has mode {mode:o}: others may read it; `chmod 600` it (or remove it to get a new token)",
-            path.display()
-        ));
+        return Err(TokenError::Readable {
+            path: path.into(),
+            mode,
+        });
     }
-    let text = fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let text = fs::read_to_string(path).map_err(read_err)?;
     let token = text.trim();
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "the token file {} does not hold a token (64 hex digits); remove it to get a new one",
-            path.display()
-        ));
+        return Err(TokenError::NotAToken { path: path.into() });
     }
     Ok(token.to_string())
 }
 
 /// 32 bytes from the kernel's RNG, in hex.
-fn fresh_token() -> Result<String, String> {
+fn fresh_token() -> Result<String, TokenError> {
     let mut b = [0u8; 32];
     let mut filled = 0;
     while filled < b.len() {
@@ -95,7 +123,7 @@ fn fresh_token() -> Result<String, String> {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(format!("cannot get random bytes for a token: {e}"));
+            return Err(TokenError::Random(e));
         }
         filled += n as usize;
     }
@@ -148,10 +176,19 @@ mod tests {
         assert_ne!(fresh_token().unwrap(), t);
 
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load_or_create(&p).unwrap_err().contains("chmod 600"));
+        let e = load_or_create(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        assert!(e.contains("has mode 644"), "{e}");
         fs::write(&p, "short\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load_or_create(&p).unwrap_err().contains("64 hex digits"));
+        assert!(load_or_create(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex digits"));
+        let e = load_or_create(&dir.join("no-dir/token"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot create the token file "), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

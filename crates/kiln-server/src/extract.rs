@@ -49,7 +49,7 @@ fn body_rejection(r: BytesRejection) -> ApiError {
             "payload_too_large",
             format!(
                 "the request body is larger than {} bytes",
-                crate::router::BODY_LIMIT
+                crate::app::BODY_LIMIT
             ),
         )
     } else {
@@ -78,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SandboxId {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let id = path_segment(parts, state).await?;
-        kiln::sandbox::state::check_id(&id).map_err(|_| ApiError::not_found(&id))?;
+        kiln::state_dir::check_id(&id).map_err(|_| ApiError::not_found(&id))?;
         Ok(SandboxId(id))
     }
 }
@@ -98,7 +98,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SnapshotName {
 
 /// A snapshot named over the API is a name in the store, never a host path.
 pub fn check_snapshot_name(name: &str) -> Result<(), ApiError> {
-    kiln::sandbox::state::check_id(name).map_err(|_| {
+    kiln::state_dir::check_id(name).map_err(|_| {
         ApiError::from(kiln::Error::SnapshotNotFound {
             name: name.to_string(),
         })

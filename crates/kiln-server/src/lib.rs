@@ -4,6 +4,7 @@
 //! blocking client for it. docs/API.md describes the API.
 
 pub mod api;
+mod app;
 mod auth;
 mod children;
 pub mod client;
@@ -14,11 +15,13 @@ mod router;
 mod routes;
 mod serve;
 
-pub use router::{routes, BODY_LIMIT};
+pub use app::BODY_LIMIT;
+pub use auth::TokenError;
+pub use router::routes;
 pub use serve::{run, serve, shutdown_signal, ServeError, ServeOptions};
 
 /// The OpenAPI 3.0 document served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 #[cfg(test)]
-mod openapi_tests;
+mod tests;

@@ -2,9 +2,6 @@
 //! body size limit, and JSON answers for unknown routes (404 `no_route`) and wrong
 //! methods (405 `method_not_allowed`).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -12,25 +9,10 @@ use axum::response::Response;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
+use crate::app::{AppState, BODY_LIMIT};
 use crate::auth::{require_token, Token};
-use crate::children::Children;
 use crate::errors::ApiError;
-use crate::metrics::ServerMetrics;
 use crate::routes::{events, exec, files, logs, meta, sandboxes, snapshots};
-
-/// The largest JSON request body (an exec's stdin can ride in one): 256 MiB. File
-/// uploads are streamed and not limited.
-pub const BODY_LIMIT: usize = 256 << 20;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub metrics: Arc<ServerMetrics>,
-    /// Set when the server shuts down: long-running streams (log follow) end.
-    pub shutdown: Arc<AtomicBool>,
-    /// The VMMs this server started, to reap when they exit.
-    pub children: Children,
-}
 
 type Route = (Method, &'static str, MethodRouter<AppState>);
 

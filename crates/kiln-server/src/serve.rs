@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::app::AppState;
 use crate::auth::{self, Token};
 use crate::children::Children;
 use crate::metrics::ServerMetrics;
-use crate::router::{router, AppState};
+use crate::router::router;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -47,7 +48,9 @@ pub enum ServeError {
         cause: std::io::Error,
     },
     #[error("{0}")]
-    Token(String),
+    Token(#[from] auth::TokenError),
+    #[error("reconcile failed: {0}")]
+    Reconcile(tokio::task::JoinError),
     #[error(transparent)]
     Kiln(#[from] kiln::Error),
 }
@@ -100,14 +103,14 @@ pub async fn run(
             return Err(ServeError::NonLoopback(addr));
         }
     }
-    let state_dir = kiln::sandbox::state::state_dir()?;
+    let state_dir = kiln::state_dir::state_dir()?;
     let token_path = opts.token_file.unwrap_or_else(|| state_dir.join("token"));
-    let token = auth::load_or_create(&token_path).map_err(ServeError::Token)?;
+    let token = auth::load_or_create(&token_path)?;
     let socket = opts.socket.unwrap_or_else(|| state_dir.join("kiln.sock"));
 
     let rec = tokio::task::spawn_blocking(kiln::reconcile)
         .await
-        .map_err(|e| ServeError::Token(format!("reconcile failed: {e}")))??;
+        .map_err(ServeError::Reconcile)??;
     tracing::info!(
         "reconciled the store: adopted {:?}, failed {:?}, cleaned {:?}",
         rec.adopted,

@@ -6,7 +6,7 @@ use std::time::Duration;
 pub use kiln_proto::ErrorKind as FileErrorKind;
 
 use crate::exec::ExecOutput;
-use crate::sandbox::State;
+use crate::store::{SbState as State, StoreError};
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,7 +71,7 @@ pub enum Error {
     },
     /// The state store failed (locked too long, unreadable, too new).
     #[error("{0}")]
-    Store(crate::store::StoreError),
+    Store(StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -104,6 +104,26 @@ impl From<kiln_proto::ErrorReply> for Error {
                 path: e.path.unwrap_or_default(),
                 message: e.message,
             },
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::NotFound {
+                what: "sandbox",
+                id,
+            } => Error::NotFound { id },
+            StoreError::AlreadyExists {
+                what: "sandbox",
+                id,
+            } => Error::AlreadyExists { id },
+            StoreError::InvalidTransition { id, from, to } => match to.parse::<State>() {
+                Ok(to) => Error::InvalidTransition { id, from, to },
+                Err(_) => Error::Store(StoreError::InvalidTransition { id, from, to }),
+            },
+            e => Error::Store(e),
         }
     }
 }

@@ -1,10 +1,27 @@
 //! kiln: the host runtime library. [`Sandbox`] creates microVMs with a guest agent, runs
 //! commands and moves files through it; below it, a Firecracker-API client ([`fc`]) and
 //! the `kiln-vmm` process launcher ([`vmm`]).
+//!
+//! # Layers
+//!
+//! A module uses only modules in the rows below its own (or its own row's leaf modules,
+//! where the table says so); nothing reaches up. `scripts/check-cycles` (run by
+//! `scripts/test`) fails on any cycle between modules.
+//!
+//! | layer | modules | may use |
+//! | --- | --- | --- |
+//! | 6 | [`sandbox`]: the `Sandbox` API, restore, fork, pools, reconcile | everything below |
+//! | 5 | [`snapshot`]: named snapshots on disk | `state_dir`, `store`, `error` |
+//! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `state_dir`, `paths`, `error` |
+//! | 3 | [`agent`]: the guest agent client | `exec`, `error` |
+//! | 3 | [`vmm`]: the `kiln-vmm` launcher | `fc`, `process`, `paths` |
+//! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `error` |
+//! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec` |
+//! | 0 | [`store`]: the SQLite state store (sandboxes, lifecycle [`State`], events, the catalog of snapshots and images) | nothing of kiln |
+//! | 0 | [`exec`], [`fc`], [`process`], [`paths`]: plain types, the Firecracker-API client, processes, file locations | nothing of kiln |
 
 pub mod agent;
 pub mod backend;
-pub mod catalog;
 pub mod error;
 pub mod exec;
 pub mod fc;
@@ -12,18 +29,19 @@ pub mod paths;
 pub mod process;
 pub mod sandbox;
 pub mod snapshot;
+pub mod state_dir;
 pub mod store;
 pub mod vmm;
 
-pub use backend::{Capabilities, VmBackend};
+pub use backend::{Capabilities, MemoryBackend, VmBackend};
 pub use error::{Error, FileErrorKind, Result};
 pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExitStatus, WinSize};
 pub use fc::{ApiError, FcClient};
 pub use kiln_proto::{DirEntry, FileKind, FileStat};
 pub use kiln_vmm::boot_error;
 pub use sandbox::{
-    events_for, events_since, reap_expired, reconcile, Fork, MemoryBackend, Reconciled, Sandbox,
-    SandboxBuilder, SandboxInfo, State,
+    events_for, events_since, reap_expired, reconcile, Fork, Reconciled, Sandbox, SandboxBuilder,
+    SandboxInfo, State,
 };
 pub use snapshot::Snapshot;
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

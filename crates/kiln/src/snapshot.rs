@@ -15,7 +15,8 @@ pub use kiln_vmm::snapshot::{Trust, Verified};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sandbox::state::{check_id, state_dir};
+use crate::state_dir::{check_id, state_dir, store};
+use crate::store::SnapshotRow;
 
 const META_FILE: &str = "snapshot.json";
 
@@ -48,6 +49,23 @@ pub fn snapshots_dir() -> Result<PathBuf> {
     Ok(d)
 }
 
+/// Brings the state store's catalog of snapshots in line with the snapshot directories
+/// (see [`crate::store::catalog`]); returns the rows.
+pub fn sync_catalog() -> Result<Vec<SnapshotRow>> {
+    let on_disk: Vec<SnapshotRow> = Snapshot::list_on_disk()?
+        .iter()
+        .map(Snapshot::row)
+        .collect();
+    Ok(store()?.sync_snapshots(&on_disk)?)
+}
+
+/// Apparent size of the regular files directly in `dir`.
+fn dir_size(dir: &Path) -> Option<u64> {
+    let entries = fs::read_dir(dir).ok()?;
+    let sizes = entries.flatten().filter_map(|e| e.metadata().ok());
+    Some(sizes.filter(|m| m.is_file()).map(|m| m.len()).sum())
+}
+
 pub(crate) fn bad(e: impl std::fmt::Display) -> Error {
     Error::BadSnapshot(e.to_string())
 }
@@ -66,6 +84,22 @@ impl Snapshot {
     }
     pub fn name(&self) -> &str {
         &self.meta.name
+    }
+
+    /// Its row in the state store's catalog.
+    pub fn row(&self) -> SnapshotRow {
+        SnapshotRow {
+            name: self.meta.name.clone(),
+            source: Some(self.meta.source.clone()),
+            dir: self.dir.clone(),
+            created_ms: (self.meta.created as i64).saturating_mul(1000),
+            size_bytes: dir_size(&self.dir),
+        }
+    }
+
+    /// Records this complete snapshot in the state store's catalog.
+    pub(crate) fn record(&self) -> Result<()> {
+        Ok(store()?.record_snapshot(&self.row())?)
     }
 
     /// A snapshot by name (or by path to a snapshot directory, if it has a '/').
@@ -93,7 +127,7 @@ impl Snapshot {
 
     /// Every snapshot, by name (the state store's catalog is brought in line first).
     pub fn list() -> Result<Vec<Snapshot>> {
-        crate::catalog::sync_snapshots()?;
+        sync_catalog()?;
         Snapshot::list_on_disk()
     }
 
@@ -170,7 +204,7 @@ impl Snapshot {
         };
         let made = copy().and_then(|()| {
             let s = Snapshot::get(name)?;
-            crate::catalog::record_snapshot(&s)?;
+            s.record()?;
             Ok(s)
         });
         if made.is_err() {
@@ -181,7 +215,7 @@ impl Snapshot {
 
     /// Forgets the snapshot in the state store, then removes its directory.
     pub fn remove(self) -> Result<()> {
-        crate::catalog::forget_snapshot(&self.meta.name)?;
+        store()?.forget_snapshot(&self.meta.name)?;
         fs::remove_dir_all(&self.dir).map_err(Error::host_io("cannot remove", &self.dir))
     }
 }

@@ -12,7 +12,7 @@ use crate::sandbox_args::SandboxArgs;
 use crate::snapshots::IdArg;
 
 pub fn memory_backend(name: &str) -> Result<MemoryBackendName> {
-    Ok(match crate::snapshots::parse_backend(name)? {
+    Ok(match crate::sandbox_args::parse_backend(name)? {
         kiln::MemoryBackend::File => MemoryBackendName::File,
         kiln::MemoryBackend::Uffd => MemoryBackendName::Uffd,
     })

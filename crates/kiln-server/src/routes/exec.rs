@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{json, secs};
 use crate::api::{ExecLine, ExecRequest, ExecResult, OutputEncoding};
+use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::extract::{JsonBody, SandboxId, Q};
 use crate::metrics::{ExecStatus, ServerMetrics};
-use crate::router::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::blocking;
+use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::extract::{SandboxId, Q};
-use crate::router::AppState;
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{blocking, json};
 use crate::api::Health;
+use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::metrics::sandbox;
-use crate::router::AppState;
 
 pub async fn health() -> Response {
     json(

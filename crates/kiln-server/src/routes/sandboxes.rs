@@ -8,9 +8,9 @@ use kiln::{Sandbox, SandboxBuilder, SandboxInfo};
 
 use super::{blocking, json, secs};
 use crate::api::{CreateSandbox, ForkRequest, Removed, StopResult};
+use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::extract::{check_snapshot_name, JsonBody, SandboxId, Q};
-use crate::router::AppState;
 
 /// `POST /v1/sandboxes` → 201 with the sandbox. It is detached: it runs until it is
 /// removed, reaped (idle timeout, max lifetime) or fails, whatever the server does.

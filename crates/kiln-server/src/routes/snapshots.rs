@@ -14,9 +14,9 @@ use kiln::{Sandbox, Snapshot};
 
 use super::{blocking, json};
 use crate::api::{PoolRequest, RestoreRequest, SnapshotRequest, SnapshotView};
+use crate::app::AppState;
 use crate::errors::ApiError;
 use crate::extract::{JsonBody, SandboxId, SnapshotName};
-use crate::router::AppState;
 
 /// `POST /v1/sandboxes/{id}/snapshot {"name"?}` → 201 with the snapshot; the sandbox
 /// keeps running (or stays paused).
@@ -47,7 +47,7 @@ pub async fn list() -> Result<Response, ApiError> {
 
 /// `GET /v1/images`: the images sandboxes have booted, by name.
 pub async fn images() -> Result<Response, ApiError> {
-    let rows = blocking(|| Ok(kiln::catalog::images()?)).await?;
+    let rows = blocking(|| Ok(kiln::sandbox::images()?)).await?;
     Ok(json(StatusCode::OK, &rows))
 }
 

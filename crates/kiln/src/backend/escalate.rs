@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::{GuestChannel, VmBackend, VmRef};
 use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 
 const GRACE: Duration = Duration::from_secs(10);
 const CAD_GRACE: Duration = Duration::from_secs(5);

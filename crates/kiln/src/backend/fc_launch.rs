@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::{configure, parse_boot_time, GuestSpec, VmmError};
 
 /// How long a guest may take from InstanceStart to its agent listening. Generous: the

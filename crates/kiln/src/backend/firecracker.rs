@@ -13,7 +13,7 @@ use super::fc_launch::{self, Flavor};
 use super::kiln::{ctrl_alt_del, set_paused, vsock};
 use super::{Capabilities, GuestChannel, VmBackend, VmRef};
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 pub struct Firecracker;

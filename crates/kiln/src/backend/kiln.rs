@@ -8,11 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::fc_launch::{self, failed, Flavor};
-use super::{Capabilities, GuestChannel, RestoreRequest, VmBackend, VmRef};
+use super::{Capabilities, GuestChannel, MemoryBackend, RestoreRequest, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
-use crate::sandbox::state::Dir;
-use crate::sandbox::MemoryBackend;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 /// How long the VMM API may take to take a Ctrl-Alt-Del request.

@@ -25,8 +25,7 @@ use serde::Serialize;
 pub use escalate::{escalate, vm_alive};
 
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
-use crate::sandbox::MemoryBackend;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 /// What a backend can do.
@@ -88,6 +87,17 @@ pub struct NetworkInfo {
     pub host_ip: Option<String>,
 }
 
+/// How a restored VM's memory is backed (see `kiln_vmm::builder::MemBackend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryBackend {
+    /// Private copy-on-write mapping of the memory file (the page cache is shared by
+    /// every sandbox restored from it).
+    #[default]
+    File,
+    /// userfaultfd, with the snapshot's recorded working set loaded first.
+    Uffd,
+}
+
 /// What a restore reads and how its memory is backed.
 #[derive(Debug, Clone)]
 pub struct RestoreRequest<'a> {
@@ -125,20 +135,6 @@ pub trait VmBackend: Send + Sync {
         escalate(self, vm)
     }
 
-    /// Stops every VM of this backend in the state directory; per sandbox the step
-    /// that ended it or the error.
-    fn stop_all(&self) -> Result<Vec<(String, Result<&'static str>)>> {
-        let mut out = Vec::new();
-        for sb in crate::Sandbox::list()? {
-            let mut sb = sb;
-            if sb.backend_name() == self.name() && sb.is_up() {
-                let id = sb.id().to_string();
-                out.push((id, sb.stop()));
-            }
-        }
-        Ok(out)
-    }
-
     fn pause(&self, vm: &VmRef) -> Result<()>;
     fn resume(&self, vm: &VmRef) -> Result<()>;
 
@@ -164,15 +160,6 @@ pub trait VmBackend: Send + Sync {
         } else {
             VmStatus::Exited
         }
-    }
-
-    /// Ids of the sandboxes in the state store that run on this backend.
-    fn list(&self) -> Result<Vec<String>> {
-        Ok(crate::Sandbox::list()?
-            .into_iter()
-            .filter(|s| s.backend_name() == self.name())
-            .map(|s| s.id().to_string())
-            .collect())
     }
 
     fn logs(&self, vm: &VmRef, kind: LogKind) -> PathBuf {

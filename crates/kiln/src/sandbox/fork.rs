@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use kiln_vmm::snapshot::format::{SnapshotState, STATE_FILE};
 
-use super::restore::{restore, MemoryBackend, RestoreArgs, RestoreSource};
-use super::state::new_id;
+use super::restore::{restore, RestoreArgs, RestoreSource};
 use super::Sandbox;
+use crate::backend::MemoryBackend;
 use crate::error::{Error, Result};
 use crate::snapshot::bad;
+use crate::state_dir::new_id;
 
 /// Children make their VMMs at most this many at a time.
 const PARALLEL: usize = 8;

@@ -8,6 +8,8 @@ use kiln_vmm::snapshot::disk::{copy_range, data_extents};
 
 use crate::error::{Error, Result};
 use crate::paths;
+use crate::state_dir::store;
+use crate::store::ImageRow;
 
 /// The default image.
 pub const DEFAULT: &str = "debian";
@@ -74,6 +76,21 @@ impl Image {
             Image::Disk { name, .. } => name,
         }
     }
+
+    /// Records the image in the state store's catalog, unless the same file is recorded
+    /// already.
+    pub(crate) fn record(&self) -> Result<()> {
+        let path = match self {
+            Image::Minimal => paths::default_initramfs(),
+            Image::Disk { rootfs, .. } => rootfs.clone(),
+        };
+        Ok(store()?.record_image(self.name(), &path)?)
+    }
+}
+
+/// The images sandboxes have booted, by name (the state store's catalog).
+pub fn images() -> Result<Vec<ImageRow>> {
+    Ok(store()?.list_images()?)
 }
 
 /// The empty ext4 template a writable layer is copied from.

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::registry::store;
 use super::{Sandbox, State};
 use crate::backend::{Capabilities, GuestChannel};
 use crate::error::Result;
+use crate::state_dir::store;
 use crate::store::Event;
 
 /// A sandbox as a caller sees it.

@@ -58,7 +58,7 @@ impl Sandbox {
         }
         let how = match from {
             State::Running => {
-                let store = super::registry::store()?;
+                let store = crate::state_dir::store()?;
                 store.transition(&self.id, &[State::Running], State::Stopping, None)?;
                 match self.backend().stop(&self.vm()) {
                     Ok(how) => {
@@ -110,7 +110,7 @@ impl Sandbox {
         }
         // A creation that failed is `failed` already; one interrupted in this process
         // (a panic) is still `creating`.
-        let store = super::registry::store()?;
+        let store = crate::state_dir::store()?;
         let _ = store.transition(
             &self.id,
             &[State::Creating],

@@ -9,7 +9,7 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 //!
-//! A sandbox lives in its own folder of the state directory ([`state`]) and its VMM runs
+//! A sandbox lives in its own folder of the state directory ([`crate::state_dir`]) and its VMM runs
 //! in the background, so another process finds it by id ([`Sandbox::get`]). A sandbox
 //! created with `detach(false)` (the library default) is stopped and removed when the
 //! `Sandbox` is dropped; `detach(true)` (what `kiln create` uses) leaves it running.
@@ -23,7 +23,6 @@ mod pool;
 mod reconcile;
 pub(crate) mod registry;
 mod restore;
-pub mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,19 +30,18 @@ use std::process::Child;
 use std::time::Duration;
 
 pub use fork::Fork;
-pub use image::{sparse_copy, Image};
+pub use image::{images, sparse_copy, Image};
 pub use info::{events_for, events_since, SandboxInfo};
 pub use lifecycle::State;
 pub use reconcile::{reap_expired, reconcile, Reconciled};
-pub use registry::store;
-pub use restore::MemoryBackend;
 
 use crate::agent::{AgentAddr, ExecStream};
+use crate::backend::MemoryBackend;
 use crate::error::{Error, Result};
 use crate::exec::{ExecOptions, ExecOutput, WinSize};
+use crate::state_dir::{self as state, Dir, Record};
 use crate::vmm::{DriveSpec, GuestSpec, DEFAULT_BOOT_ARGS};
 use kiln_proto::{DirEntry, FileStat};
-use state::{Dir, Record};
 
 /// Settings for a new sandbox.
 #[derive(Debug, Clone)]
@@ -190,7 +188,7 @@ impl SandboxBuilder {
             }
             None => state::new_id(),
         };
-        crate::catalog::record_image(&img)?;
+        img.record()?;
         let dir = Dir::of(&state::state_dir()?, &id);
         dir.create(&id)?;
         let created = now_secs();
@@ -309,7 +307,7 @@ impl Sandbox {
     /// leaves the sandbox as it is.
     pub fn get(id: &str) -> Result<Sandbox> {
         state::check_id(id).map_err(|_| Error::NotFound { id: id.into() })?;
-        registry::store()?.get_sandbox(id)?;
+        crate::state_dir::store()?.get_sandbox(id)?;
         let dir = Dir::of(&state::state_dir()?, id);
         let record = dir.load(id)?;
         Ok(Sandbox {
@@ -328,10 +326,34 @@ impl Sandbox {
         Sandbox::list_filtered(&crate::store::SandboxFilter::default())
     }
 
+    /// Stops every sandbox of `backend` in the state directory that is up; per sandbox
+    /// the step that ended it or the error.
+    pub fn stop_all_on(
+        backend: &dyn crate::VmBackend,
+    ) -> Result<Vec<(String, Result<&'static str>)>> {
+        let mut out = Vec::new();
+        for mut sb in Sandbox::list()? {
+            if sb.backend_name() == backend.name() && sb.is_up() {
+                let id = sb.id().to_string();
+                out.push((id, sb.stop()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the sandboxes in the state store that run on `backend`.
+    pub fn ids_on(backend: &dyn crate::VmBackend) -> Result<Vec<String>> {
+        Ok(Sandbox::list()?
+            .into_iter()
+            .filter(|s| s.backend_name() == backend.name())
+            .map(|s| s.id().to_string())
+            .collect())
+    }
+
     /// The sandboxes whose state, backend and metadata match `filter`.
     pub fn list_filtered(filter: &crate::store::SandboxFilter) -> Result<Vec<Sandbox>> {
         let mut out = Vec::new();
-        for row in registry::store()?.list_sandboxes(filter)? {
+        for row in crate::state_dir::store()?.list_sandboxes(filter)? {
             match Sandbox::get(&row.id) {
                 Ok(sb) => out.push(sb),
                 Err(Error::NotFound { .. }) => {} // removed meanwhile

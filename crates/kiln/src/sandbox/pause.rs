@@ -31,7 +31,7 @@ impl Sandbox {
             self.backend().resume(&vm)?;
             (State::Paused, State::Running)
         };
-        super::registry::store()?.transition(&self.id, &[from], to, None)?;
+        crate::state_dir::store()?.transition(&self.id, &[from], to, None)?;
         Ok(())
     }
 
@@ -92,7 +92,7 @@ impl Sandbox {
     /// sealing took.
     pub fn snapshot_timed(&mut self, name: Option<&str>) -> Result<(Snapshot, [Duration; 2])> {
         let name = name.map_or_else(
-            || format!("snap-{}", &super::state::new_id()[3..]),
+            || format!("snap-{}", &crate::state_dir::new_id()[3..]),
             String::from,
         );
         let dir = Snapshot::reserve(&name)?;
@@ -103,7 +103,7 @@ impl Sandbox {
             kiln_vmm::snapshot::seal(&dir.join(kiln_vmm::snapshot::format::STATE_FILE))
                 .map_err(bad)?;
             let snap = Snapshot::get(&name)?;
-            crate::catalog::record_snapshot(&snap)?;
+            snap.record()?;
             Ok((snap, [paused, t.elapsed()]))
         })();
         if made.is_err() {

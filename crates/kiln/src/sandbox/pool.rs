@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::restore::{restore, MemoryBackend, RestoreArgs, RestoreSource};
+use super::restore::{restore, RestoreArgs, RestoreSource};
 use super::{Sandbox, State};
+use crate::backend::MemoryBackend;
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 

@@ -10,11 +10,12 @@ use std::collections::HashSet;
 use serde::Serialize;
 use serde_json::json;
 
-use super::registry::{clean_runtime_files, failure_reason, store};
-use super::state::{self, Dir};
+use super::registry::{clean_runtime_files, failure_reason};
 use super::{Sandbox, State};
 use crate::backend::vm_alive;
 use crate::error::Result;
+use crate::state_dir::store;
+use crate::state_dir::{self as state, Dir};
 use crate::store::now_ms;
 
 /// What [`reconcile`] did.
@@ -112,7 +113,7 @@ pub fn reconcile() -> Result<Reconciled> {
         dir.remove()?;
         out.cleaned.push(id);
     }
-    crate::catalog::sync_snapshots()?;
+    crate::snapshot::sync_catalog()?;
     Ok(out)
 }
 

@@ -7,31 +7,13 @@
 //! its VMM left behind (sockets, disk layers) is removed; the logs stay for diagnosis
 //! until the sandbox is removed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::state::Dir;
 use super::{Sandbox, State};
 use crate::error::{Error, Result};
-use crate::store::{now_ms, SandboxRow, Store, StoreError};
-
-/// The store of the current state directory (one connection per process and directory).
-pub fn store() -> Result<Arc<Store>> {
-    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<Store>>>> = OnceLock::new();
-    let path = super::state::state_dir()?.join("kiln.db");
-    let mut open = OPEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = open.get(&path) {
-        return Ok(s.clone());
-    }
-    let s = Arc::new(Store::open(&path)?);
-    open.insert(path, s.clone());
-    Ok(s)
-}
+use crate::state_dir::{store, Dir};
+use crate::store::{now_ms, SandboxRow, StoreError};
 
 /// Labels and limits a new sandbox is registered with.
 #[derive(Debug, Clone, Default)]
@@ -99,26 +81,6 @@ pub(crate) fn failure_reason(dir: &Dir, pid: u32) -> String {
             "the VMM (pid {pid}) {how}; its log ends: {}",
             tail.join(" | ")
         )
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Error {
-        match e {
-            StoreError::NotFound {
-                what: "sandbox",
-                id,
-            } => Error::NotFound { id },
-            StoreError::AlreadyExists {
-                what: "sandbox",
-                id,
-            } => Error::AlreadyExists { id },
-            StoreError::InvalidTransition { id, from, to } => match to.parse::<State>() {
-                Ok(to) => Error::InvalidTransition { id, from, to },
-                Err(_) => Error::Store(StoreError::InvalidTransition { id, from, to }),
-            },
-            e => Error::Store(e),
-        }
     }
 }
 

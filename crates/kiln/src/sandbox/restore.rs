@@ -7,24 +7,13 @@ use std::path::{Path, PathBuf};
 
 use kiln_vmm::snapshot::format::SnapshotState;
 
-use super::state::{self, Dir, Record};
 use super::Sandbox;
 use crate::agent::AgentAddr;
 use crate::backend::fc_launch::failed;
-use crate::backend::{RestoreRequest, VmBackend};
+use crate::backend::{MemoryBackend, RestoreRequest, VmBackend};
 use crate::error::Result;
 use crate::snapshot::SnapshotMeta;
-
-/// How a restored VM's memory is backed (see `kiln_vmm::builder::MemBackend`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MemoryBackend {
-    /// Private copy-on-write mapping of the memory file (the page cache is shared by
-    /// every sandbox restored from it).
-    #[default]
-    File,
-    /// userfaultfd, with the snapshot's recorded working set loaded first.
-    Uffd,
-}
+use crate::state_dir::{self as state, Dir, Record};
 
 /// What a restore reads.
 #[derive(Debug, Clone)]

@@ -1,13 +1,24 @@
-//! The `snapshots` and `images` tables: what exists on disk, by name. The files stay where
-//! they are (`<state>/.snapshots/<name>/`, image files); these rows index them.
+//! The catalog: the `snapshots` and `images` tables, kept in step with the files they
+//! index. A snapshot's directory (`<state>/.snapshots/<name>/`) and an image file stay
+//! the data; the rows are the catalog a server or a script queries.
+//!
+//! - A snapshot is recorded once it is sealed (or imported) ([`Store::record_snapshot`])
+//!   and forgotten before its directory is removed ([`Store::forget_snapshot`]).
+//!   [`Store::sync_snapshots`] (run by `Snapshot::list` and `reconcile()` with the
+//!   snapshot directories found on disk) repairs what a crash in between left: a row
+//!   without a directory goes, a complete directory without a row gets one.
+//! - An image is recorded the first time a sandbox boots it, and again when its file
+//!   changed (path or size) ([`Store::record_image`]).
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::error::{is_duplicate, Result, StoreError};
-use super::{path_text, Store};
+use super::{now_ms, path_text, Store};
 
 /// A snapshot directory and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,5 +178,70 @@ impl Store {
     /// Forgets an image (its file is the caller's to remove).
     pub fn delete_image(&self, name: &str) -> Result<()> {
         delete_one(&self.conn(), "images", "name", name, "image")
+    }
+}
+
+/// Keeping the tables in step with the files.
+impl Store {
+    /// Deletes a snapshot's row if there is one.
+    fn delete_snapshot_row(&self, name: &str) -> Result<()> {
+        match self.delete_snapshot(name) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a complete snapshot (replacing a stale row of the same name) and appends a
+    /// `snapshot_created` event.
+    pub fn record_snapshot(&self, row: &SnapshotRow) -> Result<()> {
+        self.delete_snapshot_row(&row.name)?;
+        self.insert_snapshot(row)?;
+        let detail = json!({ "name": row.name, "source": row.source });
+        let _ = self.append_event(row.source.as_deref(), "snapshot_created", detail);
+        Ok(())
+    }
+
+    /// Forgets a snapshot that is about to be removed and appends a `snapshot_removed`
+    /// event.
+    pub fn forget_snapshot(&self, name: &str) -> Result<()> {
+        self.delete_snapshot_row(name)?;
+        let _ = self.append_event(None, "snapshot_removed", json!({ "name": name }));
+        Ok(())
+    }
+
+    /// Brings the `snapshots` table in line with the complete snapshot directories
+    /// `on_disk`; returns the rows.
+    pub fn sync_snapshots(&self, on_disk: &[SnapshotRow]) -> Result<Vec<SnapshotRow>> {
+        let names: HashSet<&str> = on_disk.iter().map(|s| s.name.as_str()).collect();
+        let rows = self.list_snapshots()?;
+        let known: HashSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+        for r in rows.iter().filter(|r| !names.contains(r.name.as_str())) {
+            self.delete_snapshot_row(&r.name)?;
+        }
+        for s in on_disk.iter().filter(|s| !known.contains(&s.name)) {
+            match self.insert_snapshot(s) {
+                Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.list_snapshots()
+    }
+
+    /// Records the image `name` that a sandbox boots from `path`, unless the same file
+    /// (path and size) is recorded already.
+    pub fn record_image(&self, name: &str, path: &Path) -> Result<()> {
+        let size = std::fs::metadata(path).ok().map(|m| m.len());
+        match self.get_image(name) {
+            Ok(r) if r.path == path && r.size_bytes == size => return Ok(()),
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.upsert_image(&ImageRow {
+            name: name.into(),
+            path: path.to_path_buf(),
+            sha256: None,
+            size_bytes: size,
+            added_ms: now_ms(),
+        })
     }
 }

@@ -24,7 +24,7 @@
 //!   a wrong `from` list cannot bypass the state machine.
 //! - The store indexes files (snapshot dirs, images) but never creates or removes them.
 
-mod catalog;
+pub mod catalog;
 mod error;
 mod events;
 mod lifecycle;
@@ -33,10 +33,6 @@ pub mod schema;
 mod state;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_concurrency;
-#[cfg(test)]
-mod tests_sandboxes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use super::accel::Accel;
 use super::{files, PORT_NAME};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::{GuestSpec, DEFAULT_BOOT_ARGS};
 
 /// The arguments after the QEMU binary.

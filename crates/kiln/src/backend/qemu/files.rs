@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 
 /// QMP, QEMU's control socket.
 pub fn qmp_sock(dir: &Dir) -> PathBuf {

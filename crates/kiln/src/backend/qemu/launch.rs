@@ -13,7 +13,7 @@ use super::{accel, cmdline, files, qmp, relay_proc};
 use crate::agent::AgentAddr;
 use crate::backend::fc_launch::failed;
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 /// From QEMU's start to the agent's first answer (the nested harness is slow, and

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use super::{escalate, Capabilities, GuestChannel, VmBackend, VmRef};
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
 
 /// The virtio-console port the agent serves on (see kiln-agent's `server::serial`).
@@ -44,9 +44,9 @@ pub struct Qemu;
 fn qmp_do(vm: &VmRef, command: &str) -> Result<()> {
     qmp::execute(&files::qmp_sock(vm.dir), command, None, QMP_TIMEOUT)
         .map(drop)
-        .map_err(|message| Error::Vmm {
+        .map_err(|e| Error::Vmm {
             id: vm.id.into(),
-            message,
+            message: e.to_string(),
         })
 }
 

@@ -2,15 +2,40 @@
 //! its `return`. Asynchronous events are skipped; every read has a timeout and every
 //! line a length limit (QEMU runs guest-facing code: its output is not trusted).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 /// Longest QMP line we read.
 const MAX_LINE: u64 = 1 << 20;
+
+/// What went wrong talking QMP; `command` is the command's name as JSON (`"stop"`).
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("connect {}: {source}", path.display())]
+    Connect { path: PathBuf, source: io::Error },
+    /// Setting the socket's timeouts or cloning it failed.
+    #[error("{0}")]
+    Socket(io::Error),
+    #[error("not a QMP greeting: {0}")]
+    NotQmp(Value),
+    #[error("send {command}: {source}")]
+    Send { command: Value, source: io::Error },
+    /// QEMU answered the command with an error.
+    #[error("{command}: {desc}")]
+    Refused { command: Value, desc: String },
+    #[error("QMP read: {0}")]
+    Read(io::Error),
+    #[error("QMP closed the connection")]
+    Closed,
+    #[error("QMP line over {} bytes", MAX_LINE)]
+    LineTooLong,
+    #[error("QMP sent bad JSON: {0}")]
+    BadJson(serde_json::Error),
+}
 
 /// Runs `command` (with `arguments`, if any) and returns its `return` value; the
 /// error says what failed.
@@ -19,18 +44,20 @@ pub fn execute(
     command: &str,
     arguments: Option<Value>,
     timeout: Duration,
-) -> Result<Value, String> {
-    let stream =
-        UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
+) -> Result<Value, QmpError> {
+    let stream = UnixStream::connect(sock).map_err(|source| QmpError::Connect {
+        path: sock.to_path_buf(),
+        source,
+    })?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        .map_err(QmpError::Socket)?;
+    let mut writer = stream.try_clone().map_err(QmpError::Socket)?;
     let mut reader = BufReader::new(stream);
     let greeting = read_message(&mut reader)?;
     if greeting.get("QMP").is_none() {
-        return Err(format!("not a QMP greeting: {greeting}"));
+        return Err(QmpError::NotQmp(greeting));
     }
     call(
         &mut reader,
@@ -44,12 +71,19 @@ pub fn execute(
     call(&mut reader, &mut writer, &msg)
 }
 
-fn call(reader: &mut impl BufRead, writer: &mut impl Write, msg: &Value) -> Result<Value, String> {
+fn call(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    msg: &Value,
+) -> Result<Value, QmpError> {
     let mut line = msg.to_string();
     line.push('\n');
     writer
         .write_all(line.as_bytes())
-        .map_err(|e| format!("send {}: {e}", msg["execute"]))?;
+        .map_err(|source| QmpError::Send {
+            command: msg["execute"].clone(),
+            source,
+        })?;
     loop {
         let m = read_message(reader)?;
         if let Some(r) = m.get("return") {
@@ -60,27 +94,30 @@ fn call(reader: &mut impl BufRead, writer: &mut impl Write, msg: &Value) -> Resu
                 .get("desc")
                 .and_then(Value::as_str)
                 .unwrap_or("no description");
-            return Err(format!("{}: {desc}", msg["execute"]));
+            return Err(QmpError::Refused {
+                command: msg["execute"].clone(),
+                desc: desc.into(),
+            });
         }
         // An event ({"event": ...}): not ours.
     }
 }
 
 /// One JSON line, at most [`MAX_LINE`] bytes.
-fn read_message(reader: &mut impl BufRead) -> Result<Value, String> {
+fn read_message(reader: &mut impl BufRead) -> Result<Value, QmpError> {
     let mut line = Vec::new();
     let n = reader
         .by_ref()
         .take(MAX_LINE)
         .read_until(b'\n', &mut line)
-        .map_err(|e| format!("QMP read: {e}"))?;
+        .map_err(QmpError::Read)?;
     if n == 0 {
-        return Err("QMP closed the connection".into());
+        return Err(QmpError::Closed);
     }
     if !line.ends_with(b"\n") {
-        return Err(format!("QMP line over {MAX_LINE} bytes"));
+        return Err(QmpError::LineTooLong);
     }
-    serde_json::from_slice(&line).map_err(|e| format!("QMP sent bad JSON: {e}"))
+    serde_json::from_slice(&line).map_err(QmpError::BadJson)
 }
 
 #[cfg(test)]
@@ -128,8 +165,31 @@ mod tests {
             "err",
             "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}\n",
         );
-        let e = execute(&sock, "stop", None, Duration::from_secs(5)).unwrap_err();
+        let e = execute(&sock, "stop", None, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
         let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        let refused = QmpError::Refused {
+            command: json!("stop"),
+            desc: "nope".into(),
+        };
+        assert_eq!(refused.to_string(), "\"stop\": nope");
+        assert_eq!(
+            QmpError::LineTooLong.to_string(),
+            "QMP line over 1048576 bytes"
+        );
+        let mut r = BufReader::new(&b""[..]);
+        assert_eq!(
+            read_message(&mut r).unwrap_err().to_string(),
+            "QMP closed the connection"
+        );
+        let mut r = BufReader::new(&b"{oops\n"[..]);
+        let e = read_message(&mut r).unwrap_err().to_string();
+        assert!(e.starts_with("QMP sent bad JSON: "), "{e}");
     }
 }

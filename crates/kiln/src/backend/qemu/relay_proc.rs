@@ -21,12 +21,34 @@ use super::{files, RELAY_STOP_GRACE};
 use crate::backend::fc_launch::failed;
 use crate::backend::vm_alive;
 use crate::error::{Error, Result};
-use crate::sandbox::state::Dir;
+use crate::state_dir::Dir;
 
 /// How long the relay waits for QEMU's chardev socket to appear.
 const CHANNEL_WAIT: Duration = Duration::from_secs(20);
 /// Channel read buffer: many frames per syscall.
 const READ_BUF: usize = 256 << 10;
+
+/// Why `kiln-relay` could not start relaying.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayStartError {
+    #[error("unknown argument {0:?}")]
+    UnknownArgument(String),
+    #[error("{0} needs a path")]
+    MissingPath(String),
+    #[error("{0} is required")]
+    Required(&'static str),
+    /// QEMU's chardev socket did not accept within `CHANNEL_WAIT` (20 s).
+    #[error("connect {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("listen on {}: {source}", path.display())]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The `kiln-relay` binary's main; returns the exit status.
 pub fn main(args: &[String]) -> i32 {
@@ -62,40 +84,49 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn parse_args(args: &[String]) -> std::result::Result<(PathBuf, PathBuf), String> {
+fn parse_args(args: &[String]) -> std::result::Result<(PathBuf, PathBuf), RelayStartError> {
     let (mut channel, mut listen) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let slot = match a.as_str() {
             "--channel" => &mut channel,
             "--listen" => &mut listen,
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(RelayStartError::UnknownArgument(other.into())),
         };
-        *slot = Some(PathBuf::from(it.next().ok_or(format!("{a} needs a path"))?));
+        let path = it
+            .next()
+            .ok_or_else(|| RelayStartError::MissingPath(a.clone()))?;
+        *slot = Some(PathBuf::from(path));
     }
     Ok((
-        channel.ok_or("--channel is required")?,
-        listen.ok_or("--listen is required")?,
+        channel.ok_or(RelayStartError::Required("--channel"))?,
+        listen.ok_or(RelayStartError::Required("--listen"))?,
     ))
 }
 
 /// Connects to QEMU's chardev socket (QEMU creates it at start-up).
-fn connect(path: &Path) -> std::result::Result<UnixStream, String> {
+fn connect(path: &Path) -> std::result::Result<UnixStream, RelayStartError> {
     let deadline = Instant::now() + CHANNEL_WAIT;
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!("connect {}: {e}", path.display()))
+            Err(source) if Instant::now() > deadline => {
+                return Err(RelayStartError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
 }
 
-fn bind(path: &Path) -> std::result::Result<UnixListener, String> {
+fn bind(path: &Path) -> std::result::Result<UnixListener, RelayStartError> {
     let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| format!("listen on {}: {e}", path.display()))
+    UnixListener::bind(path).map_err(|source| RelayStartError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Own session, stdout on /dev/null (the starter reads our parent's stdout to EOF).
@@ -199,7 +230,7 @@ pub fn running_pid(dir: &Dir) -> Option<u32> {
 }
 
 /// Makes sure the relay is gone: it exits by itself once QEMU has (give it
-/// [`RELAY_STOP_GRACE`]), else SIGTERM, then SIGKILL. Only a process whose command
+/// `RELAY_STOP_GRACE`), else SIGTERM, then SIGKILL. Only a process whose command
 /// line names this folder is signalled.
 pub fn reap(dir: &Dir) {
     for sig in [0, libc::SIGTERM, libc::SIGKILL] {
@@ -212,5 +243,38 @@ pub fn reap(dir: &Dir) {
         while vm_alive(pid, dir) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn bad_arguments_say_what_is_wrong() {
+        let e = parse_args(&args(&["--channel", "c", "--bogus"])).unwrap_err();
+        assert_eq!(e.to_string(), "unknown argument \"--bogus\"");
+        let e = parse_args(&args(&["--channel"])).unwrap_err();
+        assert_eq!(e.to_string(), "--channel needs a path");
+        let e = parse_args(&args(&["--channel", "c"])).unwrap_err();
+        assert_eq!(e.to_string(), "--listen is required");
+        let e = parse_args(&args(&["--listen", "l"])).unwrap_err();
+        assert_eq!(e.to_string(), "--channel is required");
+        let ok = parse_args(&args(&["--listen", "l", "--channel", "c"])).unwrap();
+        assert_eq!(ok, (PathBuf::from("c"), PathBuf::from("l")));
+    }
+
+    #[test]
+    fn a_listener_that_cannot_bind_names_its_path() {
+        let e = bind(Path::new("/nonexistent-dir/v.sock")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("listen on /nonexistent-dir/v.sock: "),
+            "{e}"
+        );
     }
 }

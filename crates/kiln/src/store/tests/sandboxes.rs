@@ -1,7 +1,7 @@
 //! Sandbox records, transitions, listing and expiry on real SQLite files.
 
-use super::tests::{full_row, sandbox, TempDb};
-use super::*;
+use super::{full_row, sandbox, TempDb};
+use crate::store::*;
 use SbState::*;
 
 #[test]

@@ -9,6 +9,10 @@ use serde_json::json;
 use super::*;
 use SbState::*;
 
+mod catalog;
+mod concurrency;
+mod sandboxes;
+
 /// A fresh directory under the temp dir for one test's database; removed on drop.
 pub(super) struct TempDb {
     dir: PathBuf,

@@ -6,9 +6,9 @@ use std::sync::{Arc, Barrier};
 use rusqlite::TransactionBehavior;
 use serde_json::json;
 
-use super::lifecycle::transition_tx;
-use super::tests::{sandbox, TempDb};
-use super::*;
+use super::{sandbox, TempDb};
+use crate::store::lifecycle::transition_tx;
+use crate::store::*;
 use SbState::*;
 
 #[test]
@@ -142,7 +142,7 @@ fn a_process_killed_mid_transaction_leaves_the_previous_state() {
     }
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "store::tests_concurrency::crash_helper",
+            "store::tests::concurrency::crash_helper",
             "--exact",
             "--ignored",
         ])

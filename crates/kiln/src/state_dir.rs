@@ -1,17 +1,20 @@
 //! The state directory: one folder per sandbox, so a sandbox created by one process is
-//! found again by id from another.
+//! found again by id from another, and the state store (`kiln.db`) opened there.
 //!
 //! `<state>/<id>/` holds `sandbox.json` (the record), `api.sock` (the VMM's API),
 //! `v.sock` (its vsock socket), `vmm.log`, `console.log` and, for disk images, the
 //! sandbox's writable layer `scratch.ext4`. Removing the folder removes every trace.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::Store;
 
 /// Where sandboxes are kept: `$KILN_STATE_DIR`, else the runtime directory
 /// (`$XDG_RUNTIME_DIR/kiln`, or `<tmp>/kiln-<uid>`). It must not be on a filesystem that
@@ -23,6 +26,22 @@ pub fn state_dir() -> Result<PathBuf> {
     };
     fs::create_dir_all(&dir).map_err(Error::host_io("cannot create the state directory", &dir))?;
     Ok(dir)
+}
+
+/// The store of the current state directory (one connection per process and directory).
+pub fn store() -> Result<Arc<Store>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<Store>>>> = OnceLock::new();
+    let path = state_dir()?.join("kiln.db");
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = open.get(&path) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(Store::open(&path)?);
+    open.insert(path, s.clone());
+    Ok(s)
 }
 
 fn is_zero(n: &u64) -> bool {
