@@ -7,6 +7,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::boot_params::{place_initrd, InitrdPlacement};
 use crate::arch::layout::HIMEM_START;
+use crate::host_file::{self, Accept};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -55,11 +56,15 @@ pub struct LoadedKernel {
     pub setup_header: Option<setup_header>,
 }
 
+/// Opens a boot file without blocking on a FIFO or device (refused: see
+/// [`crate::host_file`]); the path was checked at the PUT, but may have changed since.
 fn open(what: BootFile, path: &str) -> Result<File, LoadError> {
-    File::open(path).map_err(|source| LoadError::Open {
-        what,
-        path: path.into(),
-        source,
+    host_file::open(std::path::Path::new(path), false, Accept::File).map_err(|source| {
+        LoadError::Open {
+            what,
+            path: path.into(),
+            source,
+        }
     })
 }
 

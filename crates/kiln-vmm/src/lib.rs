@@ -5,7 +5,7 @@
 //!
 //! | layer | modules | owns |
 //! | --- | --- | --- |
-//! | 1 | [`arch`], [`exit`], [`metrics`] | x86 boot structures and layout; why the VM stopped; counters and the metrics sink |
+//! | 1 | [`arch`], [`exit`], [`metrics`], [`host_file`] | x86 boot structures and layout; why the VM stopped; counters and the metrics sink; opening client-named host files without blocking |
 //! | 2 | [`config`], [`kernel`], [`devices`] | the API's validated configuration; kernel and initrd loading; every device (legacy and virtio) with its `Persist` state |
 //! | 3 | [`vstate`] | KVM VM and vCPUs, guest memory and its file/userfaultfd backends, the running [`vstate::machine::Machine`] |
 //! | 4 | [`snapshot`] | the snapshot format (`state.json`), creating and sealing snapshots, disk copies |
@@ -22,6 +22,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod exit;
+pub mod host_file;
 pub mod kernel;
 pub mod metrics;
 pub mod snapshot;

@@ -10,8 +10,10 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
+use kiln_vmm::api::Limits;
 use kiln_vmm::config::{HostFacts, ValidConfig};
 use kiln_vmm::exit::{code, panic_reason, ExitReason};
 use kiln_vmm::vmm::{ConsoleTarget, Started, Vmm};
@@ -38,6 +40,10 @@ struct Args {
     /// Guest serial console: `off` (default, fastest), `stdout`, or a file to append to.
     #[arg(long, default_value = "off", value_name = "off|stdout|FILE")]
     console: String,
+    /// Cap of the --console FILE: past it the oldest half is dropped (the file's first
+    /// line then says so). 0: no cap.
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    console_max_mib: u64,
     /// Write why the VM failed before its agent was ready to this JSON file (atomically);
     /// a successful start removes a stale one.
     #[arg(long, value_name = "FILE")]
@@ -46,6 +52,15 @@ struct Args {
     /// FlushMetrics, every 60 s and at exit. Same as `PUT /metrics`.
     #[arg(long, alias = "metrics-path", value_name = "PATH")]
     metrics: Option<PathBuf>,
+    /// API connections served at once; past it the longest-idle one is closed.
+    #[arg(long, default_value_t = 16, hide = true, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    api_max_connections: u64,
+    /// Idle time after which an API connection is closed (tests shorten it).
+    #[arg(long, default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    api_idle_timeout_ms: u64,
+    /// Time a started API request has to arrive whole (tests shorten it).
+    #[arg(long, default_value_t = 5_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    api_request_timeout_ms: u64,
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
@@ -124,6 +139,14 @@ fn configure_metrics(metrics_path: PathBuf, from: &str) {
     }
 }
 
+/// `--console-max-mib` in bytes (0: no cap).
+fn console_max_bytes(mib: u64) -> u64 {
+    match mib {
+        0 => u64::MAX,
+        n => n.saturating_mul(1 << 20),
+    }
+}
+
 fn main() {
     kiln_vmm::metrics::mark_start();
     let args = Args::parse();
@@ -156,16 +179,21 @@ fn main() {
     let (tx, rx) = channel();
     let vmm = Arc::new(Mutex::new(Vmm::new(
         args.id.clone(),
-        ConsoleTarget::parse(&args.console),
+        ConsoleTarget::parse(&args.console, console_max_bytes(args.console_max_mib)),
         host,
         tx,
     )));
     if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
         let listener = bind(sock);
         let vmm = vmm.clone();
+        let limits = Limits {
+            max_connections: args.api_max_connections as usize,
+            idle_timeout: Duration::from_millis(args.api_idle_timeout_ms),
+            request_timeout: Duration::from_millis(args.api_request_timeout_ms),
+        };
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || kiln_vmm::api::serve(listener, vmm))
+            .spawn(move || kiln_vmm::api::serve(listener, vmm, limits))
             .unwrap_or_else(|e| die(format!("cannot start the API thread: {e}")));
     }
     if let Some(cfg) = config {

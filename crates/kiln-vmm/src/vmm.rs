@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::time::Instant;
 use crate::boot_error;
 use crate::builder::{self, RestoreOptions, StartError};
 use crate::config::{ConfigError, HostFacts, ValidConfig, VmConfig};
+use crate::devices::console_log::CappedLog;
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
@@ -66,16 +68,24 @@ pub enum ConsoleTarget {
     /// Discarded (the default: fastest). The last bytes are still kept for panic reports.
     Off,
     Stdout,
-    /// Appended to a file.
-    File(PathBuf),
+    /// Appended to a file of at most `max_bytes`, keeping the newest output
+    /// ([`crate::devices::console_log`]).
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+    },
 }
 
 impl ConsoleTarget {
-    pub fn parse(s: &str) -> Self {
+    /// `off`/`none`, `stdout`/`-`, or a file path capped at `max_bytes`.
+    pub fn parse(s: &str, max_bytes: u64) -> Self {
         match s {
             "off" | "none" => Self::Off,
             "stdout" | "-" => Self::Stdout,
-            path => Self::File(PathBuf::from(path)),
+            path => Self::File {
+                path: PathBuf::from(path),
+                max_bytes,
+            },
         }
     }
 
@@ -83,15 +93,31 @@ impl ConsoleTarget {
         Ok(match self {
             Self::Off => None,
             Self::Stdout => Some(Box::new(std::io::stdout())),
-            Self::File(p) => Some(Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(builder::device_err(format!("console log {}", p.display())))?,
-            )),
+            Self::File { path, max_bytes } => Some(open_console_file(path, *max_bytes).map_err(
+                builder::device_err(format!("console log {}", path.display())),
+            )?),
         })
     }
+}
+
+/// A regular file (or a new one) becomes a capped log; anything else (`/dev/null`, a
+/// pipe with a reader) is written as is. Opened without blocking: a FIFO without a
+/// reader is an error, not a wait.
+fn open_console_file(path: &Path, max_bytes: u64) -> std::io::Result<Box<dyn Write + Send>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let regular = file.metadata()?.is_file();
+    crate::host_file::set_blocking(&file)?;
+    if !regular {
+        return Ok(Box::new(file));
+    }
+    Ok(Box::new(CappedLog::from_file(file, max_bytes)?))
 }
 
 /// What the exit monitor needs once the VM runs.

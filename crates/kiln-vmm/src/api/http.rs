@@ -1,7 +1,8 @@
 //! Just enough HTTP/1.1 for a control socket: one request at a time per connection,
-//! keep-alive, `Content-Length` bodies only. Every size a client controls is bounded.
+//! keep-alive, `Content-Length` bodies only. Every size a client controls is bounded
+//! (every time too: [`super::server`] reads with deadlines).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// Longest request line plus headers we accept.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -60,6 +61,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
         500 => "Internal Server Error",
         _ => "Unknown",
@@ -168,31 +170,10 @@ pub fn write_response<W: Write>(w: &mut W, resp: &Response, keep_alive: bool) ->
     w.flush()
 }
 
-/// Serves requests on one connection until it closes or breaks.
-pub fn serve<S: Read + Write, F: FnMut(&Request) -> Response>(stream: S, mut handle: F)
-where
-    for<'a> &'a S: Read + Write,
-{
-    let mut reader = BufReader::new(&stream);
-    loop {
-        match read_request(&mut reader) {
-            Ok(req) => {
-                let resp = handle(&req);
-                if write_response(&mut &stream, &resp, req.keep_alive).is_err() || !req.keep_alive {
-                    return;
-                }
-            }
-            Err(ReadError::Bad(msg)) => {
-                let _ = write_response(&mut &stream, &Response::fault(400, msg), false);
-                return;
-            }
-            Err(ReadError::Closed) | Err(ReadError::Io(_)) => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::BufReader;
+
     use super::*;
 
     fn parse(raw: &str) -> Result<Request, ReadError> {

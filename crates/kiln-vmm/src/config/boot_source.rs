@@ -1,11 +1,11 @@
 //! `PUT /boot-source`: kernel, command line, initrd.
 
-use std::fs::File;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::host_file::{self, Accept};
 
 /// The command line used when the client gives none (Firecracker's default, plus
 /// `panic=-1` so a panicking guest ends the VMM at once and `loglevel=1` so only
@@ -23,25 +23,32 @@ pub struct BootSource {
     pub initrd_path: Option<String>,
 }
 
-/// Checks that `path` names a readable regular file.
-pub fn check_readable(what: &str, path: &str) -> Result<(), ConfigError> {
-    let p = Path::new(path);
-    match File::open(p).and_then(|f| f.metadata()) {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(ConfigError::new(format!(
-            "{what} '{path}' is not a regular file; give the path of a file"
-        ))),
-        Err(e) => Err(ConfigError::new(format!(
-            "cannot read {what} '{path}': {e}; check the path and its permissions"
-        ))),
+/// Checks that `path` (the value of the API field `field`) names a readable file of a
+/// kind `accept` allows, without blocking on a FIFO or device (see [`crate::host_file`]).
+pub fn check_readable(field: &str, path: &str, accept: Accept) -> Result<(), ConfigError> {
+    match host_file::open(Path::new(path), false, accept) {
+        Ok(_) => Ok(()),
+        Err(e) => match host_file::not_regular(&e) {
+            Some(r) => Err(ConfigError::new(format!(
+                "{field} '{path}' {r}; give the path of {}",
+                if accept == Accept::File {
+                    "a file"
+                } else {
+                    "a disk image file or a block device"
+                }
+            ))),
+            None => Err(ConfigError::new(format!(
+                "cannot read {field} '{path}': {e}; check the path and its permissions"
+            ))),
+        },
     }
 }
 
 impl BootSource {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_readable("kernel image", &self.kernel_image_path)?;
+        check_readable("kernel_image_path", &self.kernel_image_path, Accept::File)?;
         if let Some(initrd) = &self.initrd_path {
-            check_readable("initrd", initrd)?;
+            check_readable("initrd_path", initrd, Accept::File)?;
         }
         if let Some(args) = &self.boot_args {
             if args.len() >= crate::arch::layout::CMDLINE_MAX_SIZE {

@@ -1,9 +1,12 @@
-//! `PUT /drives/{id}`: block devices backed by raw image files.
+//! `PUT /drives/{id}`: block devices backed by raw image files (a regular file, or a
+//! host block device; anything else, a FIFO above all, is refused: see
+//! [`crate::host_file`]).
 
 use serde::{Deserialize, Serialize};
 
 use super::boot_source::check_readable;
 use super::ConfigError;
+use crate::host_file::Accept;
 
 /// Firecracker's block cache modes (its spellings). kiln-vmm's block device always offers
 /// `VIRTIO_BLK_F_FLUSH` and completes a guest flush only once the data is on the host's
@@ -59,7 +62,11 @@ impl Drive {
                 self.drive_id
             )));
         }
-        check_readable("drive image", &self.path_on_host)?;
+        check_readable(
+            "path_on_host",
+            &self.path_on_host,
+            Accept::FileOrBlockDevice,
+        )?;
         if self.io_engine.is_some_and(|e| e != IoEngine::Sync) {
             return Err(ConfigError::new(
                 "io_engine must be \"Sync\" (the only engine kiln-vmm has) or omitted",

@@ -1,6 +1,7 @@
 //! Emulated devices: legacy PC pieces on the I/O bus and virtio-mmio devices.
 
 pub mod bus;
+pub mod console_log;
 pub mod control;
 pub mod i8042;
 pub mod irq;

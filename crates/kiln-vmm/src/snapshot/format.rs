@@ -13,6 +13,7 @@
 //! `device_type`; 2 tags it with the device's kind (`"kind": "block"`, see
 //! [`VirtioDeviceState`](crate::devices::virtio::VirtioDeviceState)).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use crate::config::VmConfig;
 use crate::devices::i8042::I8042State;
 use crate::devices::serial::UartState;
 use crate::devices::virtio::{blk, rng, vsock, TransportState};
+use crate::host_file::{self, Accept};
 use crate::vstate::mem_file::FileStamp;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
@@ -109,7 +111,15 @@ impl SnapshotState {
     /// Reads and validates `state_path` (see the module docs).
     pub fn load(state_path: &Path) -> Result<Self, SnapshotError> {
         let err = |m: String| snap_err(state_path, m);
-        let meta = std::fs::metadata(state_path)
+        // Opened without blocking: a FIFO or device is refused (see crate::host_file).
+        let file = host_file::open(state_path, false, Accept::File).map_err(|e| {
+            err(match host_file::not_regular(&e) {
+                Some(r) => format!("snapshot_path {r}; give the path of a snapshot's state.json"),
+                None => format!("cannot read the state file: {e}"),
+            })
+        })?;
+        let meta = file
+            .metadata()
             .map_err(|e| err(format!("cannot read the state file: {e}")))?;
         if meta.len() > MAX_STATE_BYTES {
             return Err(err(format!(
@@ -117,7 +127,9 @@ impl SnapshotState {
                 meta.len()
             )));
         }
-        let text = std::fs::read_to_string(state_path)
+        let mut text = String::new();
+        file.take(MAX_STATE_BYTES + 1)
+            .read_to_string(&mut text)
             .map_err(|e| err(format!("cannot read the state file: {e}")))?;
         let head: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             err(format!(

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use crate::host_file::{self, Accept};
 use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -73,6 +75,12 @@ fn missing_or<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> Mem
         },
         _ => io_err(op, path)(e),
     }
+}
+
+/// Opens a memory file for reading; a FIFO or device is refused without blocking (see
+/// [`crate::host_file`]).
+fn open_memory_file(path: &Path) -> Result<File, MemFileError> {
+    host_file::open(path, false, Accept::File).map_err(missing_or("cannot open memory file", path))
 }
 
 pub(crate) fn page_size() -> usize {
@@ -142,7 +150,7 @@ pub(crate) fn open_layout(
     if total == 0 {
         return Err(MemFileError::Layout("no memory regions".into()));
     }
-    let file = File::open(path).map_err(missing_or("cannot open memory file", path))?;
+    let file = open_memory_file(path)?;
     let actual = file
         .metadata()
         .map_err(io_err("cannot stat memory file", path))?
@@ -314,7 +322,7 @@ fn pwrite_all(file: &File, mut addr: usize, mut len: usize, mut off: u64) -> io:
 /// `offset: u64 LE, length: u64 LE, SHA-256(run bytes)`; after the records comes the file size
 /// as u64 LE. Only data extents (SEEK_DATA/SEEK_HOLE) are read.
 pub fn digest(path: &Path) -> Result<String, MemFileError> {
-    let file = File::open(path).map_err(missing_or("cannot open memory file", path))?;
+    let file = open_memory_file(path)?;
     let rd = io_err("cannot read memory file", path);
     let size = file.metadata().map_err(rd)?.len();
     let (page, mut done) = (DIGEST_PAGE as u64, 0u64);

@@ -24,6 +24,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 mod sys;
 
 use super::mem_file::{data_extents, io_err, open_layout, page_size, MemFileError};
+use crate::host_file::{self, Accept};
 use sys::*;
 
 /// A fault is served with the aligned block around it (clamped to the region): sequential
@@ -192,8 +193,8 @@ impl Shared {
     fn prefetch(&self, path: &Path) -> Result<(), MemFileError> {
         let total: u64 = self.regions.iter().map(|r| r.len).sum();
         let mut raw = Vec::new();
-        let read =
-            File::open(path).and_then(|f| f.take((total / self.page) * 8).read_to_end(&mut raw));
+        let read = host_file::open(path, false, Accept::File)
+            .and_then(|f| f.take((total / self.page) * 8).read_to_end(&mut raw));
         if let Err(e) = read {
             tracing::warn!("working set {} not prefetched: {e}", path.display());
             return Ok(());

@@ -1,6 +1,5 @@
 //! The virtio-blk device: image setup, features, config space and queue processing.
 
-use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use crate::devices::persist::Persist;
 use crate::devices::virtio::{
     read_config_bytes, DeviceStateError, VirtioDevice, VirtioDeviceState,
 };
+use crate::host_file::{self, Accept};
 use crate::metrics::BlockMetrics;
 
 const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
@@ -79,24 +79,25 @@ impl Block {
     /// whole number of 512-byte sectors. `id` is what `VIRTIO_BLK_T_GET_ID` returns
     /// (the guest's `/sys/block/vdX/serial`): truncated to 20 bytes, NUL-padded.
     pub fn new(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| BlockError::Open {
-                path: path.to_path_buf(),
-                read_only,
-                source,
-            })?;
         let size_err = |source| BlockError::Size {
             path: path.to_path_buf(),
             source,
         };
-        if file.metadata().map_err(size_err)?.is_dir() {
-            return Err(BlockError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
+        // Never blocks (a FIFO is refused, not waited on): see crate::host_file.
+        let mut file =
+            host_file::open(path, !read_only, Accept::FileOrBlockDevice).map_err(|source| {
+                match host_file::not_regular(&source) {
+                    Some(r) => BlockError::NotAFile {
+                        path: path.to_path_buf(),
+                        kind: r.kind,
+                    },
+                    None => BlockError::Open {
+                        path: path.to_path_buf(),
+                        read_only,
+                        source,
+                    },
+                }
+            })?;
         // Seeking to the end also sizes block devices, whose metadata length is 0.
         let size = file.seek(SeekFrom::End(0)).map_err(size_err)?;
         if !size.is_multiple_of(SECTOR_SIZE) {

@@ -45,8 +45,8 @@ pub enum BlockError {
         read_only: bool,
         source: std::io::Error,
     },
-    #[error("drive image {} is a directory; path_on_host must name a raw disk image file", path.display())]
-    NotAFile { path: PathBuf },
+    #[error("drive image {} is {kind}; path_on_host must name a raw disk image file or a block device", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("cannot determine the size of drive image {}: {source}", path.display())]
     Size {
         path: PathBuf,
