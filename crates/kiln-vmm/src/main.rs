@@ -52,15 +52,6 @@ struct Args {
     /// FlushMetrics, every 60 s and at exit. Same as `PUT /metrics`.
     #[arg(long, alias = "metrics-path", value_name = "PATH")]
     metrics: Option<PathBuf>,
-    /// API connections served at once; past it the longest-idle one is closed.
-    #[arg(long, default_value_t = 16, hide = true, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    api_max_connections: u64,
-    /// Idle time after which an API connection is closed (tests shorten it).
-    #[arg(long, default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
-    api_idle_timeout_ms: u64,
-    /// Time a started API request has to arrive whole (tests shorten it).
-    #[arg(long, default_value_t = 5_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
-    api_request_timeout_ms: u64,
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
@@ -139,6 +130,26 @@ fn configure_metrics(metrics_path: PathBuf, from: &str) {
     }
 }
 
+/// The API's connection limits; tests shorten the timeouts through
+/// `KILN_VMM_API_IDLE_TIMEOUT_MS` and `KILN_VMM_API_REQUEST_TIMEOUT_MS`.
+fn api_limits() -> Limits {
+    let ms = |var: &str, default: Duration| match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Duration::from_millis(n),
+            _ => die(format!(
+                "{var}={v:?} is not a positive number of milliseconds"
+            )),
+        },
+    };
+    let d = Limits::default();
+    Limits {
+        idle_timeout: ms("KILN_VMM_API_IDLE_TIMEOUT_MS", d.idle_timeout),
+        request_timeout: ms("KILN_VMM_API_REQUEST_TIMEOUT_MS", d.request_timeout),
+        ..d
+    }
+}
+
 /// `--console-max-mib` in bytes (0: no cap).
 fn console_max_bytes(mib: u64) -> u64 {
     match mib {
@@ -186,11 +197,7 @@ fn main() {
     if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
         let listener = bind(sock);
         let vmm = vmm.clone();
-        let limits = Limits {
-            max_connections: args.api_max_connections as usize,
-            idle_timeout: Duration::from_millis(args.api_idle_timeout_ms),
-            request_timeout: Duration::from_millis(args.api_request_timeout_ms),
-        };
+        let limits = api_limits();
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || kiln_vmm::api::serve(listener, vmm, limits))
