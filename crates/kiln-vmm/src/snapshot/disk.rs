@@ -79,7 +79,8 @@ pub fn copy_range(s: &File, d: &File, mut off: u64, mut len: u64) -> io::Result<
 /// Copies `src` to a new file `dst` (never overwrites), keeping holes. On failure the
 /// partial copy is removed.
 pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<u64> {
-    let s = File::open(src)?;
+    // The drive was checked at its PUT; a FIFO put there since is refused, not waited on.
+    let s = crate::host_file::open(src, false, crate::host_file::Accept::FileOrBlockDevice)?;
     let len = s.metadata()?.len();
     let d = std::fs::OpenOptions::new()
         .write(true)

@@ -13,7 +13,8 @@
 //! `device_type`; 2 tags it with the device's kind (`"kind": "block"`, see
 //! [`VirtioDeviceState`](crate::devices::virtio::VirtioDeviceState)).
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -229,7 +230,15 @@ impl SnapshotState {
         let text = serde_json::to_vec(self)
             .map_err(|e| snap_err(state_path, format!("cannot encode the state: {e}")))?;
         let tmp = state_path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
+        // O_NONBLOCK: a FIFO planted at the temporary path fails the open instead of
+        // blocking it (regular files ignore the flag).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&text))
             .and_then(|()| std::fs::rename(&tmp, state_path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);

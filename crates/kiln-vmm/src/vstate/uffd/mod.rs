@@ -176,6 +176,7 @@ impl Shared {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NONBLOCK) // a planted FIFO fails, never blocks
                 .open(&tmp)?;
             f.write_all(&out)?;
             f.sync_all()?;
