@@ -101,22 +101,23 @@ impl ConsoleTarget {
 }
 
 /// A regular file (or a new one) becomes a capped log; anything else (`/dev/null`, a
-/// pipe with a reader) is written as is. Opened without blocking: a FIFO without a
-/// reader is an error, not a wait.
+/// pipe with a reader) is written as is. Opened write-only without blocking first: a
+/// FIFO without a reader is an error (ENXIO), not a wait, and is never opened for
+/// reading too (which would let the VMM be its own reader and block once it is full).
 fn open_console_file(path: &Path, max_bytes: u64) -> std::io::Result<Box<dyn Write + Send>> {
     let file = OpenOptions::new()
-        .read(true)
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    let regular = file.metadata()?.is_file();
-    crate::host_file::set_blocking(&file)?;
-    if !regular {
+    if !file.metadata()?.is_file() {
+        crate::host_file::set_blocking(&file)?;
         return Ok(Box::new(file));
     }
+    drop(file);
+    // A regular file: reopened for reading too, which cutting it needs.
+    let file = crate::host_file::open(path, true, crate::host_file::Accept::File)?;
     Ok(Box::new(CappedLog::from_file(file, max_bytes)?))
 }
 
@@ -377,5 +378,48 @@ impl Vmm {
         let r = self.running.as_ref()?;
         let t = r.boot_times.lock().ok()?;
         t.ready_after.map(|d| d.as_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    /// Removes the test's directory however the test ends.
+    struct Rm(PathBuf);
+
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn console_files_are_capped_and_a_readerless_fifo_fails_at_once() {
+        let dir = std::env::temp_dir().join(format!("kiln-vmm-console-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _rm = Rm(dir.clone());
+        let log = dir.join("console.log");
+        let mut w = open_console_file(&log, 1024).unwrap();
+        for _ in 0..100 {
+            w.write_all(b"0123456789abcdef0123456789abcdef\n").unwrap();
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.len() <= 1024, "{}", text.len());
+        assert!(text.starts_with(crate::devices::console_log::DROPPED_NOTE));
+
+        let fifo = dir.join("pipe");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_console_file(&fifo, 1024).err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+
+        let mut null = open_console_file(Path::new("/dev/null"), 1024).unwrap();
+        null.write_all(&[b'x'; 4096]).unwrap();
     }
 }
