@@ -80,11 +80,11 @@ struct Table {
 }
 
 /// The connection to close for room: the longest idle, else the one that has been
-/// reading its request longest; never one handling a request.
+/// reading its request longest; never one handling a request or already closed.
 fn victim(slots: &mut [Slot]) -> Option<&mut Slot> {
     slots
         .iter_mut()
-        .filter(|s| s.phase != Phase::Handling)
+        .filter(|s| s.phase != Phase::Handling && !s.evicted)
         .min_by_key(|s| (s.phase != Phase::Idle, s.since))
 }
 
@@ -106,7 +106,12 @@ impl Conns {
     fn admit(&self, stream: UnixStream, max: usize) -> u64 {
         let mut t = self.lock();
         while t.slots.len() >= max {
-            let pending = t.slots.iter().any(|s| s.evicted);
+            // One eviction at a time; one whose request slipped in before the shutdown
+            // (now handling it) may take long, so it does not hold up the next.
+            let pending = t
+                .slots
+                .iter()
+                .any(|s| s.evicted && s.phase != Phase::Handling);
             if !pending {
                 if let Some(v) = victim(&mut t.slots) {
                     v.evicted = true;
