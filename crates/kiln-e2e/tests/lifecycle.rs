@@ -298,7 +298,7 @@ fn kills_at_every_point_of_create_restore_fork_and_snapshot_leave_nothing() {
 }
 
 #[test]
-fn a_guest_that_reboots_or_powers_off_is_stopped_not_failed() {
+fn a_guest_that_reboots_is_stopped_not_failed() {
     let Some(mut sb) = sandbox("lifecycle_guest_reboot", "minimal") else {
         return;
     };
@@ -316,13 +316,12 @@ fn a_guest_that_reboots_or_powers_off_is_stopped_not_failed() {
     sb.remove().unwrap();
 
     // A detached sandbox that no kiln process is the parent of: kiln-vmm's last log
-    // line tells.
-    let state = TempDir::new("lifecycle-poweroff");
+    // line tells. (A guest `poweroff -f` halts the kernel: without ACPI it has no way to
+    // power off, so its VMM stays up; `kiln stop` ends it.)
+    let state = TempDir::new("lifecycle-guest-reboot");
     let k = Kiln { state: &state.0 };
-    for (id, cmd, why) in [
-        ("g-reboot", "reboot -f", "the guest rebooted"),
-        ("g-poweroff", "poweroff -f", "the guest powered off"),
-    ] {
+    {
+        let (id, cmd, why) = ("g-reboot", "reboot -f", "the guest rebooted");
         k.ok(&["create", "--image", "minimal", "--id", id]);
         let _ = k.cmd(&["exec", id, "--", "sh", "-c", cmd]).output();
         let stopped = wait_until(TIMEOUT, || {

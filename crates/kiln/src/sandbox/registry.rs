@@ -2,10 +2,12 @@
 //! (see [`crate::store`]) that holds its lifecycle state, VMM pid, backend, labels and
 //! limits; its folder holds the files (record, sockets, logs, disk layer).
 //!
-//! A sandbox found with a dead VMM while its row says running or paused is marked
-//! failed with the reason (the VMM's boot-error record or the end of its log), and what
-//! its VMM left behind (sockets, disk layers) is removed; the logs stay for diagnosis
-//! until the sandbox is removed.
+//! A VMM's pid and start time are recorded as soon as it is spawned. A sandbox found
+//! with a dead VMM while its row says running or paused is marked stopped when the guest
+//! powered off or rebooted by itself (a clean exit), else failed with the reason (the
+//! VMM's boot-error record or the end of its log), and what its VMM left behind
+//! (sockets, disk layers) is removed; the logs stay for diagnosis until the sandbox is
+//! removed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
