@@ -91,7 +91,7 @@ pub fn snapshot(a: SnapshotArgs) -> Result<i32> {
         (Some(SnapCmd::Ls), _) => list(),
         (Some(SnapCmd::Rm { names }), _) => {
             for n in names {
-                Snapshot::get(&n)?.remove()?;
+                Snapshot::remove_named(&n)?;
                 println!("{n} removed");
             }
             Ok(0)

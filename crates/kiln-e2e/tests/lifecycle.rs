@@ -1,12 +1,17 @@
 //! The sandbox lifecycle on the state store, with real guests: a killed VMM is marked
 //! failed with the reason and what it left is removed; idle timeouts and lifetimes reap;
-//! a CLI killed while creating leaves nothing running; transitions are typed errors.
+//! a CLI killed at any point of a create, restore, fork or snapshot (`KILN_TEST_PAUSE_AT`)
+//! leaves nothing running, paused or half-written; a guest that reboots or powers off is
+//! stopped, not failed; transitions are typed errors.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::{Error, ExecOptions, Sandbox, State};
-use kiln_e2e::{kiln_bin, process_running, require_kvm, sandbox, sh, TempDir};
+use kiln_e2e::{
+    kiln_bin, process_running, require_kvm, sandbox, sh, unique, wait_until, TempDir, TIMEOUT,
+};
 
 fn kill9(pid: u32) {
     // SAFETY: kill has no memory effects; the pid is a process this test started.
@@ -108,55 +113,226 @@ fn idle_timeouts_and_lifetimes_reap_sandboxes() {
     assert!(sh(&busy, "true").status.success());
 }
 
+/// The `kiln` CLI on a private state directory.
+struct Kiln<'a> {
+    state: &'a Path,
+}
+
+impl Kiln<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(kiln_bin());
+        c.args(args).env("KILN_STATE_DIR", self.state);
+        c
+    }
+
+    /// Runs `kiln ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run kiln");
+        assert!(
+            out.status.success(),
+            "kiln {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `kiln ARGS` with `KILN_TEST_PAUSE_AT=point`, waits until it says it paused
+    /// there, and kills it with SIGKILL: a kill at a known point, not a timing lottery.
+    fn killed_at(&self, args: &[&str], point: &str) {
+        let log = self.state.with_extension(format!("pause-{}.log", unique()));
+        let mut child = self
+            .cmd(args)
+            .env(kiln::process::PAUSE_AT, point)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the stderr log"))
+            .spawn()
+            .expect("spawn kiln");
+        let said = format!("kiln: paused at {point} ");
+        let reached = wait_until(TIMEOUT, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&said))
+                || matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        kill9(child.id());
+        let _ = child.wait();
+        assert!(
+            reached && text.contains(&said),
+            "kiln {args:?} never paused at {point}: {text}"
+        );
+    }
+
+    /// `kiln inspect ID` as JSON, or None once the sandbox is gone.
+    fn inspect(&self, id: &str) -> Option<serde_json::Value> {
+        let out = self
+            .cmd(&["inspect", id])
+            .output()
+            .expect("run kiln inspect");
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("inspect prints JSON"))
+    }
+}
+
+/// Live processes whose command line names a path inside `state`, with that line.
+fn processes_under(state: &Path) -> Vec<(u32, String)> {
+    let needle = format!("{}/", state.display());
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&c).replace('\0', " ");
+        if pid != me && line.contains(&needle) && process_running(pid as i32) {
+            out.push((pid, line));
+        }
+    }
+    out
+}
+
+/// After `kiln ls` (reconcile): the only processes naming the state directory are the
+/// VMMs of `running` (by pid and by socket path), each of which answers an exec; no
+/// sandbox is paused; no half-written snapshot or fork folder is left; every other row
+/// is failed or stopped and `kiln rm` removes it with its folder.
+fn assert_only_running(k: &Kiln, running: &[&str]) {
+    k.ok(&["ls"]);
+    let state = k.state;
+    let procs = processes_under(state);
+    for (pid, line) in &procs {
+        let ours = running
+            .iter()
+            .any(|id| line.contains(&format!("{}/api.sock", state.join(id).display())));
+        assert!(
+            ours,
+            "a VMM that no running sandbox owns: pid {pid}: {line}"
+        );
+    }
+    assert_eq!(procs.len(), running.len(), "{procs:?}");
+    for id in running {
+        let info = k.inspect(id).expect("the running sandbox is listed");
+        assert_eq!(info["state"], "running", "{info}");
+        k.ok(&["exec", id, "--", "true"]);
+        let forks: Vec<_> = std::fs::read_dir(state.join(id))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("fork-"))
+            .collect();
+        assert!(
+            forks.is_empty(),
+            "a fork folder was left in {id}: {forks:?}"
+        );
+    }
+    let snaps = state.join(".snapshots");
+    for e in std::fs::read_dir(&snaps).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with('.'), "a half-written snapshot was left: {n}");
+    }
+    for id in kiln::state_dir::list_ids(state).unwrap() {
+        if running.contains(&id.as_str()) {
+            continue;
+        }
+        if let Some(info) = k.inspect(&id) {
+            let st = info["state"].as_str().unwrap_or("");
+            assert!(st == "failed" || st == "stopped", "{id}: {info}");
+        }
+        k.ok(&["rm", &id]);
+        assert!(!state.join(&id).exists(), "{id}'s folder is left");
+        assert!(k.inspect(&id).is_none(), "{id} is still listed");
+    }
+}
+
 #[test]
-fn a_cli_killed_while_creating_leaves_nothing_running() {
-    if !require_kvm("lifecycle_cli_kill") {
+fn kills_at_every_point_of_create_restore_fork_and_snapshot_leave_nothing() {
+    if !require_kvm("lifecycle_kill_points") {
         return;
     }
-    let state = TempDir::new("lifecycle-cli-kill");
-    let kiln = |args: &[&str]| {
-        Command::new(kiln_bin())
-            .args(args)
-            .env("KILN_STATE_DIR", &state.0)
-            .output()
-            .expect("run kiln")
-    };
-    let mut cli = Command::new(kiln_bin())
-        .args(["create", "--image", "debian"])
-        .env("KILN_STATE_DIR", &state.0)
-        .spawn()
-        .expect("spawn kiln create");
-    // Kill it once its VMM is being spawned (vmm.log is opened just before).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let folder = loop {
-        let found = std::fs::read_dir(&state.0).unwrap().flatten().find(|e| {
-            e.path().join("vmm.log").exists() && !e.file_name().to_string_lossy().starts_with('.')
-        });
-        if let Some(f) = found {
-            break f.path();
-        }
-        assert!(Instant::now() < deadline, "kiln create never spawned a VMM");
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    kill9(cli.id());
-    let _ = cli.wait();
-    let id = folder.file_name().unwrap().to_string_lossy().into_owned();
-
-    let ls = kiln(&["ls"]);
-    let out = String::from_utf8_lossy(&ls.stdout);
-    let err = String::from_utf8_lossy(&ls.stderr);
-    assert!(ls.status.success(), "{err}");
-    let line = out.lines().find(|l| l.starts_with(&id)).expect("listed");
-    assert!(line.contains("failed"), "{out}");
-    assert!(err.contains("creation was interrupted"), "{err}");
-    let vmms = Command::new("pgrep")
-        .args(["-f", &folder.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(vmms.stdout.is_empty(), "a VMM of {id} still runs");
-    for gone in ["api.sock", "v.sock", "scratch.ext4"] {
-        assert!(!folder.join(gone).exists(), "{gone} was left behind");
+    let state = TempDir::new("lifecycle-kills");
+    let k = Kiln { state: &state.0 };
+    // Create: right after the VMM was spawned (not configured yet), and with the guest
+    // up but the row still `creating`.
+    for (id, point) in [
+        ("kc-spawned", "after-spawn"),
+        ("kc-booted", "before-running"),
+    ] {
+        k.killed_at(&["create", "--image", "minimal", "--id", id], point);
+        assert_only_running(&k, &[]);
     }
-    assert!(kiln(&["rm", &id]).status.success());
-    assert!(!folder.exists());
+    k.ok(&["create", "--image", "minimal", "--id", "base"]);
+    k.ok(&["snapshot", "base", "--name", "s1"]);
+    // Snapshot: with the sandbox paused, and with the files written but not sealed.
+    for (name, point) in [("sk-1", "snapshot-paused"), ("sk-2", "snapshot-written")] {
+        k.killed_at(&["snapshot", "base", "--name", name], point);
+        assert_only_running(&k, &["base"]);
+        assert!(!k.ok(&["snapshot", "ls"]).contains(name));
+        // The name is free again.
+        k.ok(&["snapshot", "base", "--name", name]);
+        k.ok(&["snapshot", "rm", name]);
+    }
+    // Restore: spawned, and loaded but not yet running.
+    for (id, point) in [
+        ("kr-spawned", "after-spawn"),
+        ("kr-loaded", "before-running"),
+    ] {
+        k.killed_at(&["restore", "s1", "--id", id], point);
+        assert_only_running(&k, &["base"]);
+    }
+    // Fork: the parent paused, its children being made, a child's VMM just spawned.
+    for point in ["snapshot-paused", "fork-restoring", "after-spawn"] {
+        k.killed_at(&["fork", "base"], point);
+        assert_only_running(&k, &["base"]);
+    }
+    // A snapshot folder without a record (what an older kiln left) is removable.
+    let old = state.0.join(".snapshots").join("half");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("memory.bin"), b"x").unwrap();
+    assert!(!k.ok(&["snapshot", "ls"]).contains("half"));
+    k.ok(&["snapshot", "rm", "half"]);
+    assert!(!old.exists());
+    k.ok(&["snapshot", "rm", "s1"]);
+    k.ok(&["rm", "base"]);
+    assert!(processes_under(&state.0).is_empty());
+}
+
+#[test]
+fn a_guest_that_reboots_is_stopped_not_failed() {
+    let Some(mut sb) = sandbox("lifecycle_guest_reboot", "minimal") else {
+        return;
+    };
+    // This process is the VMM's parent: its exit status tells.
+    let _ = sb.exec(&ExecOptions::new(["reboot", "-f"]));
+    assert!(wait_until(TIMEOUT, || sb.state() != State::Running));
+    let info = sb.info();
+    assert_eq!(info.state, State::Stopped, "{info:?}");
+    assert_eq!(
+        info.stop_reason.as_deref(),
+        Some("the guest rebooted"),
+        "{info:?}"
+    );
+    assert_eq!(info.failure, None);
+    sb.remove().unwrap();
+
+    // A detached sandbox that no kiln process is the parent of: kiln-vmm's last log
+    // line tells. (A guest `poweroff -f` halts the kernel: without ACPI it has no way to
+    // power off, so its VMM stays up; `kiln stop` ends it.)
+    let state = TempDir::new("lifecycle-guest-reboot");
+    let k = Kiln { state: &state.0 };
+    {
+        let (id, cmd, why) = ("g-reboot", "reboot -f", "the guest rebooted");
+        k.ok(&["create", "--image", "minimal", "--id", id]);
+        let _ = k.cmd(&["exec", id, "--", "sh", "-c", cmd]).output();
+        let stopped = wait_until(TIMEOUT, || {
+            k.inspect(id).is_some_and(|i| i["state"] != "running")
+        });
+        let info = k.inspect(id).expect("listed");
+        assert!(stopped, "{cmd}: {info}");
+        assert_eq!(info["state"], "stopped", "{cmd}: {info}");
+        assert_eq!(info["stop_reason"], why, "{cmd}: {info}");
+        let ls = k.cmd(&["ls"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&ls.stderr).contains("failed"));
+        k.ok(&["rm", id]);
+    }
 }

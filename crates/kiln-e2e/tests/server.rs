@@ -63,6 +63,10 @@ fn server_api_tour() {
             ("auth is required", auth_is_required),
             ("create, get and list with filters", create_get_and_list),
             ("exec output is streamed", exec_output_is_streamed),
+            (
+                "a streamed exec whose client leaves is killed",
+                exec_client_gone,
+            ),
             ("collected exec: exit code, stdin, timeout", collected_exec),
             ("files: mkdir, write, read, stat, list, remove", files),
             (
@@ -173,6 +177,62 @@ fn exec_output_is_streamed(t: &mut Tour) {
     assert!(
         total - early_at >= Duration::from_millis(1500),
         "the early line came {early_at:?} after the start and the end {total:?}: it was not streamed"
+    );
+}
+
+/// How many processes in srv-a run `sleep 1001` (a /proc scan in the guest; the
+/// pattern does not match the scanning shell's own command line).
+fn sleepers(c: &Client) -> String {
+    let scan = "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -o 'sleep 100[1]' | wc -l";
+    let out = c
+        .exec_collect(
+            "srv-a",
+            &ExecRequest::new(["sh", "-c", scan]),
+            OutputEncoding::Text,
+        )
+        .unwrap();
+    out.stdout.trim().to_string()
+}
+
+fn exec_client_gone(t: &mut Tour) {
+    use std::io::{Read, Write};
+    // A raw request, so the client can go away after the first line.
+    let state = &t.served.state.0;
+    let token = std::fs::read_to_string(state.join("token")).unwrap();
+    let body = serde_json::to_vec(&ExecRequest::new([
+        "sh",
+        "-c",
+        "echo started; exec sleep 1001",
+    ]))
+    .unwrap();
+    let mut sock = std::os::unix::net::UnixStream::connect(state.join("kiln.sock")).unwrap();
+    write!(
+        sock,
+        "POST /v1/sandboxes/srv-a/exec HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        token.trim(),
+        body.len()
+    )
+    .unwrap();
+    sock.write_all(&body).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"type\":\"stdout\"") {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        sleepers(&t.c),
+        "1",
+        "the command runs while its client is there"
+    );
+    drop(sock);
+    let gone = wait_until(Duration::from_secs(30), || sleepers(&t.c) == "0");
+    assert!(
+        gone,
+        "the command outlived its client: {} left",
+        sleepers(&t.c)
     );
 }
 

@@ -100,8 +100,13 @@ fn record_early_exit(reason: &ExitReason, started: &Started) {
 
 /// Maps why the VM stopped to the process exit status.
 fn outcome(reason: ExitReason, started: &Started) -> i32 {
+    // The last line of a clean exit says why: kiln reads it from vmm.log to tell a
+    // guest that stopped by itself from a VMM that died, when it is not our parent.
     match reason {
-        ExitReason::PowerOff => code::CLEAN,
+        ExitReason::PowerOff => {
+            eprintln!("kiln-vmm: the guest powered off");
+            code::CLEAN
+        }
         ExitReason::Reset => {
             let tail: Vec<u8> = match started.console_tail.lock() {
                 Ok(t) => t.iter().copied().collect(),
@@ -112,7 +117,10 @@ fn outcome(reason: ExitReason, started: &Started) -> i32 {
                     eprintln!("kiln-vmm: guest kernel panic: {why}");
                     code::GUEST_PANIC
                 }
-                None => code::CLEAN,
+                None => {
+                    eprintln!("kiln-vmm: the guest rebooted");
+                    code::CLEAN
+                }
             }
         }
         ExitReason::Error(msg) => {

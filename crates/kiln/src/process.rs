@@ -27,6 +27,68 @@ pub fn kill_if_running(child: &mut Child) {
     }
 }
 
+/// Whether the process `pid` that started at `start` (clock ticks after boot, see
+/// [`start_time`]) still runs: a reused pid is not taken for it.
+pub fn runs_as(pid: u32, start: u64) -> bool {
+    pid != 0 && is_running(pid) && start_time(pid) == Some(start)
+}
+
+/// This process's pid and start time, as an owner record ([`runs_as`] checks it).
+pub fn me() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, start_time(pid).unwrap_or(0))
+}
+
+/// Live processes (not zombies) with an argument for which `matches` holds, e.g. the
+/// VMM whose `--api-sock` names a sandbox folder. Processes whose command line cannot
+/// be read (another user's) are skipped.
+pub fn find_by_arg(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(&matches) && is_running(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The environment variable that names a [`pause_point`].
+pub const PAUSE_AT: &str = "KILN_TEST_PAUSE_AT";
+
+/// A test hook: when `$KILN_TEST_PAUSE_AT` is `name`, the process says so on stderr
+/// (`kiln: paused at NAME (pid N)`) and sleeps until it is killed, so that a test can
+/// kill -9 it exactly there instead of guessing a delay. The points (docs/TESTING.md):
+/// `after-spawn` (a VMM spawned and recorded, not yet configured), `before-running`
+/// (the guest is up, the row still `creating`), `snapshot-paused` (the sandbox paused
+/// for a snapshot or fork, its files not written yet), `snapshot-written` (the files
+/// written, the sandbox not resumed yet) and `fork-restoring` (a fork's children being
+/// made). Without the variable this costs one environment lookup.
+pub fn pause_point(name: &str) {
+    let Some(want) = std::env::var_os(PAUSE_AT) else {
+        return;
+    };
+    if want != name {
+        return;
+    }
+    eprintln!("kiln: paused at {name} (pid {})", std::process::id());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// How long [`reap_if_our_zombie`] waits for the last thread of an exited child.
 pub const REAP_WAIT: Duration = Duration::from_secs(10);
 
@@ -142,6 +204,30 @@ mod tests {
         c.kill().unwrap();
         c.wait().unwrap();
         assert_eq!(super::start_time(c.id()), None);
+    }
+
+    #[test]
+    fn owners_are_told_apart_by_start_time_and_args_are_found() {
+        let (pid, start) = super::me();
+        assert!(super::runs_as(pid, start));
+        assert!(
+            !super::runs_as(pid, start + 1),
+            "another start time: a reused pid"
+        );
+        assert!(!super::runs_as(0, start));
+        let marker = format!("kiln-find-by-arg-{pid}");
+        let mut c = std::os::unix::process::CommandExt::arg0(
+            &mut std::process::Command::new("sleep"),
+            &marker,
+        )
+        .arg("30")
+        .spawn()
+        .unwrap();
+        let found = super::find_by_arg(|a| a == marker.as_bytes());
+        assert_eq!(found, vec![c.id()]);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(super::find_by_arg(|a| a == marker.as_bytes()).is_empty());
     }
 
     #[test]

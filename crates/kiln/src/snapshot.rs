@@ -2,6 +2,12 @@
 //! `memory.bin`, `disk-scratch.img`) and `snapshot.json`, what kiln needs to make a
 //! sandbox of it again (image, size, default timeout, where it came from).
 //!
+//! A snapshot being written (taken or imported) lives in `<state>/.snapshots/.partial.
+//! <pid>.<start>.<name>/`, named after the process writing it, and is renamed to
+//! `<name>` only once complete and sealed. So a snapshot under its name is always whole;
+//! a partial folder whose writer is gone is removed whenever the catalog is synced
+//! (`kiln snapshot ls`, reconcile). Names cannot hold a '.', so the two never collide.
+//!
 //! Integrity: a snapshot is sealed (SHA-256 of memory and disk, with a stamp of each
 //! file) right after it is taken. A restore trusts stamped, unchanged files; `import`
 //! and `verify` hash everything. A snapshot from another format version, with a missing,
@@ -52,6 +58,7 @@ pub fn snapshots_dir() -> Result<PathBuf> {
 /// Brings the state store's catalog of snapshots in line with the snapshot directories
 /// (see [`crate::store::catalog`]); returns the rows.
 pub fn sync_catalog() -> Result<Vec<SnapshotRow>> {
+    sweep_partials()?;
     let on_disk: Vec<SnapshotRow> = Snapshot::list_on_disk()?
         .iter()
         .map(Snapshot::row)
@@ -59,11 +66,81 @@ pub fn sync_catalog() -> Result<Vec<SnapshotRow>> {
     Ok(store()?.sync_snapshots(&on_disk)?)
 }
 
+const PARTIAL: &str = ".partial.";
+
+/// The temporary name of snapshot `name` written by this process.
+fn partial_name(name: &str) -> String {
+    let (pid, start) = crate::process::me();
+    format!("{PARTIAL}{pid}.{start}.{name}")
+}
+
+/// The writer (pid, start time) a partial folder's name records.
+fn partial_owner(file_name: &str) -> Option<(u32, u64)> {
+    let rest = file_name.strip_prefix(PARTIAL)?;
+    let mut parts = rest.splitn(3, '.');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next().filter(|n| check_id(n).is_ok())?;
+    Some((pid, start))
+}
+
+/// Removes the partial snapshots whose writer is gone (killed midway); returns their
+/// folders.
+pub fn sweep_partials() -> Result<Vec<PathBuf>> {
+    let root = snapshots_dir()?;
+    let mut out = Vec::new();
+    for e in fs::read_dir(&root)
+        .map_err(Error::host_io("cannot list", &root))?
+        .flatten()
+    {
+        let name = e.file_name();
+        let Some((pid, start)) = name.to_str().and_then(partial_owner) else {
+            continue;
+        };
+        if crate::process::runs_as(pid, start) {
+            continue;
+        }
+        let p = e.path();
+        fs::remove_dir_all(&p).map_err(Error::host_io("cannot remove", &p))?;
+        tracing::warn!(
+            "removed {}: a snapshot whose writer (pid {pid}) is gone",
+            p.display()
+        );
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// Apparent size of the regular files directly in `dir`.
 fn dir_size(dir: &Path) -> Option<u64> {
     let entries = fs::read_dir(dir).ok()?;
     let sizes = entries.flatten().filter_map(|e| e.metadata().ok());
     Some(sizes.filter(|m| m.is_file()).map(|m| m.len()).sum())
+}
+
+/// rename(2) that fails with `EEXIST` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 pub(crate) fn bad(e: impl std::fmt::Display) -> Error {
@@ -149,21 +226,40 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Reserves `<snapshots>/<name>` (an empty directory) for a new snapshot.
+    /// Makes the (empty) partial folder a new snapshot `name` is written into; fails
+    /// with `SnapshotExists` if the name is taken. [`Snapshot::commit`] puts it in place.
     pub(crate) fn reserve(name: &str) -> Result<PathBuf> {
         check_id(name).map_err(|_| {
             Error::InvalidInput(format!(
                 "snapshot name {name:?}: use 1-40 letters, digits or '-'"
             ))
         })?;
-        let dir = snapshots_dir()?.join(name);
+        let root = snapshots_dir()?;
+        if fs::symlink_metadata(root.join(name)).is_ok() {
+            return Err(Error::SnapshotExists { name: name.into() });
+        }
+        let dir = root.join(partial_name(name));
         match fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
+            // Another thread of this process writes the same name.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::SnapshotExists { name: name.into() })
             }
             Err(e) => Err(Error::host_io("cannot create", &dir)(e)),
         }
+    }
+
+    /// Renames the complete partial folder `dir` to `<snapshots>/<name>`, never over an
+    /// existing one (`SnapshotExists`: another process took the name meanwhile).
+    pub(crate) fn commit(dir: &Path, name: &str) -> Result<PathBuf> {
+        let dest = snapshots_dir()?.join(name);
+        rename_noreplace(dir, &dest).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+                Error::SnapshotExists { name: name.into() }
+            }
+            _ => Error::host_io("cannot rename into place", dir)(e),
+        })?;
+        Ok(dest)
     }
 
     pub(crate) fn write_meta(dir: &Path, meta: &SnapshotMeta) -> Result<()> {
@@ -184,7 +280,7 @@ impl Snapshot {
         let src_snap = Snapshot::open(src, &src.display().to_string())?;
         kiln_vmm::snapshot::verify(&src_snap.state_path(), Trust::Rehash).map_err(bad)?;
         let dir = Snapshot::reserve(name)?;
-        let copy = || -> Result<()> {
+        let copy = || -> Result<PathBuf> {
             for e in fs::read_dir(src)
                 .map_err(Error::host_io("cannot list", src))?
                 .flatten()
@@ -200,9 +296,9 @@ impl Snapshot {
             Snapshot::write_meta(&dir, &meta)?;
             // The copies have new stamps: hash once more so restores take the fast path.
             kiln_vmm::snapshot::verify(&dir.join(STATE_FILE), Trust::Rehash).map_err(bad)?;
-            Ok(())
+            Snapshot::commit(&dir, name)
         };
-        let made = copy().and_then(|()| {
+        let made = copy().and_then(|_| {
             let s = Snapshot::get(name)?;
             s.record()?;
             Ok(s)
@@ -211,6 +307,33 @@ impl Snapshot {
             let _ = fs::remove_dir_all(&dir);
         }
         made
+    }
+
+    /// Removes snapshot `name`: a complete one as [`Snapshot::remove`] does, and also a
+    /// folder under that name that is not a complete snapshot (left by a kiln before
+    /// partial folders, or damaged), with its catalog row if it has one.
+    pub fn remove_named(name: &str) -> Result<()> {
+        match Snapshot::get(name) {
+            Ok(s) => s.remove(),
+            Err(Error::SnapshotNotFound { .. }) if !name.contains('/') => {
+                let dir = snapshots_dir()?.join(name);
+                let on_disk = fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+                let store = store()?;
+                let forgot = store.get_snapshot(name).is_ok();
+                if forgot {
+                    store.forget_snapshot(name)?;
+                }
+                if on_disk {
+                    fs::remove_dir_all(&dir).map_err(Error::host_io("cannot remove", &dir))?;
+                }
+                if on_disk || forgot {
+                    Ok(())
+                } else {
+                    Err(Error::SnapshotNotFound { name: name.into() })
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Forgets the snapshot in the state store, then removes its directory.

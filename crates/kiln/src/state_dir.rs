@@ -58,8 +58,11 @@ pub struct Record {
     /// The `VmBackend` that runs it.
     #[serde(default = "default_backend")]
     pub backend: String,
-    /// The VMM's pid (0 until it is spawned).
+    /// The VMM's pid (0 until it is spawned; recorded right after the spawn).
     pub pid: u32,
+    /// The VMM's start time (clock ticks after boot; 0: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vmm_start: u64,
     /// Seconds since the epoch.
     pub created: u64,
     /// Default per-command timeout.

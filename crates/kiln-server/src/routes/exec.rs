@@ -6,8 +6,10 @@
 //! response through a channel, so a client sees output as the guest writes it. Errors
 //! before the command starts (unknown sandbox, paused, bad command) are ordinary JSON
 //! error responses; once it started, the answer is 200 and a broken agent connection
-//! ends the stream with an `error` line. A client that disconnects makes the thread
-//! drop the stream, which kills the command.
+//! ends the stream with an `error` line. A client that disconnects (the response body,
+//! and with it the channel's receiver, is dropped) is noticed at once, also while the
+//! command prints nothing: a watcher task then shuts the agent connection down, the
+//! agent kills the command's process group, and the thread ends.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -119,6 +121,13 @@ fn run(
         metrics.exec(&id, ExecStatus::Abandoned, None);
         return;
     }
+    let _watch = match stream.canceller() {
+        Ok(c) => Some(watch_client(&tx, c)),
+        Err(e) => {
+            tracing::warn!("exec in {id}: no cancel handle ({e}); a client that leaves is noticed at the next output");
+            None
+        }
+    };
     loop {
         let (line, end) = match stream.next_event() {
             Ok(Some(ExecEvent::Stdout(b))) => (
@@ -176,6 +185,26 @@ fn run(
             return;
         }
     }
+}
+
+/// Aborts the watcher task when dropped (the worker is done), so that its sender goes
+/// and the response can end.
+struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Cancels the command as soon as the receiving side of `tx` (the response) is gone.
+/// Runs on the runtime: `run` is on its blocking pool, which has a handle to it.
+fn watch_client(tx: &mpsc::Sender<ExecLine>, cancel: kiln::agent::ExecCancel) -> Watch {
+    let tx = tx.clone();
+    Watch(tokio::runtime::Handle::current().spawn(async move {
+        tx.closed().await;
+        cancel.cancel();
+    }))
 }
 
 /// A chunked `application/x-ndjson` response: one line per event.

@@ -112,7 +112,7 @@ pub fn refill_pool(app: AppState, snap: String) {
 
 /// `DELETE /v1/snapshots/{name}` → 204.
 pub async fn remove(SnapshotName(name): SnapshotName) -> Result<StatusCode, ApiError> {
-    blocking(move || Ok(Snapshot::get(&name)?.remove()?)).await?;
+    blocking(move || Ok(Snapshot::remove_named(&name)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,6 +17,19 @@ pub struct ExecStream {
     done: bool,
 }
 
+/// Ends an [`ExecStream`]'s connection from any thread (its reader then returns an
+/// error at once), which makes the agent kill the command's process group.
+pub struct ExecCancel {
+    sock: UnixStream,
+}
+
+impl ExecCancel {
+    /// Shuts the agent connection down both ways.
+    pub fn cancel(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Writes stdin, signals and resizes for an [`ExecStream`] from any thread.
 pub struct ExecInput {
     writer: UnixStream,
@@ -104,6 +117,14 @@ impl ExecStream {
     pub fn input(&self) -> Result<ExecInput> {
         Ok(ExecInput {
             writer: self.conn.writer()?,
+        })
+    }
+
+    /// A handle that cancels this command from another thread (e.g. when the client
+    /// that streams it goes away while it prints nothing).
+    pub fn canceller(&self) -> Result<ExecCancel> {
+        Ok(ExecCancel {
+            sock: self.conn.writer()?,
         })
     }
 

@@ -17,7 +17,7 @@ use kiln_proto::{
     read_frame, write_frame, Frame, Hello, Kind, Reply, Request, AGENT_PORT, VERSION,
 };
 
-pub use exec::ExecStream;
+pub use exec::{ExecCancel, ExecStream};
 pub use kiln_proto::Reidentified;
 
 use crate::error::{Error, Result};

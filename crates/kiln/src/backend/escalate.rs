@@ -39,6 +39,18 @@ pub fn vm_alive(pid: u32, dir: &Dir) -> bool {
     ours || crate::process::is_exiting(pid)
 }
 
+/// Every live process that is a VMM of the folder `dir`, found by its command line
+/// whatever pid was recorded: an argument that is exactly `<dir>/api.sock` (kiln-vmm,
+/// Firecracker: `--api-sock`) or holds `<dir>/qmp.sock` (QEMU). This finds a VMM whose
+/// creator was killed between spawning it and recording its pid.
+pub fn vmms_of(dir: &Dir) -> Vec<u32> {
+    let api = dir.api_sock();
+    let api = api.as_os_str().as_encoded_bytes();
+    let qmp = dir.path.join("qmp.sock");
+    let qmp = qmp.as_os_str().as_encoded_bytes();
+    crate::process::find_by_arg(|arg| arg == api || arg.windows(qmp.len()).any(|w| w == qmp))
+}
+
 fn names_inside(arg: &[u8], folder: &[u8]) -> bool {
     arg.len() > folder.len() && arg.starts_with(folder) && arg[folder.len()] == b'/'
 }

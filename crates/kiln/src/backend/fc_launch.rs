@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::OnSpawn;
 use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
@@ -40,8 +41,8 @@ pub struct Flavor {
 
 /// Spawns the VMM for `dir`, configures and boots `g`, and waits for the agent.
 /// On error the VMM is killed; the caller removes the folder.
-pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
-    with_vmm(f, dir, id, |child, client| {
+pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
+    with_vmm(f, dir, id, spawned, |child, client| {
         if !f.kiln {
             client
                 .put("/metrics", &json!({ "metrics_path": dir.metrics() }))
@@ -59,12 +60,13 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec) -> Result<Child> {
     })
 }
 
-/// Spawns the VMM for `dir` and runs `setup` once its API answers. On error the VMM is
-/// killed; the caller removes the folder.
+/// Spawns the VMM for `dir`, tells `spawned` its pid, and runs `setup` once its API
+/// answers. On error the VMM is killed; the caller removes the folder.
 pub fn with_vmm(
     f: &Flavor,
     dir: &Dir,
     id: &str,
+    spawned: OnSpawn,
     setup: impl FnOnce(&mut Child, &FcClient) -> Result<()>,
 ) -> Result<Child> {
     let bin = &f.bin;
@@ -112,7 +114,11 @@ pub fn with_vmm(
         ),
     })?;
     let client = FcClient::new(dir.api_sock());
-    match wait_api(&mut child, dir, &client).and_then(|()| setup(&mut child, &client)) {
+    let ready = spawned(child.id())
+        .map(|()| crate::process::pause_point("after-spawn"))
+        .and_then(|()| wait_api(&mut child, dir, &client))
+        .and_then(|()| setup(&mut child, &client));
+    match ready {
         Ok(()) => Ok(child),
         Err(e) => {
             crate::process::kill_if_running(&mut child);

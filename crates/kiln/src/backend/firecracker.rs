@@ -11,7 +11,7 @@ use std::process::Child;
 
 use super::fc_launch::{self, Flavor};
 use super::kiln::{ctrl_alt_del, set_paused, vsock};
-use super::{Capabilities, GuestChannel, VmBackend, VmRef};
+use super::{Capabilities, GuestChannel, OnSpawn, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
@@ -50,12 +50,12 @@ impl VmBackend for Firecracker {
             fork: false,
         }
     }
-    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
         let f = Flavor {
             bin: binary()?,
             kiln: false,
         };
-        fc_launch::launch(&f, dir, id, spec)
+        fc_launch::launch(&f, dir, id, spec, spawned)
     }
     fn request_poweroff(&self, vm: &VmRef) -> Result<()> {
         ctrl_alt_del(vm)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::fc_launch::{self, failed, Flavor};
-use super::{Capabilities, GuestChannel, MemoryBackend, RestoreRequest, VmBackend, VmRef};
+use super::{Capabilities, GuestChannel, MemoryBackend, OnSpawn, RestoreRequest, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
 use crate::state_dir::Dir;
@@ -71,8 +71,8 @@ impl VmBackend for KilnVmm {
             fork: true,
         }
     }
-    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
-        fc_launch::launch(&flavor(), dir, id, spec)
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
+        fc_launch::launch(&flavor(), dir, id, spec, spawned)
     }
     fn request_poweroff(&self, vm: &VmRef) -> Result<()> {
         ctrl_alt_del(vm)
@@ -94,9 +94,15 @@ impl VmBackend for KilnVmm {
             .put("/snapshot/create", &body)
             .map_err(|e| vmm_err(vm, e))
     }
-    fn restore(&self, id: &str, dir: &Dir, req: &RestoreRequest) -> Result<Child> {
+    fn restore(
+        &self,
+        id: &str,
+        dir: &Dir,
+        req: &RestoreRequest,
+        spawned: OnSpawn,
+    ) -> Result<Child> {
         let body = load_body(dir, req);
-        fc_launch::with_vmm(&flavor(), dir, id, |_, client| {
+        fc_launch::with_vmm(&flavor(), dir, id, spawned, |_, client| {
             client
                 .put("/snapshot/load", &body)
                 .map_err(|e| failed("restore", None, e.to_string()))

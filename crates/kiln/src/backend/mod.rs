@@ -22,7 +22,7 @@ use std::process::Child;
 
 use serde::Serialize;
 
-pub use escalate::{escalate, vm_alive};
+pub use escalate::{escalate, vm_alive, vmms_of};
 
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
@@ -112,6 +112,12 @@ pub struct RestoreRequest<'a> {
     pub record_working_set: bool,
 }
 
+/// Called with the VMM's pid right after it is spawned, before it is configured or runs
+/// the guest: the caller records it (with its start time), so a creator killed from then
+/// on leaves a VMM that reconcile can find and end. If it fails, the VMM is killed and
+/// the start fails with its error.
+pub type OnSpawn<'a> = &'a mut dyn FnMut(u32) -> Result<()>;
+
 /// One virtual machine monitor kiln can run sandboxes on.
 pub trait VmBackend: Send + Sync {
     /// `kiln`, `firecracker` or `qemu`.
@@ -123,7 +129,8 @@ pub trait VmBackend: Send + Sync {
     /// once the guest agent answers on [`VmBackend::guest_channel_info`]. On error
     /// everything it started is gone (the caller removes the folder), and the error is
     /// `BootFailed` with the stage from `dir.boot_error()` where the VMM wrote one.
-    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child>;
+    /// `spawned` is told the VMM's pid first ([`OnSpawn`]).
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<Child>;
 
     /// Asks the guest's kernel to power off without the agent (step 2 of the stop
     /// escalation): Ctrl-Alt-Del or the ACPI power button.
@@ -146,9 +153,15 @@ pub trait VmBackend: Send + Sync {
     }
 
     /// Starts a VM for sandbox `id` in `dir` from a snapshot; returns once the VMM has
-    /// loaded it (the caller then reidentifies the agent).
-    fn restore(&self, id: &str, dir: &Dir, req: &RestoreRequest) -> Result<Child> {
-        let _ = (dir, req);
+    /// loaded it (the caller then reidentifies the agent). `spawned` as for `start`.
+    fn restore(
+        &self,
+        id: &str,
+        dir: &Dir,
+        req: &RestoreRequest,
+        spawned: OnSpawn,
+    ) -> Result<Child> {
+        let _ = (dir, req, spawned);
         Err(unsupported(self.name(), "restore", id))
     }
 

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use kiln_vmm::snapshot::format::{SnapshotState, STATE_FILE};
 
+use super::operation::{fork_dir, remove_tree, Held};
 use super::restore::{restore, RestoreArgs, RestoreSource};
 use super::Sandbox;
 use crate::backend::MemoryBackend;
 use crate::error::{Error, Result};
 use crate::snapshot::bad;
-use crate::state_dir::new_id;
 
 /// Children make their VMMs at most this many at a time.
 const PARALLEL: usize = 8;
@@ -46,10 +46,14 @@ impl Sandbox {
             )));
         }
         let t0 = Instant::now();
-        let tmp = self.dir.path.join(format!("fork-{}", &new_id()[3..]));
+        let tmp = fork_dir(self);
+        // Recorded before the folder exists: a forker killed from here on leaves a
+        // parent the next kiln process resumes and a folder it removes.
+        let mut held = Held::begin(self, "fork", Some(&tmp))?;
         std::fs::create_dir(&tmp).map_err(Error::host_io("cannot create", &tmp))?;
-        let result = self.fork_from(&tmp, n);
-        let _ = std::fs::remove_dir_all(&tmp);
+        let result = self.fork_from(&tmp, n, &mut held);
+        remove_tree(&tmp);
+        drop(held);
         let (children, pause_window) = result?;
         Ok(Fork {
             children,
@@ -58,8 +62,14 @@ impl Sandbox {
         })
     }
 
-    fn fork_from(&mut self, tmp: &std::path::Path, n: usize) -> Result<(Vec<Sandbox>, Duration)> {
-        let pause_window = self.snapshot_into(tmp)?;
+    fn fork_from(
+        &mut self,
+        tmp: &std::path::Path,
+        n: usize,
+        held: &mut Held,
+    ) -> Result<(Vec<Sandbox>, Duration)> {
+        let pause_window = self.snapshot_into(tmp, held)?;
+        crate::process::pause_point("fork-restoring");
         let state_path = tmp.join(STATE_FILE);
         let state = SnapshotState::load(&state_path).map_err(bad)?;
         let src = RestoreSource::new(&state_path, &state, self.snapshot_meta(&self.id), None);

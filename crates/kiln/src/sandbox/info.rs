@@ -29,6 +29,9 @@ pub struct SandboxInfo {
     pub last_activity_ms: Option<i64>,
     /// Why it failed (state `failed`).
     pub failure: Option<String>,
+    /// Why it stopped (state `stopped`): `the guest powered off`, `the guest rebooted`,
+    /// or `stopped by kiln (<step>)`.
+    pub stop_reason: Option<String>,
     pub snapshot: Option<String>,
     pub parent: Option<String>,
     /// Spawn → agent ready, for booted sandboxes.
@@ -60,6 +63,10 @@ impl Sandbox {
             max_lifetime_ms: row.as_ref().and_then(|w| w.max_lifetime_ms),
             last_activity_ms: row.as_ref().and_then(|w| w.last_activity_ms),
             failure: row.as_ref().and_then(|w| w.failure.clone()),
+            stop_reason: row
+                .as_ref()
+                .filter(|w| w.state == State::Stopped)
+                .and_then(|w| w.stop_reason.clone()),
             snapshot: r.snapshot.clone(),
             parent: r.parent.clone(),
             boot_ms: r.boot_ms,

@@ -11,30 +11,41 @@ use crate::error::{Error, Result};
 pub use crate::store::SbState as State;
 
 impl Sandbox {
-    /// The current state: the store's, except that a running or paused sandbox whose
-    /// VMM is gone is marked failed here (with the reason, its sockets and disk layers
-    /// removed). A sandbox removed meanwhile reads as stopped.
+    /// The current state: the store's, brought in line with what runs. A snapshot or
+    /// fork whose process is gone is undone first (the VM it paused resumes, see
+    /// `operation`). A running or paused sandbox whose VMM is gone becomes `stopped`
+    /// when the guest powered off or rebooted by itself, else `failed` with the reason
+    /// (its sockets and disk layers removed). A sandbox removed meanwhile reads as
+    /// stopped.
     pub fn state(&self) -> State {
-        let row = match self.row() {
+        let mut row = match self.row() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("sandbox {}: {e}", self.id);
                 return State::Stopped;
             }
         };
+        match self.undo_abandoned(&row) {
+            Ok(Some(_)) => match self.row() {
+                Ok(r) => row = r,
+                Err(_) => return State::Stopped,
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!("sandbox {}: {e}", self.id),
+        }
         match row.state {
             State::Running | State::Paused if !self.vmm_alive() => {
-                if let Err(e) = self.mark_failed() {
+                self.mark_exited().unwrap_or_else(|e| {
                     tracing::warn!("sandbox {}: {e}", self.id);
-                }
-                State::Failed
+                    State::Failed
+                })
             }
             s => s,
         }
     }
 
     /// Whether our VMM process still runs (see [`crate::backend::vm_alive`]).
-    fn vmm_alive(&self) -> bool {
+    pub(super) fn vmm_alive(&self) -> bool {
         self.backend().status(&self.vm()) == crate::backend::VmStatus::Running
     }
 
@@ -46,7 +57,9 @@ impl Sandbox {
     /// Stops the VM: agent shutdown, then Ctrl-Alt-Del, then SIGTERM, then SIGKILL
     /// (see [`crate::backend`]). Returns the step that ended it: `"agent shutdown"`,
     /// `"Ctrl-Alt-Del"`, `"SIGTERM"`, `"SIGKILL"`, or `"already exited"` when the VMM
-    /// was gone before we started (the sandbox then stays failed). A paused sandbox is
+    /// was gone before we started (the sandbox then stays failed or stopped). A failed
+    /// sandbox whose VMM still runs (its creation was interrupted) has it killed
+    /// (`"SIGKILL"`). A paused sandbox is
     /// resumed first. Moving to `stopping` is atomic: of two concurrent stops, one wins
     /// and the other gets `InvalidTransition`.
     pub fn stop(&mut self) -> Result<&'static str> {
@@ -62,7 +75,13 @@ impl Sandbox {
                 store.transition(&self.id, &[State::Running], State::Stopping, None)?;
                 match self.backend().stop(&self.vm()) {
                     Ok(how) => {
-                        store.transition(&self.id, &[State::Stopping], State::Stopped, None)?;
+                        let why = format!("stopped by kiln ({how})");
+                        store.transition(
+                            &self.id,
+                            &[State::Stopping],
+                            State::Stopped,
+                            Some(&why),
+                        )?;
                         how
                     }
                     Err(e) => {
@@ -77,6 +96,7 @@ impl Sandbox {
                     }
                 }
             }
+            State::Failed if super::registry::kill_vmms(&self.dir, self.record.pid) => "SIGKILL",
             State::Failed => "already exited",
             from => {
                 return Err(Error::InvalidTransition {
@@ -108,6 +128,8 @@ impl Sandbox {
         if let Some(mut c) = self.child.take() {
             crate::process::kill_if_running(&mut c);
         }
+        // A creation interrupted in another process leaves its VMM running.
+        super::registry::kill_vmms(&self.dir, self.record.pid);
         // A creation that failed is `failed` already; one interrupted in this process
         // (a panic) is still `creating`.
         let store = crate::state_dir::store()?;

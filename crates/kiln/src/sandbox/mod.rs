@@ -18,6 +18,7 @@ mod fork;
 mod image;
 mod info;
 mod lifecycle;
+mod operation;
 mod pause;
 mod pool;
 mod reconcile;
@@ -228,13 +229,19 @@ impl SandboxBuilder {
         // the VMM and the row.
         let t0 = std::time::Instant::now();
         let started = guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib)
-            .and_then(|g| backend.start(&sb.id, &sb.dir, &g))
+            .and_then(|g| {
+                let dir = &sb.dir;
+                let rec = &mut record;
+                backend.start(&sb.id, dir, &g, &mut |pid| {
+                    registry::record_spawned(dir, rec, pid)
+                })
+            })
             .and_then(|child| {
-                record.pid = child.id();
                 record.boot_ms = Some(t0.elapsed().as_millis() as u64);
                 sb.child = Some(child);
                 sb.record = record;
                 sb.dir.save(&sb.record)?;
+                crate::process::pause_point("before-running");
                 sb.mark_running(sb.record.pid)?;
                 if self.env.is_empty() {
                     Ok(())

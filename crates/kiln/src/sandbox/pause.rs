@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::State;
+use super::operation::{remove_tree, Held};
 use super::Sandbox;
 use crate::error::{Error, Result};
 use crate::snapshot::{bad, Snapshot, SnapshotMeta};
@@ -48,8 +49,9 @@ impl Sandbox {
 
     /// Writes the VMM's snapshot (with a copy of the disk layer) into `dir` while the
     /// sandbox is paused; resumes it after unless it was paused already. Returns how
-    /// long the guest was stopped.
-    pub(super) fn snapshot_into(&mut self, dir: &Path) -> Result<Duration> {
+    /// long the guest was stopped. `held` records the pause before it happens, so a
+    /// process killed meanwhile leaves a sandbox the next kiln process resumes.
+    pub(super) fn snapshot_into(&mut self, dir: &Path, held: &mut Held) -> Result<Duration> {
         if !self.backend().capabilities().snapshots {
             return Err(crate::backend::unsupported(
                 self.backend_name(),
@@ -60,11 +62,15 @@ impl Sandbox {
         let from = self.require(&[State::Running, State::Paused], State::Paused)?;
         let t0 = Instant::now();
         if from == State::Running {
+            held.set_paused(true)?;
             self.set_vm_state(true)?;
         }
+        crate::process::pause_point("snapshot-paused");
         let made = self.backend().snapshot(&self.vm(), dir);
+        crate::process::pause_point("snapshot-written");
         if from == State::Running {
             self.set_vm_state(false)?;
+            held.set_paused(false)?;
         }
         made?;
         Ok(t0.elapsed())
@@ -95,19 +101,24 @@ impl Sandbox {
             || format!("snap-{}", &crate::state_dir::new_id()[3..]),
             String::from,
         );
+        // Written under a temporary name (which names this process) and renamed into
+        // place once sealed: a taker killed midway leaves no half snapshot under `name`.
         let dir = Snapshot::reserve(&name)?;
         let made = (|| {
-            let paused = self.snapshot_into(&dir)?;
+            let mut held = Held::begin(self, "snapshot", Some(&dir))?;
+            let paused = self.snapshot_into(&dir, &mut held)?;
             Snapshot::write_meta(&dir, &self.snapshot_meta(&name))?;
             let t = Instant::now();
             kiln_vmm::snapshot::seal(&dir.join(kiln_vmm::snapshot::format::STATE_FILE))
                 .map_err(bad)?;
+            Snapshot::commit(&dir, &name)?;
+            drop(held);
             let snap = Snapshot::get(&name)?;
             snap.record()?;
             Ok((snap, [paused, t.elapsed()]))
         })();
         if made.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            remove_tree(&dir);
         }
         made
     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use serde_json::json;
 
-use super::registry::{clean_runtime_files, failure_reason};
+use super::registry::{clean_runtime_files, how_it_ended, kill_vmms, Ended};
 use super::{Sandbox, State};
 use crate::backend::vm_alive;
 use crate::error::Result;
@@ -26,6 +26,13 @@ pub struct Reconciled {
     pub adopted: Vec<String>,
     /// Sandboxes whose VMM is gone, with the reason recorded.
     pub failed: Vec<(String, String)>,
+    /// Sandboxes whose guest powered off or rebooted by itself (a normal stop), with
+    /// the reason recorded.
+    #[serde(default)]
+    pub stopped: Vec<(String, String)>,
+    /// Sandboxes a snapshot or fork had paused when its process died: resumed.
+    #[serde(default)]
+    pub resumed: Vec<String>,
     /// Sandboxes (or orphan folders) whose leftover sockets, disk layers or folders were
     /// removed.
     pub cleaned: Vec<String>,
@@ -40,53 +47,77 @@ fn creator_alive(dir: &Dir, id: &str) -> bool {
     r.creator != 0 && crate::process::is_running(r.creator) && same
 }
 
-/// Kills the VMM of an interrupted creation (checked to be this folder's).
-fn kill_vmm(pid: u32, dir: &Dir) {
-    if vm_alive(pid, dir) {
-        if let Ok(p) = i32::try_from(pid) {
-            // SAFETY: kill has no memory effects; vm_alive checked the pid is this VMM.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while vm_alive(pid, dir) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+/// The VMM pid recorded for `id`: the row's, else the folder's record (written first).
+fn recorded_pid(dir: &Dir, id: &str, row_pid: Option<u32>) -> u32 {
+    match row_pid {
+        Some(p) if p != 0 => p,
+        _ => dir.load(id).map(|r| r.pid).unwrap_or(0),
     }
 }
 
-/// Adopts sandboxes whose VMM still runs, marks dead ones failed with the reason and
-/// removes what they left (sockets, disk layers), finishes stops whose stopper died, and
+/// Adopts sandboxes whose VMM still runs, marks dead ones failed with the reason (or
+/// stopped, when the guest powered off by itself) and removes what they left (sockets,
+/// disk layers), ends the VMM of a creation whose creator died (by its recorded pid,
+/// and by its socket path in any process's command line), undoes snapshots and forks
+/// whose process died (resumes the VM they paused, removes their folders), finishes
+/// stops whose stopper died, removes half-written snapshots whose writer died, and
 /// removes folders no row knows (a creator killed before it registered).
 pub fn reconcile() -> Result<Reconciled> {
     let store = store()?;
     let mut out = Reconciled::default();
     let rows = store.list_sandboxes(&Default::default())?;
     let known: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
-    for row in rows {
+    for mut row in rows {
         let dir = Dir::of(&state::state_dir()?, &row.id);
+        if row.operation.is_some() {
+            if let Ok(sb) = Sandbox::get(&row.id) {
+                match sb.undo_abandoned(&row) {
+                    Ok(Some((_, resumed))) => {
+                        if resumed {
+                            out.resumed.push(row.id.clone());
+                        } else {
+                            out.cleaned.push(row.id.clone());
+                        }
+                        row = store.get_sandbox(&row.id)?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("sandbox {}: {e}", row.id),
+                }
+            }
+        }
         let pid = row.pid.unwrap_or(0);
         let alive = vm_alive(pid, &dir);
         match row.state {
             State::Running | State::Paused if alive => out.adopted.push(row.id),
             State::Creating if creator_alive(&dir, &row.id) => {}
-            State::Running | State::Paused | State::Creating => {
-                let reason = if row.state == State::Creating {
-                    // Its VMM may be half configured: it goes, with the creation.
-                    let pid = dir.load(&row.id).map(|r| r.pid).unwrap_or(pid);
-                    kill_vmm(pid, &dir);
-                    "creation was interrupted: the process creating it exited".to_string()
-                } else {
-                    failure_reason(&dir, pid)
-                };
-                let from = [row.state];
+            State::Creating => {
+                // Its VMM may be half configured: it goes, with the creation.
+                kill_vmms(&dir, recorded_pid(&dir, &row.id, row.pid));
+                let reason = "creation was interrupted: the process creating it exited";
                 if store
-                    .transition(&row.id, &from, State::Failed, Some(&reason))
+                    .transition(&row.id, &[State::Creating], State::Failed, Some(reason))
                     .is_ok()
                 {
                     clean_runtime_files(&dir);
-                    out.failed.push((row.id, reason));
+                    out.failed.push((row.id, reason.to_string()));
                 }
             }
+            State::Running | State::Paused => match how_it_ended(&dir, pid) {
+                Ended::Guest(why) => {
+                    if store.stopped_by_guest(&row.id, &[row.state], &why).is_ok() {
+                        out.stopped.push((row.id, why));
+                    }
+                }
+                Ended::Failed(why) => {
+                    if store
+                        .transition(&row.id, &[row.state], State::Failed, Some(&why))
+                        .is_ok()
+                    {
+                        clean_runtime_files(&dir);
+                        out.failed.push((row.id, why));
+                    }
+                }
+            },
             State::Stopping if !alive => {
                 store.transition(&row.id, &[State::Stopping], State::Stopped, None)?;
                 clean_runtime_files(&dir);
@@ -94,7 +125,8 @@ pub fn reconcile() -> Result<Reconciled> {
             }
             State::Stopping => {}
             State::Stopped | State::Failed => {
-                if clean_runtime_files(&dir) {
+                let killed = row.state == State::Failed && alive && kill_vmms(&dir, pid);
+                if clean_runtime_files(&dir) || killed {
                     out.cleaned.push(row.id);
                 }
             }
@@ -109,7 +141,7 @@ pub fn reconcile() -> Result<Reconciled> {
         if creator_alive(&dir, &id) {
             continue; // being created: it registers in a moment
         }
-        kill_vmm(dir.load(&id).map(|r| r.pid).unwrap_or(0), &dir);
+        kill_vmms(&dir, dir.load(&id).map(|r| r.pid).unwrap_or(0));
         dir.remove()?;
         out.cleaned.push(id);
     }

@@ -2,17 +2,20 @@
 //! (see [`crate::store`]) that holds its lifecycle state, VMM pid, backend, labels and
 //! limits; its folder holds the files (record, sockets, logs, disk layer).
 //!
-//! A sandbox found with a dead VMM while its row says running or paused is marked
-//! failed with the reason (the VMM's boot-error record or the end of its log), and what
-//! its VMM left behind (sockets, disk layers) is removed; the logs stay for diagnosis
-//! until the sandbox is removed.
+//! A VMM's pid and start time are recorded as soon as it is spawned. A sandbox found
+//! with a dead VMM while its row says running or paused is marked stopped when the guest
+//! powered off or rebooted by itself (a clean exit), else failed with the reason (the
+//! VMM's boot-error record or the end of its log), and what its VMM left behind
+//! (sockets, disk layers) is removed; the logs stay for diagnosis until the sandbox is
+//! removed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Sandbox, State};
+use crate::backend::{vm_alive, vmms_of};
 use crate::error::{Error, Result};
-use crate::state_dir::{store, Dir};
+use crate::state_dir::{store, Dir, Record};
 use crate::store::{now_ms, SandboxRow, StoreError};
 
 /// Labels and limits a new sandbox is registered with.
@@ -55,33 +58,97 @@ pub(crate) fn clean_runtime_files(dir: &Dir) -> bool {
     removed
 }
 
-/// Why a VMM that nobody stopped is gone: its boot-error record, else its log's end.
-pub(crate) fn failure_reason(dir: &Dir, pid: u32) -> String {
+/// How a VMM that nobody stopped ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// A clean exit: the guest powered off or rebooted by itself (a normal stop).
+    Guest(String),
+    /// Anything else, with the reason.
+    Failed(String),
+}
+
+/// The line kiln-vmm writes to its log (stderr, `vmm.log`) as it exits because the guest
+/// powered off or rebooted: the durable marker when this process is not its parent.
+fn clean_exit_line(line: &str) -> Option<&'static str> {
+    match line.trim() {
+        "kiln-vmm: the guest powered off" => Some("the guest powered off"),
+        "kiln-vmm: the guest rebooted" => Some("the guest rebooted"),
+        _ => None,
+    }
+}
+
+/// How the VMM `pid` of `dir`, now gone, ended: its exit status when this process is its
+/// parent (0 is a guest power-off or reboot, see docs/VMM.md), else the last line of its
+/// log; a failure's reason is its boot-error record or its log's end.
+pub(crate) fn how_it_ended(dir: &Dir, pid: u32) -> Ended {
     // If we are its parent, how it ended is known too.
     let ended = crate::process::reap_if_our_zombie(pid);
+    let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("Guest-boot-time"))
+        .collect();
+    let marker = lines.last().and_then(|l| clean_exit_line(l));
+    match (ended.as_deref(), marker) {
+        (Some("exit status 0"), m) => {
+            let why = m.unwrap_or("the guest powered off or rebooted");
+            return Ended::Guest(why.to_string());
+        }
+        (None, Some(m)) => return Ended::Guest(m.to_string()),
+        _ => {}
+    }
     let how = ended.map_or_else(
         || "exited unexpectedly".to_string(),
         |e| format!("exited unexpectedly ({e})"),
     );
     if let Some(rec) = kiln_vmm::boot_error::read(&dir.boot_error()) {
-        return format!("boot failed at {}: {}", rec.stage, rec.message);
+        return Ended::Failed(format!("boot failed at {}: {}", rec.stage, rec.message));
     }
-    let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
-    let tail: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains("Guest-boot-time"))
-        .rev()
-        .take(3)
-        .collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    if tail.is_empty() {
+    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    Ended::Failed(if tail.is_empty() {
         format!("the VMM (pid {pid}) {how}, without a log line")
     } else {
         format!(
             "the VMM (pid {pid}) {how}; its log ends: {}",
             tail.join(" | ")
         )
+    })
+}
+
+/// Records a VMM right after it is spawned, before it is configured: its pid and start
+/// time go into `record`, `sandbox.json` and the store, so whoever finds the sandbox
+/// later (reconcile, `kiln rm`) can find and end it even if its creator was killed.
+pub(crate) fn record_spawned(dir: &Dir, record: &mut Record, pid: u32) -> Result<()> {
+    record.pid = pid;
+    record.vmm_start = crate::process::start_time(pid).unwrap_or(0);
+    dir.save(record)?;
+    store()?.set_vmm(&record.id, pid, record.vmm_start)?;
+    Ok(())
+}
+
+/// Kills every VMM of `dir` that still runs: `pid` (checked to be this folder's) and any
+/// process whose command line names its API or QMP socket (one spawned but not yet
+/// recorded). Waits until they are gone and reaps the ones that are our children.
+/// Returns whether there was one.
+pub(crate) fn kill_vmms(dir: &Dir, pid: u32) -> bool {
+    let mut pids = vmms_of(dir);
+    if vm_alive(pid, dir) && !pids.contains(&pid) {
+        pids.push(pid);
     }
+    for &p in &pids {
+        if let Ok(p) = i32::try_from(p) {
+            // SAFETY: kill has no memory effects; the pid was checked to be this VMM.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for &p in &pids {
+        while vm_alive(p, dir) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = crate::process::reap_if_our_zombie(p);
+    }
+    !pids.is_empty()
 }
 
 impl Sandbox {
@@ -132,23 +199,30 @@ impl Sandbox {
         Ok(store()?.get_sandbox(&self.id)?)
     }
 
-    /// Marks the sandbox failed (its VMM is gone although nobody stopped it) and removes
-    /// the VMM's sockets and disk layers. Another process may have done it first.
-    pub(crate) fn mark_failed(&self) -> Result<()> {
-        let reason = failure_reason(&self.dir, self.record.pid);
-        let from = [
-            State::Creating,
-            State::Running,
-            State::Paused,
-            State::Stopping,
-        ];
-        match store()?.transition(&self.id, &from, State::Failed, Some(&reason)) {
-            Ok(_) | Err(StoreError::InvalidTransition { .. }) => {}
-            Err(e) => return Err(e.into()),
+    /// Its VMM is gone although nobody stopped it: a guest that powered off or rebooted
+    /// by itself makes it `stopped` with that reason; anything else `failed` with the
+    /// reason, and the VMM's sockets and disk layers are removed. Another process may
+    /// have done it first. Returns the state it is in now.
+    pub(crate) fn mark_exited(&self) -> Result<State> {
+        let s = store()?;
+        let from = [State::Running, State::Paused];
+        match how_it_ended(&self.dir, self.record.pid) {
+            Ended::Guest(why) => match s.stopped_by_guest(&self.id, &from, &why) {
+                Ok(_) => tracing::info!("sandbox {} stopped: {why}", self.id),
+                Err(StoreError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Ended::Failed(why) => {
+                let from = [from[0], from[1], State::Creating, State::Stopping];
+                match s.transition(&self.id, &from, State::Failed, Some(&why)) {
+                    Ok(_) => tracing::warn!("sandbox {} failed: {why}", self.id),
+                    Err(StoreError::InvalidTransition { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                clean_runtime_files(&self.dir);
+            }
         }
-        tracing::warn!("sandbox {} failed: {reason}", self.id);
-        clean_runtime_files(&self.dir);
-        Ok(())
+        Ok(s.get_sandbox(&self.id)?.state)
     }
 
     /// Notes an exec/file/API call, for the idle timeout.

@@ -136,10 +136,13 @@ fn start_restored(sb: &mut Sandbox, src: &RestoreSource, args: &RestoreArgs) -> 
         working_set: src.working_set.as_deref(),
         record_working_set: record_ws,
     };
-    let child = crate::backend::kiln::KilnVmm.restore(&id, &sb.dir, &req)?;
-    sb.record.pid = child.id();
+    let mut record = sb.record.clone();
+    let child = crate::backend::kiln::KilnVmm.restore(&id, &sb.dir, &req, &mut |pid| {
+        super::registry::record_spawned(&sb.dir, &mut record, pid)
+    })?;
+    sb.record = record;
     sb.child = Some(child);
-    sb.dir.save(&sb.record)?;
+    crate::process::pause_point("before-running");
     sb.mark_running(sb.record.pid)?;
     reidentify(&sb.agent, &id)?;
     if record_ws {

@@ -52,6 +52,12 @@ pub enum StoreError {
         to: &'static str,
     },
 
+    #[error(
+        "sandbox {id:?} is busy: a {kind} by process {pid} is in progress on it; wait for it to \
+         finish (if that process is gone, `kiln ls` undoes what it left)"
+    )]
+    OperationInProgress { id: String, kind: String, pid: u32 },
+
     #[error("invalid input for the state store: {0}")]
     InvalidInput(String),
 

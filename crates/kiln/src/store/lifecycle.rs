@@ -42,7 +42,8 @@ pub(super) fn transition_tx(
     let marks = vec!["?"; from.len()].join(",");
     let sql = format!(
         "UPDATE sandboxes SET state = ?1, updated_ms = ?2, \
-         failure = CASE WHEN ?1 = 'failed' THEN ?3 ELSE failure END \
+         failure = CASE WHEN ?1 = 'failed' THEN ?3 ELSE failure END, \
+         stop_reason = CASE WHEN ?1 = 'stopped' THEN ?3 ELSE stop_reason END \
          WHERE id = ?4 AND state IN ({marks})"
     );
     let mut args: Vec<Value> = vec![
@@ -69,8 +70,8 @@ pub(super) fn transition_tx(
 impl Store {
     /// Moves sandbox `id` to `to` if it is in one of `from` and the state machine allows
     /// it ([`allowed`]), and appends a `state` event, in one transaction. Returns the state
-    /// it left. `failure` is stored as the reason when `to` is `Failed`; for other targets
-    /// it is only noted in the event (e.g. `"idle"` for a reaped sandbox).
+    /// it left. `failure` is stored as the reason when `to` is `Failed`, as the stop reason
+    /// when it is `Stopped`; for other targets it is only noted in the event (e.g. `"idle"` for a reaped sandbox).
     /// `InvalidTransition` carries the state the sandbox is actually in.
     pub fn transition(
         &self,
@@ -81,6 +82,17 @@ impl Store {
     ) -> Result<SbState> {
         self.write("change a sandbox's state", |tx| {
             transition_tx(tx, id, from, to, failure)
+        })
+    }
+
+    /// A VMM that ended by itself with a clean exit (the guest powered off or rebooted):
+    /// `running`/`paused` → `stopping` → `stopped` with `reason`, in one transaction (a
+    /// normal stop, not a failure). Returns the state it left.
+    pub fn stopped_by_guest(&self, id: &str, from: &[SbState], reason: &str) -> Result<SbState> {
+        self.write("change a sandbox's state", |tx| {
+            let was = transition_tx(tx, id, from, SbState::Stopping, Some(reason))?;
+            transition_tx(tx, id, &[SbState::Stopping], SbState::Stopped, Some(reason))?;
+            Ok(was)
         })
     }
 

@@ -43,7 +43,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub use catalog::{ImageRow, SnapshotRow};
 pub use error::{Result, StoreError};
 pub use events::Event;
-pub use sandboxes::{SandboxFilter, SandboxRow};
+pub use sandboxes::{Operation, SandboxFilter, SandboxRow};
 pub use schema::SCHEMA_VERSION;
 pub use state::{allowed, deletable, SbState, UnknownState};
 

@@ -41,6 +41,30 @@ pub struct SandboxRow {
     pub snapshot: Option<String>,
     /// The sandbox it was forked from.
     pub parent: Option<String>,
+    /// The VMM's start time (clock ticks after boot, `/proc/<pid>/stat`), recorded with
+    /// its pid as soon as it is spawned.
+    pub vmm_start: Option<u64>,
+    /// A snapshot or fork in progress on it, and by which process.
+    pub operation: Option<Operation>,
+    /// Why it stopped (state `stopped`): the guest powered off or rebooted, or the step
+    /// of a stop that ended it.
+    pub stop_reason: Option<String>,
+}
+
+/// An operation in progress on a sandbox that must be undone if the process doing it
+/// dies: it may have paused the VM and be writing a folder that is garbage without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// `snapshot` or `fork`.
+    pub kind: String,
+    /// The process doing it, and its start time (clock ticks after boot).
+    pub pid: u32,
+    pub start: u64,
+    /// Whether it has paused the VM (and so must resume it).
+    pub paused: bool,
+    /// A folder it writes, removed if it dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<std::path::PathBuf>,
 }
 
 impl SandboxRow {
@@ -63,6 +87,9 @@ impl SandboxRow {
             last_activity_ms: None,
             snapshot: None,
             parent: None,
+            vmm_start: None,
+            operation: None,
+            stop_reason: None,
         }
     }
 }
@@ -78,9 +105,16 @@ pub struct SandboxFilter {
 
 const COLUMNS: &str = "id, state, backend, image, cpus, memory_mib, pid, created_ms, \
     updated_ms, failure, metadata, idle_timeout_ms, max_lifetime_ms, last_activity_ms, \
-    snapshot, parent";
+    snapshot, parent, vmm_start, operation, stop_reason";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
+    let operation = match r.get::<_, Option<String>>(17)? {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, Type::Text, e.into()))?,
+        ),
+    };
     let metadata = match r.get::<_, Option<String>>(10)? {
         None => BTreeMap::new(),
         Some(text) => serde_json::from_str(&text)
@@ -103,6 +137,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
         last_activity_ms: r.get(13)?,
         snapshot: r.get(14)?,
         parent: r.get(15)?,
+        vmm_start: r.get(16)?,
+        operation,
+        stop_reason: r.get(18)?,
     })
 }
 
@@ -115,6 +152,10 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<SandboxRow> {
     .optional()
     .map_err(StoreError::db("read a sandbox"))?
     .ok_or_else(|| not_found(id))
+}
+
+fn operation_text(op: Option<&Operation>) -> Option<String> {
+    op.map(|o| serde_json::to_string(o).expect("operations serialise"))
 }
 
 pub(super) fn not_found(id: &str) -> StoreError {
@@ -137,7 +178,8 @@ impl Store {
             let r = tx.execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                      ?17, ?18, ?19)"
                 ),
                 params![
                     row.id,
@@ -156,6 +198,9 @@ impl Store {
                     row.last_activity_ms,
                     row.snapshot,
                     row.parent,
+                    row.vmm_start,
+                    operation_text(row.operation.as_ref()),
+                    row.stop_reason,
                 ],
             );
             match r {
@@ -223,6 +268,61 @@ impl Store {
             return Err(not_found(id));
         }
         Ok(())
+    }
+
+    /// Records the VMM's pid and start time, right after it is spawned.
+    pub fn set_vmm(&self, id: &str, pid: u32, start: u64) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sandboxes SET pid = ?1, vmm_start = ?2, updated_ms = ?3 WHERE id = ?4",
+                params![pid, start, now_ms(), id],
+            )
+            .map_err(StoreError::db("record a sandbox's VMM"))?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Replaces the operation in progress on `id` if it is still `expected` (compare and
+    /// set: of two processes starting one, one wins). `Busy` with the one in progress
+    /// otherwise.
+    pub fn swap_operation(
+        &self,
+        id: &str,
+        expected: Option<&Operation>,
+        new: Option<&Operation>,
+    ) -> Result<()> {
+        self.write("record a sandbox's operation", |tx| {
+            let row = get(tx, id)?;
+            if row.operation.as_ref() != expected {
+                match row.operation {
+                    // Already cleared (undone by a process that took us for dead).
+                    None if new.is_none() => return Ok(()),
+                    Some(o) => {
+                        return Err(StoreError::OperationInProgress {
+                            id: id.into(),
+                            kind: o.kind,
+                            pid: o.pid,
+                        })
+                    }
+                    None => {
+                        return Err(StoreError::OperationInProgress {
+                            id: id.into(),
+                            kind: "cleanup of this operation".into(),
+                            pid: 0,
+                        })
+                    }
+                }
+            }
+            tx.execute(
+                "UPDATE sandboxes SET operation = ?1, updated_ms = ?2 WHERE id = ?3",
+                params![operation_text(new), now_ms(), id],
+            )
+            .map_err(StoreError::db("record a sandbox's operation"))?;
+            Ok(())
+        })
     }
 
     /// Notes activity at `now_ms` (never moves the mark backwards: processes race).

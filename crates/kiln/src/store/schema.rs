@@ -13,7 +13,7 @@ use super::error::{Result, StoreError};
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
 CREATE TABLE sandboxes (
@@ -61,6 +61,20 @@ CREATE TABLE events (
     detail TEXT            -- JSON
 );
 CREATE INDEX events_sandbox_seq ON events (sandbox, seq);
+";
+
+#[cfg(test)]
+pub(super) const V1_FOR_TESTS: &str = V1;
+
+/// What a killed process must not lose (issue "Hardening"): the VMM's start time (with
+/// its pid it names the process even after the pid is reused), the operation that holds
+/// a sandbox (a snapshot or fork that paused it, by which process: reconcile undoes it
+/// when that process is gone), and why a stopped sandbox stopped (the guest powered
+/// off, or the step of `kiln stop` that ended it).
+const V2: &str = "
+ALTER TABLE sandboxes ADD COLUMN vmm_start INTEGER;  -- clock ticks after boot
+ALTER TABLE sandboxes ADD COLUMN operation TEXT;     -- JSON: store::Operation
+ALTER TABLE sandboxes ADD COLUMN stop_reason TEXT;   -- why, when state = 'stopped'
 ";
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses one from a newer kiln.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::{accel, cmdline, files, qmp, relay_proc};
 use crate::agent::AgentAddr;
 use crate::backend::fc_launch::failed;
+use crate::backend::OnSpawn;
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
@@ -30,7 +31,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// Boots `spec` for sandbox `id` in `dir`; returns QEMU once the agent answers.
-pub fn start(id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
+pub fn start(id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
     let accel = accel::choose()?;
     let bin = binary();
     let log = OpenOptions::new()
@@ -61,7 +62,8 @@ pub fn start(id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
             ),
         )
     })?;
-    let ready = wait_qmp(&mut child, dir)
+    let ready = spawned(child.id())
+        .and_then(|()| wait_qmp(&mut child, dir))
         .and_then(|()| relay_proc::spawn(dir))
         .and_then(|_| wait_agent(&mut child, dir, id));
     match ready {

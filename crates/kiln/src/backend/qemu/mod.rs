@@ -27,7 +27,7 @@ pub mod relay_proc;
 use std::process::Child;
 use std::time::Duration;
 
-use super::{escalate, Capabilities, GuestChannel, VmBackend, VmRef};
+use super::{escalate, Capabilities, GuestChannel, OnSpawn, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
 use crate::vmm::GuestSpec;
@@ -63,8 +63,8 @@ impl VmBackend for Qemu {
             fork: false,
         }
     }
-    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec) -> Result<Child> {
-        launch::start(id, dir, spec)
+    fn start(&self, id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
+        launch::start(id, dir, spec, spawned)
     }
     fn request_poweroff(&self, vm: &VmRef) -> Result<()> {
         Err(Error::Unsupported(format!(

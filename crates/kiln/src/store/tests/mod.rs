@@ -87,7 +87,7 @@ fn open_sets_wal_normal_sync_foreign_keys_busy_timeout_and_version() {
     assert_eq!(q("foreign_keys"), "Integer(1)");
     assert_eq!(q("busy_timeout"), "Integer(5000)");
     assert_eq!(schema::user_version(&c).unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
 }
 
 #[test]
@@ -103,8 +103,8 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         matches!(
             e,
             StoreError::TooNew {
-                found: 2,
-                known: 1,
+                found: 3,
+                known: 2,
                 ..
             }
         ),
@@ -116,7 +116,31 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         "{msg}"
     );
     let c = rusqlite::Connection::open(t.path()).unwrap();
-    assert_eq!(schema::user_version(&c).unwrap(), 2);
+    assert_eq!(schema::user_version(&c).unwrap(), 3);
+}
+
+#[test]
+fn a_version_1_database_migrates_and_keeps_its_rows() {
+    let t = TempDb::new("v1");
+    {
+        let c = rusqlite::Connection::open(t.path()).unwrap();
+        c.execute_batch(schema::V1_FOR_TESTS).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO sandboxes (id, state, created_ms, updated_ms, pid) \
+             VALUES ('sb-old', 'running', 1, 1, 42)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = t.open();
+    let row = s.get_sandbox("sb-old").unwrap();
+    assert_eq!((row.state, row.pid), (Running, Some(42)));
+    assert_eq!(
+        (row.vmm_start, row.operation, row.stop_reason),
+        (None, None, None)
+    );
+    assert_eq!(schema::user_version(&s.conn()).unwrap(), 2);
 }
 
 #[test]

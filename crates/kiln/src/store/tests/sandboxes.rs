@@ -5,6 +5,73 @@ use crate::store::*;
 use SbState::*;
 
 #[test]
+fn vmm_start_times_operations_and_stop_reasons_are_recorded() {
+    let t = TempDb::new("ops");
+    let s = t.open();
+    s.insert_sandbox(&sandbox("sb-1", Creating, 1)).unwrap();
+    s.set_vmm("sb-1", 77, 12_345).unwrap();
+    let row = s.get_sandbox("sb-1").unwrap();
+    assert_eq!((row.pid, row.vmm_start), (Some(77), Some(12_345)));
+    assert!(matches!(
+        s.set_vmm("nope", 1, 1),
+        Err(StoreError::NotFound { .. })
+    ));
+    s.transition("sb-1", &[Creating], Running, None).unwrap();
+
+    let op = Operation {
+        kind: "snapshot".into(),
+        pid: 9,
+        start: 99,
+        paused: false,
+        scratch: Some("/state/.snapshots/.partial-x".into()),
+    };
+    s.swap_operation("sb-1", None, Some(&op)).unwrap();
+    // A second taker loses, and is told who holds it.
+    let other = Operation {
+        pid: 10,
+        ..op.clone()
+    };
+    let e = s.swap_operation("sb-1", None, Some(&other)).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::OperationInProgress { kind, pid: 9, .. } if kind == "snapshot"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("wait for it to finish"), "{e}");
+    let paused = Operation {
+        paused: true,
+        ..op.clone()
+    };
+    s.swap_operation("sb-1", Some(&op), Some(&paused)).unwrap();
+    assert_eq!(
+        s.get_sandbox("sb-1").unwrap().operation,
+        Some(paused.clone())
+    );
+    s.swap_operation("sb-1", Some(&paused), None).unwrap();
+    // Clearing what someone else cleared already is fine.
+    s.swap_operation("sb-1", Some(&paused), None).unwrap();
+    assert_eq!(s.get_sandbox("sb-1").unwrap().operation, None);
+
+    s.stopped_by_guest("sb-1", &[Running, Paused], "the guest powered off")
+        .unwrap();
+    let row = s.get_sandbox("sb-1").unwrap();
+    assert_eq!(row.state, Stopped);
+    assert_eq!(row.stop_reason.as_deref(), Some("the guest powered off"));
+    assert_eq!(row.failure, None);
+    let kinds: Vec<_> = s
+        .events_for("sb-1", 10)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "state")
+        .map(|e| e.detail["to"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["running", "stopping", "stopped"]);
+    // Only from running or paused.
+    assert!(s
+        .stopped_by_guest("sb-1", &[Running, Paused], "again")
+        .is_err());
+}
+
+#[test]
 fn sandbox_records_pids_activity_and_errors() {
     let t = TempDb::new("records");
     let s = t.open();
