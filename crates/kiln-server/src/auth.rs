@@ -57,6 +57,13 @@ pub enum TokenError {
     },
     #[error("the token file {} has mode {mode:o}: others may read it; `chmod 600` it (or remove it to get a new token)", path.display())]
     Readable { path: PathBuf, mode: u32 },
+    #[error("the token file {} is owned by uid {owner} (mode {mode:o}), not by you (uid {uid}): that user knows the token; remove it (a new token is made on start) or set KILN_STATE_DIR to a directory you own", path.display())]
+    NotOwned {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+        uid: u32,
+    },
     #[error("the token file {} does not hold a token (64 hex digits); remove it to get a new one", path.display())]
     NotAToken { path: PathBuf },
     #[error("cannot get random bytes for a token: {0}")]
@@ -91,19 +98,38 @@ pub fn load_or_create(path: &Path) -> Result<String, TokenError> {
 }
 
 fn read_existing(path: &Path) -> Result<String, TokenError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let read_err = |source| TokenError::Read {
         path: path.into(),
         source,
     };
-    let meta = fs::metadata(path).map_err(read_err)?;
+    // Checked on what was opened, so what is read is what passed.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = f.metadata().map_err(read_err)?;
     let mode = meta.permissions().mode() & 0o777;
+    // SAFETY: geteuid has no failure mode and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(TokenError::NotOwned {
+            path: path.into(),
+            owner: meta.uid(),
+            mode,
+            uid,
+        });
+    }
     if mode & 0o077 != 0 {
         return Err(TokenError::Readable {
             path: path.into(),
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(read_err)?;
+    let mut text = String::new();
+    f.take(4096).read_to_string(&mut text).map_err(read_err)?;
     let token = text.trim();
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(TokenError::NotAToken { path: path.into() });

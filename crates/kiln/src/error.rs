@@ -69,6 +69,9 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// The state directory or a file in it is another user's or writable by others.
+    #[error("{0}")]
+    StateDir(#[from] crate::paths::StateDirError),
     /// The state store failed (locked too long, unreadable, too new).
     #[error("{0}")]
     Store(StoreError),

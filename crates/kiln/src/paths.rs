@@ -1,6 +1,11 @@
-//! Where kiln finds its VMM binary, guest kernel and images, and keeps runtime files.
+//! Where kiln finds its VMM binary, guest kernel and images, and keeps runtime files
+//! (and, in [`private`], that the directory it keeps them in is private to its user).
 
 use std::path::PathBuf;
+
+pub mod private;
+
+pub use private::{ensure_private_dir, StateDirError};
 
 fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok()?.parent().map(PathBuf::from)
@@ -60,13 +65,56 @@ pub fn default_initramfs() -> PathBuf {
     guest_dir().join("initramfs.cpio")
 }
 
-/// Per-user directory for VMM sockets.
+/// The state directory when `$KILN_STATE_DIR` is not set: `$XDG_RUNTIME_DIR/kiln` when
+/// `XDG_RUNTIME_DIR` is set, else for root `/run/kiln` (a root-owned place: never a
+/// world-writable `$TMPDIR`), else `$TMPDIR/kiln-<uid>`.
+pub fn default_state_dir() -> PathBuf {
+    default_state_dir_for(
+        private::euid(),
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        std::env::temp_dir(),
+    )
+}
+
+fn default_state_dir_for(uid: u32, xdg_runtime: Option<PathBuf>, tmp: PathBuf) -> PathBuf {
+    match xdg_runtime.filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.join("kiln"),
+        None if uid == 0 => PathBuf::from("/run/kiln"),
+        None => tmp.join(format!("kiln-{uid}")),
+    }
+}
+
+/// Per-user directory for VMM sockets ([`default_state_dir`]), created 0700 and
+/// checked like the state directory ([`ensure_private_dir`]).
 pub fn runtime_dir() -> std::io::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("kiln"),
-        // SAFETY: getuid has no failure mode.
-        None => std::env::temp_dir().join(format!("kiln-{}", unsafe { libc::getuid() })),
-    };
-    std::fs::create_dir_all(&base)?;
+    let base = default_state_dir();
+    ensure_private_dir(&base).map_err(std::io::Error::other)?;
     Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_default_state_dir_is_not_under_tmp() {
+        let tmp = PathBuf::from("/tmp/x");
+        let xdg = Some(PathBuf::from("/run/user/1000"));
+        assert_eq!(
+            default_state_dir_for(0, None, tmp.clone()),
+            PathBuf::from("/run/kiln")
+        );
+        assert_eq!(
+            default_state_dir_for(1000, None, tmp.clone()),
+            PathBuf::from("/tmp/x/kiln-1000")
+        );
+        assert_eq!(
+            default_state_dir_for(0, xdg.clone(), tmp.clone()),
+            PathBuf::from("/run/user/1000/kiln")
+        );
+        assert_eq!(
+            default_state_dir_for(1000, Some(PathBuf::new()), tmp),
+            PathBuf::from("/tmp/x/kiln-1000")
+        );
+    }
 }

@@ -14,21 +14,28 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::paths::{self, private::check_private_file, private::create_private_file};
 use crate::store::Store;
 
-/// Where sandboxes are kept: `$KILN_STATE_DIR`, else the runtime directory
-/// (`$XDG_RUNTIME_DIR/kiln`, or `<tmp>/kiln-<uid>`). It must not be on a filesystem that
-/// cannot hold unix sockets (9p, some FUSE mounts).
+pub use crate::paths::StateDirError;
+
+/// Where sandboxes are kept: `$KILN_STATE_DIR`, else [`paths::default_state_dir`]
+/// (`$XDG_RUNTIME_DIR/kiln`; for root `/run/kiln`; else `<tmp>/kiln-<uid>`). It is
+/// created 0700, and refused ([`StateDirError`]) when another user owns it or may write
+/// to it ([`paths::ensure_private_dir`]). It must not be on a filesystem that cannot
+/// hold unix sockets (9p, some FUSE mounts).
 pub fn state_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("KILN_STATE_DIR") {
+    let dir = match std::env::var_os("KILN_STATE_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => crate::paths::runtime_dir()?,
+        None => paths::default_state_dir(),
     };
-    fs::create_dir_all(&dir).map_err(Error::host_io("cannot create the state directory", &dir))?;
+    paths::ensure_private_dir(&dir)?;
     Ok(dir)
 }
 
 /// The store of the current state directory (one connection per process and directory).
+/// `kiln.db` is created 0600 (SQLite gives its `-wal` and `-shm` the same mode); a
+/// database file another user owns or may write to is refused.
 pub fn store() -> Result<Arc<Store>> {
     static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<Store>>>> = OnceLock::new();
     let path = state_dir()?.join("kiln.db");
@@ -39,6 +46,12 @@ pub fn store() -> Result<Arc<Store>> {
     if let Some(s) = open.get(&path) {
         return Ok(s.clone());
     }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        check_private_file("the state database", Path::new(&p), true)?;
+    }
+    create_private_file(&path).map_err(Error::host_io("cannot create", &path))?;
     let s = Arc::new(Store::open(&path)?);
     open.insert(path, s.clone());
     Ok(s)
@@ -148,9 +161,10 @@ impl Dir {
         }
     }
 
-    /// Creates the folder; fails with `AlreadyExists` if the id is taken.
+    /// Creates the folder (mode 0700); fails with `AlreadyExists` if the id is taken.
     pub fn create(&self, id: &str) -> Result<()> {
-        match fs::create_dir(&self.path) {
+        use std::os::unix::fs::DirBuilderExt;
+        match fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::AlreadyExists { id: id.into() })
