@@ -223,7 +223,16 @@ mod tests {
         .arg("30")
         .spawn()
         .unwrap();
-        let found = super::find_by_arg(|a| a == marker.as_bytes());
+        // The child's command line is its own once it has exec'd; under load that can
+        // lag behind spawn() returning, so look a few times before concluding.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = super::find_by_arg(|a| a == marker.as_bytes());
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         assert_eq!(found, vec![c.id()]);
         c.kill().unwrap();
         c.wait().unwrap();
