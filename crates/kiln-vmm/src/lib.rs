@@ -26,5 +26,7 @@ pub mod host_file;
 pub mod kernel;
 pub mod metrics;
 pub mod snapshot;
+#[cfg(test)]
+mod test_dir;
 pub mod vmm;
 pub mod vstate;

@@ -2,30 +2,14 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::*;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("kiln-metrics-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TempDir;
 
 fn mkfifo(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -124,7 +108,7 @@ fn a_line_is_one_json_object_with_every_counter() {
 
 #[test]
 fn a_file_is_appended_to_and_bad_paths_say_what_to_fix() {
-    let dir = Dir::new("file");
+    let dir = TempDir::new("file");
     let path = dir.0.join("metrics.json");
     std::fs::write(&path, "earlier\n").unwrap();
     let mut w = MetricsWriter::open(&path).unwrap();
@@ -149,7 +133,7 @@ fn a_file_is_appended_to_and_bad_paths_say_what_to_fix() {
 
 #[test]
 fn a_fifo_without_a_reader_never_blocks_and_a_reader_gets_whole_lines() {
-    let dir = Dir::new("fifo");
+    let dir = TempDir::new("fifo");
     let path = dir.0.join("metrics.fifo");
     mkfifo(&path);
     let line = Metrics::new().line(1, 2);

@@ -3,25 +3,8 @@
 use super::*;
 use crate::devices::i8042::I8042State;
 use crate::devices::virtio::{BlockState, RngState, VirtioDeviceState};
+use crate::test_dir::TempDir;
 use crate::vstate::vcpu_state::VcpuState;
-
-/// A directory under the temp dir, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("kiln-format-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn vcpu() -> VcpuState {
     serde_json::from_value(serde_json::json!({
@@ -53,7 +36,7 @@ fn transport(device: VirtioDeviceState) -> TransportState {
 }
 
 /// A well-formed state of a 1-vCPU, 128 MiB machine without drives, and its memory file.
-fn sample(dir: &Dir) -> SnapshotState {
+fn sample(dir: &TempDir) -> SnapshotState {
     let config = VmConfig::default();
     let ranges = ram_ranges(config.machine_config.mem_size_mib << 20);
     let size = ranges.iter().map(|r| r.1).sum();
@@ -95,7 +78,7 @@ fn sample(dir: &Dir) -> SnapshotState {
 
 #[test]
 fn a_well_formed_state_loads() {
-    let dir = Dir::new("good");
+    let dir = TempDir::new("good");
     let path = dir.0.join(STATE_FILE);
     sample(&dir).write(&path).unwrap();
     let s = SnapshotState::load(&path).unwrap();
@@ -107,7 +90,7 @@ fn a_well_formed_state_loads() {
 #[test]
 fn a_version_1_state_file_is_refused_naming_both_versions() {
     assert_eq!(VERSION, 2);
-    let dir = Dir::new("v1");
+    let dir = TempDir::new("v1");
     let path = dir.0.join(STATE_FILE);
     sample(&dir).write(&path).unwrap();
     // A version-1 file: the same layout, with untyped device state beside device_type.
@@ -128,7 +111,7 @@ fn a_version_1_state_file_is_refused_naming_both_versions() {
 
 #[test]
 fn saved_device_kinds_must_be_the_configured_ones() {
-    let dir = Dir::new("kinds");
+    let dir = TempDir::new("kinds");
     let path = dir.0.join(STATE_FILE);
     let mut s = sample(&dir);
     s.devices.virtio = vec![transport(VirtioDeviceState::Block(BlockState {

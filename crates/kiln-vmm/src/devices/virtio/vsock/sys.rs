@@ -100,7 +100,7 @@ mod tests {
         let e = connect_nonblocking(Path::new(&long)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
-        let dir = TempDir::new();
+        let dir = TempDir::new("virtio");
         let path = dir.path().join("s");
         let listener = UnixListener::bind(&path).unwrap();
         let s = connect_nonblocking(&path).unwrap();

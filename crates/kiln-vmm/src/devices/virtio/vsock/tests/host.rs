@@ -142,7 +142,7 @@ fn clients_wait_for_the_driver() {
 #[test]
 fn driven_by_the_event_manager_behind_the_transport() {
     let mem = guest_mem();
-    let dir = TempDir::new();
+    let dir = TempDir::new("virtio");
     let uds = dir.path().join("v.sock");
     let dev = Vsock::new(3, &uds).unwrap();
     let mut t = MmioTransport::new(mem.clone(), Box::new(dev)).unwrap();

@@ -74,7 +74,7 @@ impl Harness {
         let txq = TestQueue::new(&mem, 0x2000, QSIZE);
         let evq = TestQueue::new(&mem, 0x3000, 8);
         let queues = vec![rxq.queue(), txq.queue(), evq.queue()];
-        let dir = TempDir::new();
+        let dir = TempDir::new("virtio");
         let dev = Vsock::with_timeout(CID, &dir.path().join("v.sock"), timeout).unwrap();
         let watch = Epoll::new().unwrap();
         let ev = EpollEvent::new(EventSet::IN, 0);

@@ -37,7 +37,7 @@ fn wait_rx(t: &mut MmioTransport, rx: &TestQueue, idx: u16) {
 #[test]
 fn restore_sends_transport_reset_and_serves_new_connections() {
     let mem = guest_mem();
-    let dir = TempDir::new();
+    let dir = TempDir::new("virtio");
     let mut t = transport(&mem, &dir, "a.sock", CID);
     let mut rx = TestQueue::new(&mem, 0x1000, 16);
     let tx = TestQueue::new(&mem, 0x2000, 16);
@@ -82,7 +82,7 @@ fn restore_sends_transport_reset_and_serves_new_connections() {
 #[test]
 fn restore_refuses_another_guest_cid() {
     let mem = guest_mem();
-    let dir = TempDir::new();
+    let dir = TempDir::new("virtio");
     let mut t = transport(&mem, &dir, "a.sock", CID);
     let rx = TestQueue::new(&mem, 0x1000, 16);
     let tx = TestQueue::new(&mem, 0x2000, 16);
