@@ -4,6 +4,7 @@
 //! skip with a message, unless `CI=true` or `KILN_E2E_REQUIRE=1`, when they fail loudly:
 //! `scripts/test` sets the latter when it runs them inside `scripts/harness`.
 
+pub mod cli;
 pub mod serve;
 pub mod steps;
 

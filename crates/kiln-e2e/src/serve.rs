@@ -68,6 +68,11 @@ impl Serve {
 }
 
 impl Serve {
+    /// Whether the server process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends `sig` to the server and waits for it to exit.
     pub fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
         // SAFETY: kill on the pid of our own child, which has not been waited for.

@@ -4,24 +4,11 @@
 //! leaves nothing running, paused or half-written; a guest that reboots or powers off is
 //! stopped, not failed; transitions are typed errors.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::{Error, ExecOptions, Sandbox, State};
-use kiln_e2e::{
-    kiln_bin, process_running, require_kvm, sandbox, sh, unique, wait_until, TempDir, TIMEOUT,
-};
-
-fn kill9(pid: u32) {
-    // SAFETY: kill has no memory effects; the pid is a process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while process_running(pid as i32) {
-        assert!(Instant::now() < deadline, "pid {pid} survived SIGKILL");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use kiln_e2e::cli::{assert_only_running, kill9, processes_under, Kiln};
+use kiln_e2e::{process_running, require_kvm, sandbox, sh, wait_until, TempDir, TIMEOUT};
 
 #[test]
 fn a_killed_vmm_is_marked_failed_with_the_reason_and_cleaned_up() {
@@ -111,138 +98,6 @@ fn idle_timeouts_and_lifetimes_reap_sandboxes() {
     }
     assert_eq!(busy.state(), State::Running, "a sandbox in use is not idle");
     assert!(sh(&busy, "true").status.success());
-}
-
-/// The `kiln` CLI on a private state directory.
-struct Kiln<'a> {
-    state: &'a Path,
-}
-
-impl Kiln<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(kiln_bin());
-        c.args(args).env("KILN_STATE_DIR", self.state);
-        c
-    }
-
-    /// Runs `kiln ARGS`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().expect("run kiln");
-        assert!(
-            out.status.success(),
-            "kiln {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs `kiln ARGS` with `KILN_TEST_PAUSE_AT=point`, waits until it says it paused
-    /// there, and kills it with SIGKILL: a kill at a known point, not a timing lottery.
-    fn killed_at(&self, args: &[&str], point: &str) {
-        let log = self.state.with_extension(format!("pause-{}.log", unique()));
-        let mut child = self
-            .cmd(args)
-            .env(kiln::process::PAUSE_AT, point)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the stderr log"))
-            .spawn()
-            .expect("spawn kiln");
-        let said = format!("kiln: paused at {point} ");
-        let reached = wait_until(TIMEOUT, || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&said))
-                || matches!(child.try_wait(), Ok(Some(_)))
-        });
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        kill9(child.id());
-        let _ = child.wait();
-        assert!(
-            reached && text.contains(&said),
-            "kiln {args:?} never paused at {point}: {text}"
-        );
-    }
-
-    /// `kiln inspect ID` as JSON, or None once the sandbox is gone.
-    fn inspect(&self, id: &str) -> Option<serde_json::Value> {
-        let out = self
-            .cmd(&["inspect", id])
-            .output()
-            .expect("run kiln inspect");
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).expect("inspect prints JSON"))
-    }
-}
-
-/// Live processes whose command line names a path inside `state`, with that line.
-fn processes_under(state: &Path) -> Vec<(u32, String)> {
-    let needle = format!("{}/", state.display());
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let line = String::from_utf8_lossy(&c).replace('\0', " ");
-        if pid != me && line.contains(&needle) && process_running(pid as i32) {
-            out.push((pid, line));
-        }
-    }
-    out
-}
-
-/// After `kiln ls` (reconcile): the only processes naming the state directory are the
-/// VMMs of `running` (by pid and by socket path), each of which answers an exec; no
-/// sandbox is paused; no half-written snapshot or fork folder is left; every other row
-/// is failed or stopped and `kiln rm` removes it with its folder.
-fn assert_only_running(k: &Kiln, running: &[&str]) {
-    k.ok(&["ls"]);
-    let state = k.state;
-    let procs = processes_under(state);
-    for (pid, line) in &procs {
-        let ours = running
-            .iter()
-            .any(|id| line.contains(&format!("{}/api.sock", state.join(id).display())));
-        assert!(
-            ours,
-            "a VMM that no running sandbox owns: pid {pid}: {line}"
-        );
-    }
-    assert_eq!(procs.len(), running.len(), "{procs:?}");
-    for id in running {
-        let info = k.inspect(id).expect("the running sandbox is listed");
-        assert_eq!(info["state"], "running", "{info}");
-        k.ok(&["exec", id, "--", "true"]);
-        let forks: Vec<_> = std::fs::read_dir(state.join(id))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("fork-"))
-            .collect();
-        assert!(
-            forks.is_empty(),
-            "a fork folder was left in {id}: {forks:?}"
-        );
-    }
-    let snaps = state.join(".snapshots");
-    for e in std::fs::read_dir(&snaps).into_iter().flatten().flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        assert!(!n.starts_with('.'), "a half-written snapshot was left: {n}");
-    }
-    for id in kiln::state_dir::list_ids(state).unwrap() {
-        if running.contains(&id.as_str()) {
-            continue;
-        }
-        if let Some(info) = k.inspect(&id) {
-            let st = info["state"].as_str().unwrap_or("");
-            assert!(st == "failed" || st == "stopped", "{id}: {info}");
-        }
-        k.ok(&["rm", &id]);
-        assert!(!state.join(&id).exists(), "{id}'s folder is left");
-        assert!(k.inspect(&id).is_none(), "{id} is still listed");
-    }
 }
 
 #[test]

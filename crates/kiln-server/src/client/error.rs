@@ -17,14 +17,21 @@ pub enum ClientError {
     Stream { code: String, message: String },
     #[error("cannot reach the kiln server at {url}: {source}")]
     Connect { url: String, source: std::io::Error },
+    /// Not a `source`: the message already holds it, and a printed chain would say it twice.
     #[error("talking to the kiln server: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// An answer that is not what the API says.
     #[error("the kiln server sent an unexpected answer: {0}")]
     Protocol(String),
     /// A bad server URL.
     #[error("{0}")]
     Config(String),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
 }
 
 impl ClientError {
