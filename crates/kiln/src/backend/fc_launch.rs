@@ -210,9 +210,10 @@ pub(crate) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Resul
     let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
     let last: Vec<&str> = log.lines().rev().take(5).collect();
     let last: Vec<&str> = last.into_iter().rev().collect();
-    let said = match last.is_empty() {
-        true => " without a log line".to_string(),
-        false => format!(": {}", last.join(" | ")),
+    let said = if last.is_empty() {
+        " without a log line".to_string()
+    } else {
+        format!(": {}", last.join(" | "))
     };
     Err(recorded(
         dir,
