@@ -90,21 +90,15 @@ fn devices(root: &Path, devices: &[Device], uid: u32, gid: u32) -> Step {
     mount(None, &dev, Some("tmpfs"), flags, Some("mode=755,size=64k"))
         .map_err(step(format!("mount a tmpfs on {}", dev.display())))?;
     for d in devices {
-        let (name, major, minor) = d.node();
-        let path = dev.join(name);
+        let path = dev.join(d.node());
+        let rdev = d.host_rdev().unwrap_or(0);
         let what = || format!("create the device node {}", path.display());
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(step(what()))?;
         }
         let c = cstr(&path).map_err(step(what()))?;
         // SAFETY: `c` is a NUL-terminated path; mknod takes plain integers otherwise.
-        let ret = unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                libc::S_IFCHR | 0o600,
-                libc::makedev(major, minor),
-            )
-        };
+        let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, rdev) };
         check(ret.into()).map_err(step(what()))?;
         chown(&path, Some(uid), Some(gid)).map_err(step(what()))?;
     }

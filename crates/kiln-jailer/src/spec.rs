@@ -24,13 +24,21 @@ impl Device {
         }
     }
 
-    /// The node's path under the jail's `/dev`, and its character device numbers.
-    pub fn node(self) -> (&'static str, u32, u32) {
+    /// The node's path under `/dev`, on the host and in the jail. Its device number is
+    /// the host node's (a misc device such as userfaultfd has a dynamic minor).
+    pub fn node(self) -> &'static str {
         match self {
-            Device::Kvm => ("kvm", 10, 232),
-            Device::NetTun => ("net/tun", 10, 200),
-            Device::Userfaultfd => ("userfaultfd", 10, 126),
+            Device::Kvm => "kvm",
+            Device::NetTun => "net/tun",
+            Device::Userfaultfd => "userfaultfd",
         }
+    }
+
+    /// The host node's device number, if it is a character device.
+    pub fn host_rdev(self) -> Option<u64> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = std::fs::metadata(Path::new("/dev").join(self.node())).ok()?;
+        m.file_type().is_char_device().then(|| m.rdev())
     }
 }
 
@@ -181,6 +189,15 @@ impl Spec {
                 )));
             }
         }
+        for d in &self.devices {
+            if d.host_rdev().is_none() {
+                return Err(bad(format!(
+                    "--dev {}: this host has no character device /dev/{}",
+                    d.name(),
+                    d.node()
+                )));
+            }
+        }
         if let Some(c) = &self.cgroup {
             if !c.join("cgroup.procs").is_file() {
                 return Err(bad(format!(
@@ -310,12 +327,12 @@ mod tests {
     fn round_trips_through_the_command_line() {
         let a = args(
             "--id sb-1 --root /tmp --uid 1000 --gid 1000 --bind-ro /bin:/bin --bind /tmp:work \
-             --dev kvm --dev userfaultfd --nofile 512 --fsize 4096 --env A=b=c -- /bin/x --y z",
+             --dev kvm --nofile 512 --fsize 4096 --env A=b=c -- /bin/x --y z",
         );
         let s = Spec::parse(a).unwrap();
         assert_eq!(s.binds[0].dst, PathBuf::from("bin"));
         assert!(s.binds[0].read_only && !s.binds[1].read_only);
-        assert_eq!(s.devices, vec![Device::Kvm, Device::Userfaultfd]);
+        assert_eq!(s.devices, vec![Device::Kvm]);
         assert_eq!(s.env, vec![("A".into(), "b=c".into())]);
         assert_eq!(s.args, args("--y z"));
         assert_eq!(Spec::parse(s.to_args()).unwrap(), s);

@@ -128,7 +128,16 @@ fn the_program_runs_alone_unprivileged_in_its_own_root_and_namespaces() {
     let leaked = unsafe { libc::dup(leak.as_raw_fd()) };
     let mut j = jailer(
         &root.0,
-        &["--dev", "kvm", "--nofile", "64", "--env", "ONLY=this"],
+        &[
+            "--dev",
+            "kvm",
+            "--dev",
+            "userfaultfd",
+            "--nofile",
+            "64",
+            "--env",
+            "ONLY=this",
+        ],
         &["/busybox", "sleep", "60"],
     )
     .env("SECRET", "host")
@@ -171,7 +180,17 @@ fn the_program_runs_alone_unprivileged_in_its_own_root_and_namespaces() {
     );
     // Its / holds only what was put there; its /dev only the node asked for.
     assert_eq!(names(format!("/proc/{pid}/root")), ["busybox", "dev"]);
-    assert_eq!(names(format!("/proc/{pid}/root/dev")), ["kvm"]);
+    assert_eq!(
+        names(format!("/proc/{pid}/root/dev")),
+        ["kvm", "userfaultfd"]
+    );
+    let host = fs::metadata("/dev/userfaultfd").unwrap();
+    let jailed = fs::metadata(format!("/proc/{pid}/root/dev/userfaultfd")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (jailed.rdev(), jailed.uid(), jailed.mode() & 0o777),
+        (host.rdev(), UID, 0o600)
+    );
     // None of its mounts shows on the host.
     let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
