@@ -70,10 +70,10 @@ fn resume_at(old: Note, pos: u64, new: Note) -> u64 {
 pub fn logs(a: LogsArgs) -> Result<i32> {
     let sb = Sandbox::get(&a.id)?;
     let dir = sb.dir().to_path_buf();
-    if let Some(e) = kiln::boot_error::read(&dir.join("boot-error.json")) {
+    if let Some(e) = kiln::boot_error::read(&dir.join("vm/boot-error.json")) {
         eprintln!("kiln: boot error at {}: {}", e.stage, e.message);
     }
-    let path = dir.join(if a.vmm { "vmm.log" } else { "console.log" });
+    let path = dir.join(if a.vmm { "vmm.log" } else { "vm/console.log" });
     let mut f = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !a.follow => return Ok(0),

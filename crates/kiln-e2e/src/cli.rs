@@ -113,7 +113,7 @@ pub fn leftovers(state: &Path, running: &[&str]) -> Vec<String> {
     for (pid, line) in &procs {
         let ours = running
             .iter()
-            .any(|id| line.contains(&format!("{}/api.sock", state.join(id).display())));
+            .any(|id| line.contains(&format!("{}/vm/api.sock", state.join(id).display())));
         if !ours {
             bad.push(format!(
                 "a process that no running sandbox owns: pid {pid}: {line}"
@@ -121,7 +121,7 @@ pub fn leftovers(state: &Path, running: &[&str]) -> Vec<String> {
         }
     }
     for id in running {
-        let sock = format!("{}/api.sock", state.join(id).display());
+        let sock = format!("{}/vm/api.sock", state.join(id).display());
         match procs.iter().filter(|(_, l)| l.contains(&sock)).count() {
             1 => {}
             0 => bad.push(format!("{id} is running without a VMM")),

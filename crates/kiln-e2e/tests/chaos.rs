@@ -255,7 +255,7 @@ fn seeded_kills_of_kiln_the_server_and_vmms_lose_nothing_and_leave_nothing() {
             SbState::Running => running.push(r.id.clone()),
             SbState::Stopped => {}
             SbState::Failed => {
-                for f in ["api.sock", "v.sock", "scratch.ext4"] {
+                for f in ["vm/api.sock", "vm/v.sock", "vm/scratch.ext4"] {
                     if state.join(&r.id).join(f).exists() {
                         bad.push(format!("{} is failed but kept its {f}", r.id));
                     }

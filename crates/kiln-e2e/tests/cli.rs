@@ -191,8 +191,8 @@ fn rm_of_a_running_sandbox_stops_it_and_removes_its_disk_layer() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     let dir = state.0.join(&id);
-    assert!(dir.join("scratch.ext4").is_file());
-    assert!(dir.join("v.sock").exists());
+    assert!(dir.join("vm/scratch.ext4").is_file());
+    assert!(dir.join("vm/v.sock").exists());
     let pid = serde_json::from_slice::<serde_json::Value>(
         &std::fs::read(dir.join("sandbox.json")).unwrap(),
     )

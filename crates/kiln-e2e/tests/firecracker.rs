@@ -27,7 +27,7 @@ fn the_firecracker_backend_runs_execs_files_pause_and_stop() {
         "only Firecracker's flags: {cmdline}"
     );
     // Metrics were configured through the API (PUT /metrics), as for Firecracker.
-    assert!(dir.join("metrics.json").exists());
+    assert!(dir.join("vm/metrics.json").exists());
 
     let out = sh(&sb, "echo out; echo err >&2; exit 3");
     assert_eq!(out.status.code, Some(3));

@@ -17,7 +17,7 @@ fn a_killed_vmm_is_marked_failed_with_the_reason_and_cleaned_up() {
     };
     assert!(sh(&sb, "true").status.success());
     let dir = sb.dir().to_path_buf();
-    assert!(dir.join("scratch.ext4").exists() && dir.join("v.sock").exists());
+    assert!(dir.join("vm/scratch.ext4").exists() && dir.join("vm/v.sock").exists());
     let pid = sb.record().pid;
     kill9(pid);
 
@@ -35,7 +35,7 @@ fn a_killed_vmm_is_marked_failed_with_the_reason_and_cleaned_up() {
         "the killed VMM is left a zombie"
     );
     assert_eq!(info.pid, None);
-    for gone in ["api.sock", "v.sock", "scratch.ext4"] {
+    for gone in ["vm/api.sock", "vm/v.sock", "vm/scratch.ext4"] {
         assert!(!dir.join(gone).exists(), "{gone} was left behind");
     }
     assert!(dir.join("vmm.log").exists(), "the logs stay for diagnosis");

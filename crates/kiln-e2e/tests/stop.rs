@@ -16,12 +16,12 @@ fn vmm_pid(sb: &kiln::Sandbox) -> i32 {
 }
 
 fn console(sb: &kiln::Sandbox) -> String {
-    std::fs::read_to_string(sb.dir().join("console.log")).unwrap_or_default()
+    std::fs::read_to_string(sb.dir().join("vm/console.log")).unwrap_or_default()
 }
 
 /// Removes `v.sock`: from now on the agent cannot be reached from the host.
 fn cut_off_agent(sb: &kiln::Sandbox) {
-    std::fs::remove_file(sb.dir().join("v.sock")).expect("remove v.sock");
+    std::fs::remove_file(sb.dir().join("vm/v.sock")).expect("remove v.sock");
     assert!(sb.ping().is_err(), "the agent is still reachable");
 }
 
@@ -56,7 +56,7 @@ fn stop_without_the_agent_sends_ctrl_alt_del_and_the_guest_syncs() {
     let con = console(&sb);
     assert!(con.contains(CAD_LINE), "console:\n{con}");
     // ... and synced: the overlay's upper dir on the scratch disk has the file.
-    let scratch = sb.dir().join("scratch.ext4");
+    let scratch = sb.dir().join("vm/scratch.ext4");
     assert_eq!(
         ext4_cat(&scratch, "/upper/root/cad-marker"),
         "synced-by-cad\n"
@@ -71,7 +71,7 @@ fn stop_of_a_paused_sandbox_without_the_agent_resumes_and_sends_ctrl_alt_del() {
     let pid = vmm_pid(&sb);
     sb.pause().expect("pause");
     assert_eq!(sb.state(), kiln::State::Paused);
-    std::fs::remove_file(sb.dir().join("v.sock")).expect("remove v.sock");
+    std::fs::remove_file(sb.dir().join("vm/v.sock")).expect("remove v.sock");
     assert_eq!(sb.stop().expect("stop"), "Ctrl-Alt-Del");
     assert!(!process_running(pid), "the VMM {pid} still runs");
     assert!(console(&sb).contains(CAD_LINE), "{}", console(&sb));

@@ -16,6 +16,12 @@ pub fn vmm_binary() -> PathBuf {
     sibling_binary("KILN_VMM", "kiln-vmm")
 }
 
+/// `kiln-jailer` (docs/JAIL.md): `$KILN_JAILER`, else next to the running binary, else
+/// on PATH.
+pub fn jailer_binary() -> PathBuf {
+    sibling_binary("KILN_JAILER", "kiln-jailer")
+}
+
 /// `kiln-relay` (the QEMU backend's agent relay): `$KILN_RELAY`, else next to the
 /// running binary, else on PATH.
 pub fn relay_binary() -> PathBuf {

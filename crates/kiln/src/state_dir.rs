@@ -1,9 +1,11 @@
 //! The state directory: one folder per sandbox, so a sandbox created by one process is
 //! found again by id from another, and the state store (`kiln.db`) opened there.
 //!
-//! `<state>/<id>/` holds `sandbox.json` (the record), `api.sock` (the VMM's API),
-//! `v.sock` (its vsock socket), `vmm.log`, `console.log` and, for disk images, the
-//! sandbox's writable layer `scratch.ext4`. Removing the folder removes every trace.
+//! `<state>/<id>/` holds `sandbox.json` (the record), `vmm.log` and `vm/`, the VMM's
+//! folder: `api.sock` (its API), `v.sock` (its vsock socket), `console.log`,
+//! `metrics.json`, `boot-error.json` and, for disk images, the sandbox's writable layer
+//! `scratch.ext4`. A jailed VMM also has `jail/` (its root). Removing the folder
+//! removes every trace.
 
 use std::collections::HashMap;
 use std::fs;
@@ -129,35 +131,44 @@ impl Dir {
     pub fn record(&self) -> PathBuf {
         self.path.join("sandbox.json")
     }
+    /// The VMM's own folder: its sockets, console, metrics and disk layers. The only
+    /// place a jailed VMM may write (it owns it then); kiln's records stay outside.
+    pub fn vm(&self) -> PathBuf {
+        self.path.join("vm")
+    }
     pub fn api_sock(&self) -> PathBuf {
-        self.path.join("api.sock")
+        self.vm().join("api.sock")
     }
     pub fn vsock(&self) -> PathBuf {
-        self.path.join("v.sock")
+        self.vm().join("v.sock")
     }
     pub fn vmm_log(&self) -> PathBuf {
         self.path.join("vmm.log")
     }
     pub fn console_log(&self) -> PathBuf {
-        self.path.join("console.log")
+        self.vm().join("console.log")
     }
     /// Why the VM failed before its agent was ready (written by kiln-vmm).
     pub fn boot_error(&self) -> PathBuf {
-        self.path.join("boot-error.json")
+        self.vm().join("boot-error.json")
     }
     /// The VMM's metrics (JSON lines, Firecracker's format).
     pub fn metrics(&self) -> PathBuf {
-        self.path.join("metrics.json")
+        self.vm().join("metrics.json")
     }
     pub fn scratch(&self) -> PathBuf {
-        self.path.join("scratch.ext4")
+        self.vm().join("scratch.ext4")
+    }
+    /// The working set a userfaultfd restore records (kiln-vmm writes it).
+    pub fn working_set_rec(&self) -> PathBuf {
+        self.vm().join("working-set.rec")
     }
     /// The backing file of drive `id` (the writable layer is `scratch`).
     pub fn disk(&self, id: &str) -> PathBuf {
         if id == "scratch" {
             self.scratch()
         } else {
-            self.path.join(format!("disk-{id}.img"))
+            self.vm().join(format!("disk-{id}.img"))
         }
     }
 
@@ -165,7 +176,10 @@ impl Dir {
     pub fn create(&self, id: &str) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         match fs::DirBuilder::new().mode(0o700).create(&self.path) {
-            Ok(()) => Ok(()),
+            Ok(()) => fs::DirBuilder::new()
+                .mode(0o700)
+                .create(self.vm())
+                .map_err(Error::host_io("cannot create", self.vm())),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::AlreadyExists { id: id.into() })
             }

@@ -55,13 +55,13 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
         s.cpu_seconds = cpu_seconds(pid);
         s.rss_bytes = rss_bytes(pid);
         if matches!(info.backend.as_str(), "kiln" | "firecracker") {
-            let flushed = kiln::FcClient::new(info.dir.join("api.sock"))
+            let flushed = kiln::FcClient::new(info.dir.join("vm/api.sock"))
                 .with_timeout(Duration::from_secs(2))
                 .action("FlushMetrics");
             if let Err(e) = flushed {
                 tracing::debug!("sandbox {}: FlushMetrics: {e}", s.id);
             }
-            s.vmm = vmm_counters(&info.dir.join("metrics.json"));
+            s.vmm = vmm_counters(&info.dir.join("vm/metrics.json"));
         }
     }
     s

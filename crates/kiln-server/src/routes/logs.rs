@@ -45,7 +45,7 @@ pub async fn logs(
     Q(p): Q<LogParams>,
 ) -> Result<Response, ApiError> {
     let name = match p.kind.unwrap_or_default() {
-        LogKind::Console => "console.log",
+        LogKind::Console => "vm/console.log",
         LogKind::Vmm => "vmm.log",
     };
     let (sb, path) = blocking(move || {

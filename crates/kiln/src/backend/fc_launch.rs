@@ -12,10 +12,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::jail::{self, Input};
 use super::OnSpawn;
 use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
@@ -42,7 +44,31 @@ pub struct Flavor {
 /// Spawns the VMM for `dir`, configures and boots `g`, and waits for the agent.
 /// On error the VMM is killed; the caller removes the folder.
 pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) -> Result<Child> {
-    with_vmm(f, dir, id, spawned, |child, client| {
+    // Resolved paths: what the VMM is told is where its jail has them.
+    let mut g = g.clone();
+    g.kernel = jail::real(&g.kernel);
+    g.initrd = g.initrd.as_deref().map(jail::real);
+    for d in &mut g.drives {
+        d.path = jail::real(&d.path);
+    }
+    let g = &g;
+    let mut inputs = vec![Input {
+        path: g.kernel.clone(),
+        writable: false,
+    }];
+    inputs.extend(g.initrd.iter().map(|p| Input {
+        path: p.clone(),
+        writable: false,
+    }));
+    inputs.extend(g.drives.iter().map(|d| Input {
+        path: d.path.clone(),
+        writable: !d.read_only,
+    }));
+    let needs = Needs {
+        inputs,
+        uffd: false,
+    };
+    with_vmm(f, dir, id, &needs, spawned, |child, client| {
         if !f.kiln {
             client
                 .put("/metrics", &json!({ "metrics_path": dir.metrics() }))
@@ -60,12 +86,21 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) 
     })
 }
 
-/// Spawns the VMM for `dir`, tells `spawned` its pid, and runs `setup` once its API
-/// answers. On error the VMM is killed; the caller removes the folder.
+/// What a VMM reads or writes outside its `vm/` folder (bound into its jail), and
+/// whether it serves memory by userfaultfd.
+pub struct Needs {
+    pub inputs: Vec<Input>,
+    pub uffd: bool,
+}
+
+/// Spawns the VMM for `dir` (through kiln-jailer when [`jail::enabled`]), tells
+/// `spawned` its pid, and runs `setup` once its API answers. On error the VMM is
+/// killed; the caller removes the folder.
 pub fn with_vmm(
     f: &Flavor,
     dir: &Dir,
     id: &str,
+    needs: &Needs,
     spawned: OnSpawn,
     setup: impl FnOnce(&mut Child, &FcClient) -> Result<()>,
 ) -> Result<Child> {
@@ -75,28 +110,39 @@ pub fn with_vmm(
         .append(true)
         .open(dir.vmm_log())
         .map_err(Error::host_io("cannot create", dir.vmm_log()))?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("--api-sock")
-        .arg(dir.api_sock())
-        .args(["--id", id])
-        .stdin(Stdio::null())
-        .stderr(log);
-    if f.kiln {
-        cmd.arg("--console")
-            .arg(dir.console_log())
-            .arg("--boot-error")
-            .arg(dir.boot_error())
-            .arg("--metrics")
-            .arg(dir.metrics())
-            .stdout(Stdio::null());
+    let mut args: Vec<OsString> = vec!["--api-sock".into(), dir.api_sock().into()];
+    args.extend(["--id".into(), id.into()]);
+    let stdout = if f.kiln {
+        args.extend(["--console".into(), dir.console_log().into()]);
+        args.extend(["--boot-error".into(), dir.boot_error().into()]);
+        args.extend(["--metrics".into(), dir.metrics().into()]);
+        Stdio::null()
     } else {
-        let console = OpenOptions::new()
+        args.push("--boot-timer".into());
+        OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.console_log())
-            .map_err(Error::host_io("cannot create", dir.console_log()))?;
-        cmd.arg("--boot-timer").stdout(console);
-    }
+            .map_err(Error::host_io("cannot create", dir.console_log()))?
+            .into()
+    };
+    let mut cmd = if jail::enabled()? {
+        let mut c = Command::new(crate::paths::jailer_binary());
+        c.args(jail::command(
+            dir,
+            id,
+            bin,
+            args,
+            &needs.inputs,
+            needs.uffd,
+        )?);
+        c
+    } else {
+        let mut c = Command::new(bin);
+        c.args(args);
+        c
+    };
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log);
     // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
     unsafe {
         cmd.pre_exec(|| {

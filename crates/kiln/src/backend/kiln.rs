@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::fc_launch::{self, failed, Flavor};
+use super::fc_launch::{self, failed, Flavor, Needs};
+use super::jail::{self, Input};
 use super::{Capabilities, GuestChannel, MemoryBackend, OnSpawn, RestoreRequest, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
@@ -84,15 +85,24 @@ impl VmBackend for KilnVmm {
         set_paused(vm, false)
     }
     fn snapshot(&self, vm: &VmRef, dest: &Path) -> Result<()> {
+        let jailed = jail::uid_of(vm.dir);
+        let out = match jailed {
+            Some(uid) => jail::snapshot_out::prepare(vm.dir, uid)?,
+            None => dest.to_path_buf(),
+        };
         let body = json!({
             "snapshot_type": "Full",
-            "snapshot_path": dest.join(kiln_vmm::snapshot::format::STATE_FILE),
-            "mem_file_path": dest.join(kiln_vmm::snapshot::format::MEMORY_FILE),
+            "snapshot_path": out.join(kiln_vmm::snapshot::format::STATE_FILE),
+            "mem_file_path": out.join(kiln_vmm::snapshot::format::MEMORY_FILE),
             "kiln_copy_disks": true,
         });
         api(vm)
             .put("/snapshot/create", &body)
-            .map_err(|e| vmm_err(vm, e))
+            .map_err(|e| vmm_err(vm, e))?;
+        if jailed.is_some() {
+            jail::snapshot_out::collect(&out, dest)?;
+        }
+        Ok(())
     }
     fn restore(
         &self,
@@ -101,8 +111,49 @@ impl VmBackend for KilnVmm {
         req: &RestoreRequest,
         spawned: OnSpawn,
     ) -> Result<Child> {
+        // Resolved paths: what the VMM is told is where its jail has them.
+        let (state, mem) = (jail::real(req.state_path), jail::real(req.mem_path));
+        let ws = req.working_set.map(jail::real);
+        let req = &RestoreRequest {
+            state_path: &state,
+            mem_path: &mem,
+            working_set: ws.as_deref(),
+            ..req.clone()
+        };
         let body = load_body(dir, req);
-        fc_launch::with_vmm(&flavor(), dir, id, spawned, |_, client| {
+        // The snapshot's folder, read-only: kiln-vmm checks every file state.json names.
+        let folder = req.state_path.parent().unwrap_or(req.state_path);
+        let mut inputs = vec![folder.to_path_buf()];
+        inputs.extend(
+            Some(req.mem_path)
+                .filter(|p| !p.starts_with(folder))
+                .map(Into::into),
+        );
+        let ws = req
+            .working_set
+            .filter(|p| p.is_file() && !p.starts_with(folder));
+        inputs.extend(ws.map(Into::into));
+        // Read-only drives (the image) are opened where the snapshot names them.
+        if let Ok(s) = kiln_vmm::snapshot::format::SnapshotState::load(req.state_path) {
+            let ro = s.config.drives.iter().filter(|d| d.is_read_only);
+            inputs.extend(ro.map(|d| jail::real(Path::new(&d.path_on_host))));
+        }
+        if jail::enabled()? {
+            for p in &inputs {
+                jail::share_read_only(p)?;
+            }
+        }
+        let needs = Needs {
+            inputs: inputs
+                .into_iter()
+                .map(|path| Input {
+                    path,
+                    writable: false,
+                })
+                .collect(),
+            uffd: req.memory == MemoryBackend::Uffd,
+        };
+        fc_launch::with_vmm(&flavor(), dir, id, &needs, spawned, |_, client| {
             client
                 .put("/snapshot/load", &body)
                 .map_err(|e| failed("restore", None, e.to_string()))
@@ -136,7 +187,7 @@ fn load_body(dir: &Dir, req: &RestoreRequest) -> serde_json::Value {
         body["kiln_working_set"] = json!({
             "prefetch": ws,
             "record": if req.record_working_set && ws.is_none() {
-                Some(dir.path.join("working-set.rec"))
+                Some(dir.working_set_rec())
             } else {
                 None
             },

@@ -14,6 +14,7 @@
 mod escalate;
 pub(crate) mod fc_launch;
 pub mod firecracker;
+pub mod jail;
 pub mod kiln;
 pub mod qemu;
 

@@ -144,6 +144,7 @@ impl Sandbox {
             Err(e) => return Err(e.into()),
         }
         self.removed = true;
+        crate::backend::jail::release(&self.dir);
         self.dir.remove()
     }
 }

@@ -222,6 +222,7 @@ impl SandboxBuilder {
         {
             // Not registered: only the new folder is ours to remove.
             sb.removed = true;
+            crate::backend::jail::release(&sb.dir);
             let _ = sb.dir.remove();
             return Err(e);
         }

@@ -142,6 +142,7 @@ pub fn reconcile() -> Result<Reconciled> {
             continue; // being created: it registers in a moment
         }
         kill_vmms(&dir, dir.load(&id).map(|r| r.pid).unwrap_or(0));
+        crate::backend::jail::release(&dir);
         dir.remove()?;
         out.cleaned.push(id);
     }

@@ -40,21 +40,25 @@ const RUNTIME_FILES: [&str; 6] = [
     "working-set.rec",
 ];
 
-/// Removes the sockets and disk layers of a VMM that is gone; keeps logs and records.
+/// Removes the sockets and disk layers of a VMM that is gone (in the sandbox folder
+/// and its `vm/` folder), gives `vm/` back from the jail's uid; keeps logs and records.
 pub(crate) fn clean_runtime_files(dir: &Dir) -> bool {
     let mut removed = false;
-    let mut names: Vec<String> = RUNTIME_FILES.iter().map(|s| s.to_string()).collect();
-    if let Ok(rd) = std::fs::read_dir(&dir.path) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("disk-") && n.ends_with(".img") {
-                names.push(n);
+    for folder in [dir.path.clone(), dir.vm()] {
+        let mut names: Vec<String> = RUNTIME_FILES.iter().map(|s| s.to_string()).collect();
+        if let Ok(rd) = std::fs::read_dir(&folder) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("disk-") && n.ends_with(".img") {
+                    names.push(n);
+                }
             }
         }
+        for n in names {
+            removed |= std::fs::remove_file(folder.join(n)).is_ok();
+        }
     }
-    for n in names {
-        removed |= std::fs::remove_file(dir.path.join(n)).is_ok();
-    }
+    crate::backend::jail::release(dir);
     removed
 }
 

@@ -107,6 +107,7 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
     {
         // Not registered: only the new folder is ours to remove.
         sb.removed = true;
+        crate::backend::jail::release(&sb.dir);
         let _ = sb.dir.remove();
         return Err(e);
     }
@@ -180,7 +181,7 @@ impl Sandbox {
     /// First Uffd restore of a snapshot: runs one command so the working set covers a
     /// first exec, then stores it in the snapshot for the next restores.
     fn keep_working_set(&self, src: &RestoreSource) -> Result<()> {
-        let (Some(ws), rec) = (&src.working_set, self.dir.path.join("working-set.rec")) else {
+        let (Some(ws), rec) = (&src.working_set, self.dir.working_set_rec()) else {
             return Ok(());
         };
         if ws.is_file() {

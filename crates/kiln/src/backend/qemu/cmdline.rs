@@ -153,7 +153,7 @@ mod tests {
             },
         ];
         let s = joined(&dir, &g, Accel::Kvm);
-        for f in ["console.log", "agent.port", "qmp.sock"] {
+        for f in ["vm/console.log", "agent.port", "qmp.sock"] {
             assert!(s.contains(&format!("/run/kiln/sb,,1/{f}")), "{f}: {s}");
         }
         assert!(

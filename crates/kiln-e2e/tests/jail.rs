@@ -1,0 +1,187 @@
+//! Jailed VMMs (`KILN_JAIL=1`, docs/JAIL.md) with real guests: each runs as its own
+//! unprivileged uid, in its own namespaces, with a root that holds only what it needs;
+//! exec, files, snapshot, restore (file and userfaultfd) and fork work jailed; nothing
+//! (uid lease, jail mounts) is left after removal.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use kiln::{MemoryBackend, Sandbox};
+use kiln_e2e::{require_kvm, sh, TempDir};
+
+/// The jailed VMM: the only child of the recorded pid (the jailer).
+fn vmm_of(sb: &Sandbox) -> u32 {
+    let jailer = sb.record().pid;
+    let kids = fs::read_to_string(format!("/proc/{jailer}/task/{jailer}/children")).unwrap();
+    let kids: Vec<u32> = kids
+        .split_whitespace()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1, "the jailer {jailer} has children {kids:?}");
+    kids[0]
+}
+
+fn status(pid: u32, key: &str) -> String {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let l = s.lines().find(|l| l.starts_with(key)).unwrap_or_default();
+    l[key.len()..]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every path under the jailed process's root, as it sees them (mount points only:
+/// the folders on the way and the bound files).
+fn visible(pid: u32, dir: &Path) -> BTreeSet<String> {
+    let root = format!("/proc/{pid}/root");
+    let mut out = BTreeSet::new();
+    let mut todo = vec![std::path::PathBuf::from(&root)];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(&root).unwrap().display().to_string();
+            // The sandbox's own vm/ folder is the VMM's; list it but not its files.
+            if p.is_dir() && !p.starts_with(format!("{root}{}", dir.join("vm").display())) {
+                todo.push(p);
+            }
+            out.insert(format!("/{rel}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn jailed_vmms_run_alone_and_every_operation_works() {
+    if !require_kvm("jail") {
+        return;
+    }
+    let state = TempDir::new("jail");
+    let uid_dir = TempDir::new("jail-uids");
+    std::env::set_var("KILN_STATE_DIR", &state.0);
+    std::env::set_var("KILN_JAIL", "1");
+    std::env::set_var("KILN_JAIL_UID_DIR", &uid_dir.0);
+    std::env::set_var("KILN_JAIL_UIDS", "700000-700009");
+
+    let mut a = Sandbox::builder()
+        .image("debian")
+        .create()
+        .expect("jailed create");
+    let b = Sandbox::builder()
+        .image("minimal")
+        .create()
+        .expect("second jailed create");
+    let (va, vb) = (vmm_of(&a), vmm_of(&b));
+    let ua: u32 = status(va, "Uid:")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ub: u32 = status(vb, "Uid:")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((700_000..=700_009).contains(&ua) && (700_000..=700_009).contains(&ub));
+    assert_ne!(ua, ub, "two sandboxes share a uid");
+    assert_eq!(status(va, "Uid:"), format!("{ua} {ua} {ua} {ua}"));
+    assert_eq!(status(va, "Groups:"), "");
+    assert_eq!(status(va, "CapEff:"), "0000000000000000");
+    assert_eq!(status(va, "NoNewPrivs:"), "1");
+    assert!(
+        status(va, "NSpid:").ends_with(" 1"),
+        "{}",
+        status(va, "NSpid:")
+    );
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(
+            fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            fs::read_link(format!("/proc/{va}/ns/{ns}")).unwrap(),
+            "{ns}"
+        );
+    }
+    let fds: Vec<String> = fs::read_dir(format!("/proc/{va}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(fds.len() < 64, "{fds:?}");
+    assert_eq!(fs::read(format!("/proc/{va}/environ")).unwrap(), b"");
+    // What the VMM can see: its vm/ folder, the kernel, initramfs and image, its own
+    // binary and libraries, and /dev/kvm. Not the state dir's other folders, not /etc.
+    let seen = visible(va, a.dir());
+    let dev: Vec<&String> = seen.iter().filter(|p| p.starts_with("/dev/")).collect();
+    assert_eq!(dev, ["/dev/kvm"], "{seen:?}");
+    assert!(
+        !seen.contains("/etc") && !seen.contains("/proc"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&a.dir().join("vm").display().to_string()),
+        "{seen:?}"
+    );
+    let other = b.dir().display().to_string();
+    assert!(!seen.iter().any(|p| p.starts_with(&other)), "{seen:?}");
+    assert!(!seen.contains(&a.dir().join("sandbox.json").display().to_string()));
+    // The vm/ folder is the jail's; the sandbox folder stays kiln's.
+    assert_eq!(fs::metadata(a.dir().join("vm")).unwrap().uid(), ua);
+    assert_eq!(fs::metadata(a.dir()).unwrap().uid(), 0);
+
+    // Exec and files.
+    assert_eq!(String::from_utf8_lossy(&sh(&a, "echo hi").stdout), "hi\n");
+    a.write_file("/tmp/x", b"jailed", None).unwrap();
+    assert_eq!(a.read_file("/tmp/x").unwrap(), b"jailed");
+
+    // Snapshot, restore (file and uffd) and fork, all jailed.
+    let snap = a
+        .snapshot(Some("jailed-snap"))
+        .expect("snapshot of a jailed VMM");
+    for f in fs::read_dir(snap.state_path().parent().unwrap()).unwrap() {
+        let f = f.unwrap();
+        assert_eq!(
+            f.metadata().unwrap().uid(),
+            0,
+            "{:?} is the jail's",
+            f.path()
+        );
+    }
+    for mem in [MemoryBackend::File, MemoryBackend::Uffd] {
+        let r = Sandbox::builder()
+            .from_snapshot("jailed-snap")
+            .memory_backend(mem)
+            .create()
+            .unwrap_or_else(|e| panic!("restore ({mem:?}) jailed: {e}"));
+        assert_eq!(r.read_file("/tmp/x").unwrap(), b"jailed", "{mem:?}");
+        let ur: u32 = status(vmm_of(&r), "Uid:")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ur != ua && ur != ub, "a restored sandbox shares a uid");
+        r.remove().unwrap();
+    }
+    let kids = a.fork(2).expect("fork of a jailed VMM");
+    for k in &kids {
+        assert_eq!(k.read_file("/tmp/x").unwrap(), b"jailed");
+    }
+    for k in kids {
+        k.remove().unwrap();
+    }
+
+    // Removal gives the uids back and leaves no lease and no mount.
+    a.remove().unwrap();
+    b.remove().unwrap();
+    kiln::Snapshot::remove_named("jailed-snap").unwrap();
+    let leases: Vec<_> = fs::read_dir(&uid_dir.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != ".lock")
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leases.is_empty(), "uid leases left: {leases:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(state.0.to_str().unwrap()), "{mounts}");
+}
