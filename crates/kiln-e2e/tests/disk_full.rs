@@ -97,9 +97,9 @@ fn a_full_host_disk_layer_is_reported_by_inspect_events_and_metrics() {
         return;
     }
     // SAFETY: geteuid has no memory effects.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "disk_full mounts a small tmpfs and needs root (the harness runs as root)"
     );
     // Dropped in reverse: the server, the sandboxes, the mount, the directory.

@@ -38,7 +38,8 @@ fn an_event_once_is_logged_once_per_life_of_a_sandbox() {
     assert_eq!(once(&a, "sb")[0].detail, json!({"count": 1}));
 
     // The id used again after removal: a new life, logged again.
-    a.transition("sb", &[Running], Stopped, None).unwrap();
+    a.transition("sb", &[Running], Stopping, None).unwrap();
+    a.transition("sb", &[Stopping], Stopped, None).unwrap();
     a.delete_sandbox("sb").unwrap();
     a.insert_sandbox(&sandbox("sb", Running, 2)).unwrap();
     assert!(a
