@@ -43,6 +43,10 @@ impl EventSource for Local {
 }
 
 pub fn events(a: EventsArgs) -> Result<i32> {
+    // What `kiln serve` would have logged by now (it checks every second): the first
+    // host I/O errors of running sandboxes' disks, as `disk_error` events. A store that
+    // cannot be written to here fails the listing below with its own error.
+    let _ = kiln::note_disk_errors();
     print_events(&a, &Local)
 }
 

@@ -1,5 +1,6 @@
 //! VMM metrics (`PUT /metrics`, `FlushMetrics`): a real guest's vCPU exits, boot time,
-//! drive reads, vsock traffic and pauses reach the metrics file, one JSON line per flush.
+//! drive reads, vsock traffic and pauses reach the metrics file, which holds the latest
+//! line (rewritten in place by each flush; every counter is cumulative).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -10,9 +11,12 @@ use serde_json::{json, Value};
 
 fn lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("metrics file");
-    text.lines()
+    let lines: Vec<Value> = text
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+        .collect();
+    assert!(lines.len() <= 1, "the file holds one line: {text}");
+    lines
 }
 
 fn counter(v: &Value, section: &str, key: &str) -> u64 {
@@ -121,9 +125,19 @@ fn flush_metrics_reports_the_guests_exits_boot_time_drive_reads_and_vsock() {
     assert!(second["uptime_ms"].as_u64() >= first["uptime_ms"].as_u64());
 
     // The VMM writes a last line when it exits.
-    let before = lines(&metrics).len();
     vm.client.action("SendCtrlAltDel").unwrap();
     let status = vm.wait_exit(TIMEOUT).expect("VMM exit");
     assert_eq!(status.code(), Some(0), "{}", vm.stderr());
-    assert_eq!(lines(&metrics).len(), before + 1);
+    let last = lines(&metrics).pop().expect("a last line");
+    assert!(
+        last["uptime_ms"].as_u64() > second["uptime_ms"].as_u64(),
+        "{last}"
+    );
+    let data = &last["block"]["data"];
+    assert_eq!(
+        (data["io_errors"].as_u64(), data["enospc"].as_u64()),
+        (Some(0), Some(0)),
+        "{data}"
+    );
+    assert!(data["last_io_error"].is_null(), "{data}");
 }

@@ -206,6 +206,9 @@ pub struct SandboxView {
     pub snapshot: Option<String>,
     pub parent: Option<String>,
     pub boot_ms: Option<u64>,
+    /// Host I/O errors of its disks (kiln-vmm); None on other VMMs.
+    #[serde(default)]
+    pub disk_errors: Option<kiln::vmm_metrics::DiskErrors>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -213,8 +213,9 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     tokio::net::UnixListener::from_std(l).map_err(io_err("cannot listen on", path.display()))
 }
 
-/// Once a second: stops and removes sandboxes past their idle timeout or lifetime, and
-/// waits for the server's VMM children that exited.
+/// Once a second: stops and removes sandboxes past their idle timeout or lifetime, logs
+/// the disk errors of running ones (`disk_error` events), and waits for the server's VMM
+/// children that exited.
 async fn reap_every_second(children: Children, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -231,6 +232,12 @@ async fn reap_every_second(children: Children, mut stop: watch::Receiver<bool>) 
             }
             Ok(Err(e)) => tracing::warn!("reaping expired sandboxes: {e}"),
             Err(e) => tracing::warn!("the reaper failed: {e}"),
+        }
+        // Logs each sandbox's first host I/O errors as a `disk_error` event.
+        match tokio::task::spawn_blocking(kiln::note_disk_errors).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("checking sandboxes' disk errors: {e}"),
+            Err(e) => tracing::warn!("the disk error check failed: {e}"),
         }
         for pid in children.reap() {
             tracing::debug!("VMM process {pid} is gone");

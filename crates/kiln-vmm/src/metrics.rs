@@ -1,7 +1,8 @@
 //! VMM metrics, exported like Firecracker's: one JSON object per line, appended to the
 //! file or written to the named pipe given by `--metrics PATH`, `PUT /metrics
 //! {"metrics_path": ...}` or the config file's `"metrics"` section (see [`sink`]).
-//! A line is written on `FlushMetrics`, every [`FLUSH_INTERVAL`], and when the VMM exits.
+//! A line is written on `FlushMetrics`, every [`FLUSH_INTERVAL`], soon after a drive's
+//! host I/O error ([`pacer`]), and when the VMM exits.
 //!
 //! Unlike Firecracker, which resets most counters at each flush, every counter here is
 //! cumulative since the process started: a lost or skipped line loses nothing, and a
@@ -11,6 +12,8 @@
 //! error record). Bumping one is a single relaxed `fetch_add`; only the per-drive table
 //! takes a lock, once per drive when it is attached.
 
+mod block;
+pub mod pacer;
 mod sink;
 #[cfg(test)]
 mod tests;
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-pub use sink::{configure, flush, MetricsConfig, MetricsError, MetricsWriter};
+pub use block::{BlockMetrics, MAX_ERROR_TEXT};
+pub use sink::{configure, flush, MetricsConfig, MetricsError, MetricsWriter, RESERVE};
 
 /// How often the timer thread writes a line (Firecracker's period).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
@@ -70,12 +74,6 @@ macro_rules! counters {
 counters!(
     /// KVM_RUN returns of one vCPU, by exit kind (`exits_total` is their sum).
     VcpuMetrics { io_in, io_out, mmio_read, mmio_write, hlt, other }
-);
-
-counters!(
-    /// One virtio-blk drive. Bytes are data bytes of successful requests; `errors`
-    /// counts requests completed with an error status.
-    BlockMetrics { read_ops, write_ops, flush_ops, read_bytes, write_bytes, errors }
 );
 
 counters!(

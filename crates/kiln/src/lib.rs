@@ -18,7 +18,7 @@
 //! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `error` |
 //! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec` |
 //! | 0 | [`store`]: the SQLite state store (sandboxes, lifecycle [`State`], events, the catalog of snapshots and images) | nothing of kiln |
-//! | 0 | [`exec`], [`fc`], [`process`], [`paths`]: plain types, the Firecracker-API client, processes, file locations | nothing of kiln |
+//! | 0 | [`exec`], [`fc`], [`process`], [`paths`], [`vmm_metrics`]: plain types, the Firecracker-API client, processes, file locations, reading kiln-vmm's metrics file | nothing of kiln |
 
 pub mod agent;
 pub mod backend;
@@ -32,6 +32,7 @@ pub mod snapshot;
 pub mod state_dir;
 pub mod store;
 pub mod vmm;
+pub mod vmm_metrics;
 
 pub use backend::{Capabilities, MemoryBackend, VmBackend};
 pub use error::{Error, FileErrorKind, Result};
@@ -40,8 +41,8 @@ pub use fc::{ApiError, FcClient};
 pub use kiln_proto::{DirEntry, FileKind, FileStat};
 pub use kiln_vmm::boot_error;
 pub use sandbox::{
-    events_for, events_since, reap_expired, reconcile, Fork, Reconciled, Sandbox, SandboxBuilder,
-    SandboxInfo, State,
+    events_for, events_since, note_disk_errors, reap_expired, reconcile, Fork, Reconciled, Sandbox,
+    SandboxBuilder, SandboxInfo, State,
 };
 pub use snapshot::Snapshot;
 pub use vmm::{DriveSpec, GuestSpec, VmmProcess};

@@ -152,7 +152,7 @@ impl Dir {
     pub fn boot_error(&self) -> PathBuf {
         self.vm().join("boot-error.json")
     }
-    /// The VMM's metrics (JSON lines, Firecracker's format).
+    /// The VMM's metrics (kiln-vmm: its latest JSON line; Firecracker: its lines).
     pub fn metrics(&self) -> PathBuf {
         self.vm().join("metrics.json")
     }

@@ -5,7 +5,7 @@
 //! with other field names and per-flush deltas, so its sandboxes get the process and
 //! lifecycle metrics only.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct SandboxSample {
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<u64>,
     pub vmm: Option<VmmCounters>,
+    /// Host I/O errors of its disks (kiln-vmm).
+    pub block_io_errors: Option<u64>,
 }
 
 /// Cumulative VMM counters of one sandbox.
@@ -48,6 +50,7 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
         backend: info.backend.clone(),
         image: info.image,
         boot_ms: info.boot_ms,
+        block_io_errors: info.disk_errors.as_ref().map(|d| d.count),
         ..Default::default()
     };
     let up = matches!(info.state, State::Running | State::Paused);
@@ -61,7 +64,12 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
             if let Err(e) = flushed {
                 tracing::debug!("sandbox {}: FlushMetrics: {e}", s.id);
             }
-            s.vmm = vmm_counters(&info.dir.join("vm/metrics.json"));
+            let metrics = info.dir.join("vm/metrics.json");
+            s.vmm = vmm_counters(&metrics);
+            // After the flush: the latest count.
+            if let Some(d) = kiln::vmm_metrics::read_disk_errors(&metrics) {
+                s.block_io_errors = Some(d.count);
+            }
         }
     }
     s
@@ -95,25 +103,7 @@ pub fn parse_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The last newline-terminated line of a file (reading at most its last 64 KiB): a line
-/// being written has no newline yet and is skipped.
-pub fn last_line(path: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    let end = buf.iter().rposition(|b| *b == b'\n')?;
-    let begin = buf[..end]
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
-    if begin == 0 && start > 0 {
-        return None; // a line longer than the window
-    }
-    String::from_utf8(buf[begin..end].to_vec()).ok()
-}
+pub use kiln::vmm_metrics::last_line;
 
 /// The counters of a VMM metrics line, and whether they are cumulative: kiln-vmm's
 /// (`vcpu.exits_total`, `vsock.rx_bytes`/`tx_bytes`, totals since start) or
@@ -181,7 +171,7 @@ pub fn render(out: &mut String, all: &[SandboxSample]) {
         sample(out, "kiln_sandbox_info", &labels, 1.0);
     }
     type Get = fn(&SandboxSample) -> Option<f64>;
-    let families: [(&str, &str, &str, Get); 6] = [
+    let families: [(&str, &str, &str, Get); 7] = [
         (
             "kiln_sandbox_boot_seconds",
             "gauge",
@@ -217,6 +207,12 @@ pub fn render(out: &mut String, all: &[SandboxSample]) {
             "counter",
             "vsock stream bytes from guest to host (kiln-vmm).",
             |s| s.vmm.map(|c| c.vsock_tx_bytes as f64),
+        ),
+        (
+            "kiln_sandbox_block_io_errors_total",
+            "counter",
+            "Reads, writes and flushes of the sandbox's disk images that failed on the host (e.g. ENOSPC: its filesystem is full); the guest saw I/O errors (kiln-vmm).",
+            |s| s.block_io_errors.map(|n| n as f64),
         ),
     ];
     for (name, kind, help, get) in families {

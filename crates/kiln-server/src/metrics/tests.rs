@@ -88,6 +88,7 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
             vsock_rx_bytes: 8,
             vsock_tx_bytes: 9,
         }),
+        block_io_errors: Some(3),
     };
     let text = m.render(&[sb]);
     for want in [
@@ -113,6 +114,8 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
         "kiln_sandbox_vcpu_exits_total{sandbox=\"sb-1\"} 7",
         "kiln_sandbox_vsock_rx_bytes_total{sandbox=\"sb-1\"} 8",
         "kiln_sandbox_vsock_tx_bytes_total{sandbox=\"sb-1\"} 9",
+        "# TYPE kiln_sandbox_block_io_errors_total counter",
+        "kiln_sandbox_block_io_errors_total{sandbox=\"sb-1\"} 3",
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
     }

@@ -1,18 +1,32 @@
-//! Where metric lines go, set once per process before the VM starts: a file (appended to;
-//! created if missing) or a named pipe. A pipe is opened non-blocking for writing; with
-//! no reader, or with too little room for a whole line, the line is skipped (a debug
-//! log), so a slow or absent scraper never stalls the VMM and never sees half a line.
+//! Where metric lines go, set once per process before the VM starts: a file or a named
+//! pipe. A pipe is opened non-blocking for writing; with no reader, or with too little
+//! room for a whole line, the line is skipped (a debug log), so a slow or absent scraper
+//! never stalls the VMM and never sees half a line.
+//!
+//! A file (created if missing, emptied when opened) holds the latest line only, written
+//! in place at offset 0 with one `pwrite`: every counter is cumulative, so the latest
+//! line says everything the earlier ones did. It must stay writable when the host
+//! filesystem is full — that is when a drive's ENOSPC has to be reported — so
+//! [`RESERVE`] bytes are reserved for it when it is opened (`fallocate` with
+//! `FALLOC_FL_KEEP_SIZE`: blocks, not length) and it never shrinks (a truncation would
+//! give the reserved blocks back): a line shorter than the file is padded with spaces
+//! before its newline, so the file is always exactly one whole JSON line, never a new
+//! line followed by the tail of an old one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use super::pacer::{Due, PACER, PROMPT_GAP};
 use super::{FLUSH_INTERVAL, METRICS};
+
+/// Bytes reserved on disk for a metrics file (a line is a few KiB at most).
+pub const RESERVE: u64 = 128 * 1024;
 
 /// The body of `PUT /metrics` and the config file's `"metrics"` section (Firecracker's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +37,8 @@ pub struct MetricsConfig {
 }
 
 enum Target {
-    File(File),
+    /// The file and its length (the longest line written so far).
+    File(File, u64),
     /// The write end, once a reader had the pipe open.
     Fifo(Option<File>),
 }
@@ -87,19 +102,22 @@ impl MetricsWriter {
         if path.as_os_str().is_empty() {
             return Err(MetricsError::EmptyPath);
         }
-        let append = |p: &Path| {
-            OpenOptions::new()
+        let open_file = |p: &Path| {
+            let f = OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .truncate(true)
                 .open(p)
-                .map_err(cannot_open(p))
+                .map_err(cannot_open(p))?;
+            reserve(&f, p);
+            Ok(Target::File(f, 0))
         };
         let target = match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => return Err(MetricsError::IsDirectory(path.to_path_buf())),
             Ok(m) if m.file_type().is_fifo() => {
                 Target::Fifo(open_fifo(path).map_err(cannot_open(path))?)
             }
-            Ok(_) => Target::File(append(path)?),
+            Ok(_) => open_file(path)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let dir = match path.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d,
@@ -111,7 +129,7 @@ impl MetricsWriter {
                         path: path.to_path_buf(),
                     });
                 }
-                Target::File(append(path)?)
+                open_file(path)?
             }
             Err(e) => return Err(cannot_open(path)(e)),
         };
@@ -128,10 +146,48 @@ impl MetricsWriter {
     /// Writes one line (a skipped pipe write is not an error).
     pub fn write_line(&mut self, line: &str) -> io::Result<()> {
         match &mut self.target {
-            Target::File(f) => f.write_all(line.as_bytes()),
+            Target::File(f, len) => write_in_place(f, len, line.as_bytes()),
             Target::Fifo(fifo) => write_fifo(&self.path, fifo, line.as_bytes()),
         }
     }
+}
+
+/// Reserves [`RESERVE`] bytes of disk for `f` without changing its length. Where the
+/// filesystem cannot (EOPNOTSUPP) or is already full, metrics still work, only without
+/// the guarantee for a full disk: a warning says so.
+fn reserve(f: &File, path: &Path) {
+    // SAFETY: fallocate on an fd we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            RESERVE as libc::off_t,
+        )
+    };
+    if r != 0 {
+        tracing::warn!(
+            "metrics: cannot reserve {RESERVE} bytes for {}: {}; metrics may be lost if its filesystem fills up",
+            path.display(),
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Writes `line` (one JSON object and its newline) over the file's contents at offset
+/// 0, padded with spaces before the newline to the file's length `len` (updated).
+fn write_in_place(f: &File, len: &mut u64, line: &[u8]) -> io::Result<()> {
+    let n = line.len() as u64;
+    if n >= *len {
+        f.write_all_at(line, 0)?;
+        *len = n;
+        return Ok(());
+    }
+    let mut padded = Vec::with_capacity(*len as usize);
+    padded.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+    padded.resize(*len as usize - 1, b' ');
+    padded.push(b'\n');
+    f.write_all_at(&padded, 0)
 }
 
 fn write_fifo(path: &Path, fifo: &mut Option<File>, line: &[u8]) -> io::Result<()> {
@@ -213,10 +269,15 @@ pub fn configure(cfg: &MetricsConfig) -> Result<(), MetricsError> {
     let writer = MetricsWriter::open(&cfg.metrics_path)?;
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(|| loop {
-            std::thread::sleep(FLUSH_INTERVAL);
-            if let Err(e) = flush() {
-                tracing::warn!("{e}");
+        .spawn(|| {
+            let mut last_asked = None;
+            loop {
+                if PACER.wait(FLUSH_INTERVAL, PROMPT_GAP, &mut last_asked) == Due::Asked {
+                    tracing::debug!("metrics: a prompt flush was asked for");
+                }
+                if let Err(e) = flush() {
+                    tracing::warn!("{e}");
+                }
             }
         })
         .map_err(MetricsError::Thread)?;

@@ -93,9 +93,17 @@ fn a_line_is_one_json_object_with_every_counter() {
             assert!(line[section][k].is_u64(), "{section}.{k} in {line}");
         }
     }
-    for k in ["write_ops", "flush_ops", "write_bytes", "errors"] {
+    for k in [
+        "write_ops",
+        "flush_ops",
+        "write_bytes",
+        "errors",
+        "io_errors",
+        "enospc",
+    ] {
         assert_eq!(blk[k], 0, "{k}");
     }
+    assert!(blk["last_io_error"].is_null());
     assert_eq!(
         (
             line["vsock"]["tx_bytes"].as_u64(),
@@ -107,17 +115,29 @@ fn a_line_is_one_json_object_with_every_counter() {
 }
 
 #[test]
-fn a_file_is_appended_to_and_bad_paths_say_what_to_fix() {
+fn a_file_holds_the_latest_line_whole_and_bad_paths_say_what_to_fix() {
     let dir = TempDir::new("file");
     let path = dir.0.join("metrics.json");
-    std::fs::write(&path, "earlier\n").unwrap();
+    std::fs::write(&path, "an earlier process's line\n").unwrap();
     let mut w = MetricsWriter::open(&path).unwrap();
-    w.write_line("{\"a\":1}\n").unwrap();
-    w.write_line("{\"a\":2}\n").unwrap();
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
-        "earlier\n{\"a\":1}\n{\"a\":2}\n"
+        "",
+        "emptied when opened"
     );
+    w.write_line("{\"a\":1}\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+    w.write_line("{\"a\":1000}\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1000}\n");
+    // A shorter line is padded: still one whole line, never a tail of the longer one.
+    w.write_line("{\"a\":2}\n").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, "{\"a\":2}   \n");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["a"], 2);
+    // Disk is reserved beyond the length (on filesystems that can: tmpfs, ext4).
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&path).unwrap();
+    assert!(m.blocks() * 512 >= RESERVE, "{} blocks", m.blocks());
     // A missing file in an existing directory is created.
     assert!(MetricsWriter::open(&dir.0.join("new.json")).is_ok());
 
@@ -129,6 +149,112 @@ fn a_file_is_appended_to_and_bad_paths_say_what_to_fix() {
     );
     assert!(err(&dir.0).contains("is a directory"));
     assert!(err(Path::new("")).contains("empty"));
+}
+
+/// A small tmpfs, unmounted (lazily) on drop.
+struct SmallFs(TempDir);
+
+impl SmallFs {
+    /// None unless this process may mount (root).
+    fn mount(name: &str, bytes: u64) -> Option<SmallFs> {
+        // SAFETY: geteuid has no memory effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping the full-filesystem part: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = TempDir::new(name);
+        let c = |s: &str| CString::new(s).unwrap();
+        let target = CString::new(dir.0.as_os_str().as_bytes()).unwrap();
+        let opts = c(&format!("size={bytes}"));
+        // SAFETY: valid NUL-terminated strings for the duration of the call.
+        let r = unsafe {
+            libc::mount(
+                c("tmpfs").as_ptr(),
+                target.as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let target = CString::new(self.0 .0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The case the reserve is for: a drive's ENOSPC happens when the host filesystem is
+/// full, and the metrics file there must still take the line that reports it.
+#[test]
+fn a_full_filesystem_still_takes_whole_lines() {
+    let Some(fs) = SmallFs::mount("fullfs", 1 << 20) else {
+        return;
+    };
+    let path = fs.0 .0.join("metrics.json");
+    let mut w = MetricsWriter::open(&path).unwrap();
+    // Fill every block that is left.
+    let mut filler = std::fs::File::create(fs.0 .0.join("filler")).unwrap();
+    let chunk = vec![7u8; 4096];
+    let full = loop {
+        if let Err(e) = std::io::Write::write_all(&mut filler, &chunk) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    let m = Metrics::new();
+    let d = m.drive("scratch");
+    // Lines grow and shrink (the error text's length varies).
+    for i in 0..60u64 {
+        let text = "x".repeat(((i * 37) % 200) as usize);
+        d.io_error(Some(libc::ENOSPC), &text);
+        w.write_line(&m.line(1_700_000_000_000 + i, i)).unwrap();
+        let v = parse(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(v["block"]["scratch"]["io_errors"], i + 1);
+        assert_eq!(v["block"]["scratch"]["last_io_error"], text.as_str());
+        assert_eq!(v["uptime_ms"], i);
+    }
+}
+
+#[test]
+fn a_request_wakes_the_pacer_and_prompt_flushes_are_spaced() {
+    use super::pacer::{Due, Pacer};
+    let p = std::sync::Arc::new(Pacer::new());
+    let hour = Duration::from_secs(3600);
+    let mut last = None;
+    // Nothing asked: the interval decides.
+    assert_eq!(
+        p.wait(Duration::from_millis(1), hour, &mut last),
+        Due::Periodic
+    );
+    assert!(last.is_none());
+    // Asked before the wait: it returns at once, asked; repeated requests wake once.
+    p.request();
+    p.request();
+    assert_eq!(p.wait(hour, Duration::ZERO, &mut last), Due::Asked);
+    assert!(last.is_some());
+    assert_eq!(
+        p.wait(Duration::from_millis(1), hour, &mut last),
+        Due::Periodic
+    );
+    // Asked from another thread while waiting.
+    let q = p.clone();
+    let t = std::thread::spawn(move || q.wait(hour, Duration::ZERO, &mut None));
+    std::thread::sleep(Duration::from_millis(20));
+    p.request();
+    assert_eq!(t.join().unwrap(), Due::Asked);
+    // The next prompt flush comes no sooner than the gap after the previous one.
+    let gap = Duration::from_millis(50);
+    let before = std::time::Instant::now();
+    last = Some(before);
+    p.request();
+    assert_eq!(p.wait(hour, gap, &mut last), Due::Asked);
+    assert!(last.unwrap() >= before + gap);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::backend::{Capabilities, GuestChannel};
 use crate::error::Result;
 use crate::state_dir::store;
 use crate::store::Event;
+use crate::vmm_metrics::DiskErrors;
 
 /// A sandbox as a caller sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +37,9 @@ pub struct SandboxInfo {
     pub parent: Option<String>,
     /// Spawn → agent ready, for booted sandboxes.
     pub boot_ms: Option<u64>,
+    /// Host I/O errors of its disks, as its VMM counted them (read from its metrics
+    /// file now; `count` 0: none); None where the VMM reports no such counters.
+    pub disk_errors: Option<DiskErrors>,
     pub dir: PathBuf,
     pub capabilities: Capabilities,
     pub guest_channel: GuestChannel,
@@ -70,6 +74,7 @@ impl Sandbox {
             snapshot: r.snapshot.clone(),
             parent: r.parent.clone(),
             boot_ms: r.boot_ms,
+            disk_errors: super::disk_errors::read_and_note(&self.id, &self.dir),
             dir: self.dir.path.clone(),
             capabilities: self.backend().capabilities(),
             guest_channel: self.backend().guest_channel_info(&self.vm()),

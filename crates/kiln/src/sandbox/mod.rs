@@ -14,6 +14,7 @@
 //! created with `detach(false)` (the library default) is stopped and removed when the
 //! `Sandbox` is dropped; `detach(true)` (what `kiln create` uses) leaves it running.
 
+mod disk_errors;
 mod fork;
 mod image;
 mod info;
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
+pub use disk_errors::note_disk_errors;
 pub use fork::Fork;
 pub use image::{images, sparse_copy, Image};
 pub use info::{events_for, events_since, SandboxInfo};

@@ -2,7 +2,8 @@
 //! `kiln serve` to stream and for `kiln` to show a sandbox's history.
 //!
 //! The store itself appends `created`, `state` (`{from, to, reason?}`) and `deleted`
-//! events for sandboxes; callers append their own kinds with [`Store::append_event`].
+//! events for sandboxes; callers append their own kinds with [`Store::append_event`], or
+//! with [`Store::append_event_once`] what must be logged once per sandbox (`disk_error`).
 //! Events outlive the sandbox they name.
 
 use rusqlite::{params, Connection, Row};
@@ -81,6 +82,39 @@ impl Store {
         }
         // One statement: its own transaction, and the seq is read on the same connection.
         insert_event(&self.conn(), now_ms(), sandbox, kind, &detail)
+    }
+
+    /// Appends an event of `kind` for `sandbox` unless its current life already has one
+    /// (since its last `created` event: an id used again starts afresh); returns the new
+    /// seq, or None when there was one. Checked and appended in one IMMEDIATE
+    /// transaction, so processes noticing the same thing at once log it once.
+    pub fn append_event_once(
+        &self,
+        sandbox: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<Option<i64>> {
+        if kind.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "an event needs a kind; name what happened (e.g. \"exec\")".into(),
+            ));
+        }
+        const SEEN: &str = "SELECT EXISTS (SELECT 1 FROM events WHERE sandbox = ?1 AND kind = ?2 \
+            AND seq > COALESCE((SELECT MAX(seq) FROM events WHERE sandbox = ?1 AND kind = 'created'), 0))";
+        let seen = |conn: &Connection| {
+            conn.query_row(SEEN, params![sandbox, kind], |r| r.get::<_, bool>(0))
+                .map_err(StoreError::db("read events"))
+        };
+        // Without the write lock first: once logged, later calls only read.
+        if seen(&self.conn())? {
+            return Ok(None);
+        }
+        self.write("append an event", |tx| {
+            if seen(tx)? {
+                return Ok(None);
+            }
+            insert_event(tx, now_ms(), Some(sandbox), kind, &detail).map(Some)
+        })
     }
 
     /// Up to `limit` events after `seq` (0: from the start), oldest first. A client that

@@ -163,6 +163,12 @@ impl Block {
         &self.disk.metrics
     }
 
+    /// Swaps the backing file (tests: a file whose I/O fails).
+    #[cfg(test)]
+    pub(super) fn set_file(&mut self, file: std::fs::File) {
+        self.disk.file = file;
+    }
+
     /// Counts this drive's requests in `m` (the drive's entry in the metrics line).
     pub fn set_metrics(&mut self, m: Arc<BlockMetrics>) {
         self.disk.metrics = m;

@@ -13,8 +13,8 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile, VolatileMemoryError,
-    VolatileSlice, WriteVolatile,
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, ReadVolatile,
+    VolatileMemoryError, VolatileSlice, WriteVolatile,
 };
 
 use super::QUEUE_SIZE;
@@ -80,8 +80,21 @@ enum ReqError {
     NoIdBuffer,
     #[error("unsupported request type {0}")]
     Unsupported(u32),
-    #[error("{0}")]
-    Io(String),
+    /// The host failed the I/O (`errno` from the failed call, when there was one).
+    #[error("{text}")]
+    Io { text: String, errno: Option<i32> },
+}
+
+/// A failed read or write of the image at byte `offset`.
+fn io_failed(what: &str, offset: u64, e: &GuestMemoryError) -> ReqError {
+    let errno = match e {
+        GuestMemoryError::IOError(io) => io.raw_os_error(),
+        _ => None,
+    };
+    ReqError::Io {
+        text: format!("{what} at byte {offset}: {e}"),
+        errno,
+    }
 }
 
 impl ReqError {
@@ -153,8 +166,9 @@ impl Disk {
         }
         let code = match result {
             Ok(()) => S_OK,
-            Err(ReqError::Io(e)) => {
-                tracing::error!("virtio-blk: I/O error: {e}");
+            Err(ReqError::Io { text, errno }) => {
+                tracing::error!("virtio-blk: I/O error: {text}");
+                self.metrics.io_error(errno, &text);
                 S_IOERR
             }
             Err(e) => {
@@ -193,7 +207,7 @@ impl Disk {
                 for s in segs {
                     let mut src = FileAt::new(&self.file, offset);
                     mem.read_exact_volatile_from(s.addr, &mut src, s.len as usize)
-                        .map_err(|e| ReqError::Io(format!("read at byte {offset}: {e}")))?;
+                        .map_err(|e| io_failed("read", offset, &e))?;
                     offset += u64::from(s.len);
                     *written = written.saturating_add(s.len);
                 }
@@ -210,7 +224,7 @@ impl Disk {
                 for s in segs {
                     let mut dst = FileAt::new(&self.file, offset);
                     mem.write_all_volatile_to(s.addr, &mut dst, s.len as usize)
-                        .map_err(|e| ReqError::Io(format!("write at byte {offset}: {e}")))?;
+                        .map_err(|e| io_failed("write", offset, &e))?;
                     offset += u64::from(s.len);
                 }
                 if self.write_through {
@@ -273,9 +287,10 @@ impl Disk {
     }
 
     fn sync(&self) -> Result<(), ReqError> {
-        self.file
-            .sync_data()
-            .map_err(|e| ReqError::Io(format!("fdatasync: {e}")))
+        self.file.sync_data().map_err(|e| ReqError::Io {
+            text: format!("fdatasync: {e}"),
+            errno: e.raw_os_error(),
+        })
     }
 }
 
