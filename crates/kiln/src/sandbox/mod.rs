@@ -189,6 +189,12 @@ impl SandboxBuilder {
             }
             None => state::new_id(),
         };
+        // Refused before anything exists: no folder, row or disk layer.
+        let layer = match &img {
+            Image::Disk { .. } => state::allocated(&image::scratch_template()?),
+            _ => 0,
+        };
+        state::check_room(&format!("creating sandbox {id}"), layer)?;
         img.record()?;
         let dir = Dir::of(&state::state_dir()?, &id);
         dir.create(&id)?;
@@ -223,7 +229,10 @@ impl SandboxBuilder {
             // Not registered: only the new folder is ours to remove.
             sb.removed = true;
             let _ = sb.dir.remove();
-            return Err(e);
+            return Err(state::disk_full_as(
+                &format!("creating sandbox {}", sb.id),
+                e,
+            ));
         }
         // From here on a failure marks the row failed, then Drop removes the folder,
         // the VMM and the row.
@@ -251,6 +260,7 @@ impl SandboxBuilder {
                 }
             });
         if let Err(e) = started {
+            let e = state::disk_full_as(&format!("creating sandbox {}", sb.id), e);
             sb.mark_create_failed(&e);
             sb.detach = false;
             return Err(e);

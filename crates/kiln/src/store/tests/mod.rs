@@ -11,6 +11,7 @@ use SbState::*;
 
 mod catalog;
 mod concurrency;
+mod memory;
 mod sandboxes;
 
 /// A fresh directory under the temp dir for one test's database; removed on drop.
