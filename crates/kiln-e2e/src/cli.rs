@@ -101,14 +101,42 @@ pub fn processes_under(state: &Path) -> Vec<(u32, String)> {
     out
 }
 
+/// The files of a state directory that are kiln's own and no leftover: the store
+/// (`kiln.db` and its `-wal`/`-shm`), the store's disk reserve (`.reserve`), the
+/// server's token and socket, and the snapshot store.
+pub const STATE_FILES: [&str; 7] = [
+    "kiln.db",
+    "kiln.db-wal",
+    "kiln.db-shm",
+    kiln::store::reserve::RESERVE_FILE,
+    "token",
+    "kiln.sock",
+    ".snapshots",
+];
+
+/// The entries of `state` besides [`STATE_FILES`]: sandbox folders and anything left.
+pub fn state_entries(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !STATE_FILES.contains(&n.as_str()))
+        .collect()
+}
+
 /// What `state` holds that no running sandbox in `running` accounts for, after a
 /// reconcile (`kiln ls`): a process naming the state directory that is not the VMM of
 /// one of them (by its api.sock argument), a running sandbox without its VMM, a fork
 /// folder inside a sandbox, a half-written snapshot folder (`.snapshots/.*`), a
-/// snapshot folder without a catalog row or a row without its folder. Empty when all
-/// is as it should be.
+/// snapshot folder without a catalog row or a row without its folder, a file in the
+/// state directory that is not one of [`STATE_FILES`]. Empty when all is as it should be.
 pub fn leftovers(state: &Path, running: &[&str]) -> Vec<String> {
     let mut bad = Vec::new();
+    for n in state_entries(state) {
+        if !state.join(&n).is_dir() {
+            bad.push(format!("a file was left in the state directory: {n}"));
+        }
+    }
     let procs = processes_under(state);
     for (pid, line) in &procs {
         let ours = running

@@ -5,6 +5,7 @@
 //! `scripts/test` sets the latter when it runs them inside `scripts/harness`.
 
 pub mod cli;
+pub mod full;
 pub mod serve;
 pub mod steps;
 

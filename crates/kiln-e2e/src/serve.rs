@@ -20,11 +20,17 @@ pub struct Serve {
 impl Serve {
     /// Starts the server on `state` and waits until it answers.
     pub fn start(state: &Path) -> Serve {
+        Serve::start_with(state, &[])
+    }
+
+    /// [`Serve::start`] with extra environment variables for the server.
+    pub fn start_with(state: &Path, env: &[(&str, &str)]) -> Serve {
         let log = state.with_extension(format!("serve-{}.log", unique()));
         let child = Command::new(kiln_bin())
             .arg("serve")
             .env("KILN_STATE_DIR", state)
             .env("KILN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create the server log"))

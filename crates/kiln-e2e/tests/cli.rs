@@ -5,15 +5,10 @@ use std::process::{Command, Output};
 
 use kiln_e2e::{kiln_bin, require_kvm, TempDir};
 
-/// What is in the state directory besides the state database and the snapshot store:
-/// sandbox folders, sockets, disk layers.
-fn leftovers(state: &TempDir) -> Vec<std::ffi::OsString> {
-    std::fs::read_dir(&state.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n != ".snapshots" && !n.to_string_lossy().starts_with("kiln.db"))
-        .collect()
+/// What is in the state directory besides the state database, its reserve and the
+/// snapshot store: sandbox folders, sockets, disk layers.
+fn leftovers(state: &TempDir) -> Vec<String> {
+    kiln_e2e::cli::state_entries(&state.0)
 }
 
 /// Runs `kiln ARGS` with its own state directory.
@@ -51,7 +46,7 @@ fn kiln_run_prints_output_and_propagates_the_exit_code() {
     assert_eq!(text(&out.stdout), "hi\n");
     assert!(text(&out.stderr).contains("oops"));
     // Nothing is left behind by run.
-    assert_eq!(leftovers(&state), Vec::<std::ffi::OsString>::new());
+    assert_eq!(leftovers(&state), Vec::<String>::new());
 
     let out = kiln(&state, &["run", "--", "python3", "-c", "print(6*7)"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -78,7 +73,7 @@ fn kiln_run_prints_output_and_propagates_the_exit_code() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(leftovers(&state), Vec::<std::ffi::OsString>::new());
+    assert_eq!(leftovers(&state), Vec::<String>::new());
 }
 
 #[test]

@@ -97,12 +97,7 @@ fn kiln_run_with_the_qemu_backend() {
         String::from_utf8_lossy(&out.stdout).starts_with("Linux "),
         "{stderr}"
     );
-    let left: Vec<_> = std::fs::read_dir(&state.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n != ".snapshots" && !n.to_string_lossy().starts_with("kiln.db"))
-        .collect();
+    let left = kiln_e2e::cli::state_entries(&state.0);
     assert!(left.is_empty(), "left behind: {left:?}");
     let out = Command::new(kiln_bin())
         .args(["run", "--backend", "nope", "--", "true"])

@@ -50,23 +50,10 @@ fn ls_row(ls: &str, id: &str) -> Option<Vec<String>> {
         .map(|l| l.split_whitespace().map(str::to_string).collect())
 }
 
-/// Entries of a state directory besides the store, token, socket and snapshot folder,
+/// Entries of a state directory besides the store, its reserve, token, socket and snapshot folder,
 /// and processes whose command line names it.
 fn leftovers(state: &Path) -> (Vec<String>, Vec<String>) {
-    let kept = [
-        "kiln.db",
-        "kiln.db-wal",
-        "kiln.db-shm",
-        "token",
-        "kiln.sock",
-        ".snapshots",
-    ];
-    let files = std::fs::read_dir(state)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !kept.contains(&n.as_str()))
-        .collect();
+    let files = kiln_e2e::cli::state_entries(state);
     let needle = state.to_string_lossy().into_owned();
     let procs = std::fs::read_dir("/proc")
         .unwrap()

@@ -112,6 +112,16 @@ impl From<kiln::Error> for ApiError {
                 err(status, code).with("kind", kind).with("path", path)
             }
             E::BadSnapshot(_) => err(StatusCode::UNPROCESSABLE_ENTITY, "bad_snapshot"),
+            E::InsufficientMemory {
+                requested_mib,
+                committed_mib,
+                budget_mib,
+                ..
+            } => err(StatusCode::CONFLICT, "insufficient_memory")
+                .with("requested_mib", requested_mib)
+                .with("committed_mib", committed_mib)
+                .with("budget_mib", budget_mib),
+            ref e if e.is_disk_full() => err(StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

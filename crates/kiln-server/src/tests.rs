@@ -105,6 +105,8 @@ fn the_error_codes_in_the_document_are_the_ones_the_server_uses() {
         "method_not_allowed",
         "unauthorized",
         "payload_too_large",
+        "insufficient_memory",
+        "disk_full",
     ]
     .into_iter()
     .map(String::from)

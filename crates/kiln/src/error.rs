@@ -72,6 +72,34 @@ pub enum Error {
     /// The state directory or a file in it is another user's or writable by others.
     #[error("{0}")]
     StateDir(#[from] crate::paths::StateDirError),
+    /// The state directory's filesystem has too little room for the operation (checked
+    /// before it starts, or met as ENOSPC on the way).
+    #[error(
+        "not enough disk space for {what}: the filesystem of {} has {} MiB free{}; free space \
+         there (`kiln rm` sandboxes and `kiln snapshot rm` snapshots you do not need) or set \
+         KILN_STATE_DIR to a state directory on a larger filesystem",
+        path.display(), free_mib, needed_mib.map(|n| format!(", this needs about {n} MiB")).unwrap_or_default()
+    )]
+    DiskFull {
+        what: String,
+        path: PathBuf,
+        free_mib: u64,
+        needed_mib: Option<u64>,
+    },
+    /// Admitting the sandbox would commit more guest memory than the budget
+    /// (`KILN_MEMORY_BUDGET_MIB`, see [`crate::memory`]).
+    #[error(
+        "not enough memory for sandbox {id}: it needs {requested_mib} MiB (guest memory plus \
+         the VMM's overhead) and {committed_mib} MiB of the memory budget of {budget_mib} MiB \
+         are committed to other sandboxes; remove sandboxes you do not need, ask for less \
+         memory (--memory), or raise the budget with KILN_MEMORY_BUDGET_MIB"
+    )]
+    InsufficientMemory {
+        id: String,
+        requested_mib: u64,
+        committed_mib: u64,
+        budget_mib: u64,
+    },
     /// The state store failed (locked too long, unreadable, too new).
     #[error("{0}")]
     Store(StoreError),
@@ -86,6 +114,17 @@ impl Error {
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |cause| Error::HostIo { what, path, cause }
+    }
+
+    /// Whether this is a full disk: [`Error::DiskFull`], or an ENOSPC met on the way.
+    pub fn is_disk_full(&self) -> bool {
+        let enospc = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::HostIo { cause, .. } | Error::Io(cause) => enospc(cause),
+            Error::Store(e) => e.is_full(),
+            _ => false,
+        }
     }
 
     /// The guest-side error kind, for file operations.
@@ -125,6 +164,17 @@ impl From<StoreError> for Error {
             StoreError::InvalidTransition { id, from, to } => match to.parse::<State>() {
                 Ok(to) => Error::InvalidTransition { id, from, to },
                 Err(_) => Error::Store(StoreError::InvalidTransition { id, from, to }),
+            },
+            StoreError::InsufficientMemory {
+                id,
+                requested_mib,
+                committed_mib,
+                budget_mib,
+            } => Error::InsufficientMemory {
+                id,
+                requested_mib,
+                committed_mib,
+                budget_mib,
             },
             e => Error::Store(e),
         }

@@ -15,9 +15,11 @@
 //! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `state_dir`, `paths`, `error` |
 //! | 3 | [`agent`]: the guest agent client | `exec`, `error` |
 //! | 3 | [`vmm`]: the `kiln-vmm` launcher | `fc`, `process`, `paths` |
+//! | 3 | [`memory`]: the memory budget and its admission | `store`, `error` |
 //! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `error` |
 //! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec` |
 //! | 0 | [`store`]: the SQLite state store (sandboxes, lifecycle [`State`], events, the catalog of snapshots and images) | nothing of kiln |
+//! | 0 | [`kmsg`]: OOM kills in the kernel log | nothing of kiln |
 //! | 0 | [`exec`], [`fc`], [`process`], [`paths`], [`vmm_metrics`]: plain types, the Firecracker-API client, processes, file locations, reading kiln-vmm's metrics file | nothing of kiln |
 
 pub mod agent;
@@ -25,6 +27,8 @@ pub mod backend;
 pub mod error;
 pub mod exec;
 pub mod fc;
+pub mod kmsg;
+pub mod memory;
 pub mod paths;
 pub mod process;
 pub mod sandbox;

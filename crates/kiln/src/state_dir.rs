@@ -59,6 +59,59 @@ pub fn store() -> Result<Arc<Store>> {
     Ok(s)
 }
 
+/// What [`check_room`] keeps free beyond an operation's own files: logs, records, the
+/// store's growth, and room to allocate the store's reserve again.
+pub const ROOM_MARGIN: u64 = crate::store::reserve::RESERVE_BYTES;
+
+/// Bytes free on the state directory's filesystem (`u64::MAX` if it cannot be told).
+pub fn free_bytes() -> Result<u64> {
+    Ok(crate::store::reserve::free_bytes(&state_dir()?).unwrap_or(u64::MAX))
+}
+
+/// Whether the state directory's filesystem is (nearly) full: less than the store's
+/// reserve is free.
+pub fn low_on_space() -> bool {
+    free_bytes().is_ok_and(|f| f < crate::store::reserve::RESERVE_BYTES)
+}
+
+/// Refuses `what` early, before it creates anything, when the state directory's
+/// filesystem has less than `needed` bytes plus [`ROOM_MARGIN`] free.
+pub fn check_room(what: &str, needed: u64) -> Result<()> {
+    let free = free_bytes()?;
+    let want = needed.saturating_add(ROOM_MARGIN);
+    if free >= want {
+        return Ok(());
+    }
+    Err(Error::DiskFull {
+        what: what.into(),
+        path: state_dir()?,
+        free_mib: free >> 20,
+        needed_mib: Some(want.div_ceil(1 << 20)),
+    })
+}
+
+/// `e` as [`Error::DiskFull`] for `what` if it is an ENOSPC, else unchanged.
+pub fn disk_full_as(what: &str, e: Error) -> Error {
+    if !e.is_disk_full() || matches!(e, Error::DiskFull { .. }) {
+        return e;
+    }
+    match state_dir() {
+        Ok(path) => Error::DiskFull {
+            what: what.into(),
+            free_mib: crate::store::reserve::free_bytes(&path).unwrap_or(0) >> 20,
+            path,
+            needed_mib: None,
+        },
+        Err(_) => e,
+    }
+}
+
+/// The bytes a file really occupies (its allocated blocks; 0 if it is missing).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -49,6 +49,35 @@ fn library_errors_map_to_stable_codes_and_statuses() {
             "agent_unavailable",
         ),
         (Error::BadSnapshot("bad".into()), 422, "bad_snapshot"),
+        (
+            Error::InsufficientMemory {
+                id: id(),
+                requested_mib: 288,
+                committed_mib: 800,
+                budget_mib: 864,
+            },
+            409,
+            "insufficient_memory",
+        ),
+        (
+            Error::DiskFull {
+                what: "x".into(),
+                path: "/s".into(),
+                free_mib: 0,
+                needed_mib: Some(8),
+            },
+            507,
+            "disk_full",
+        ),
+        (
+            Error::HostIo {
+                what: "cannot write",
+                path: "/s/x".into(),
+                cause: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+            507,
+            "disk_full",
+        ),
         (Error::Protocol("x".into()), 500, "internal"),
         (
             Error::Vmm {

@@ -2,6 +2,7 @@
 //! latency) and what it samples per sandbox at scrape time ([`sandbox`]), in the
 //! Prometheus text format ([`text`]). Metric names are listed in docs/API.md.
 
+pub mod memory;
 pub mod sandbox;
 pub mod text;
 

@@ -8,7 +8,7 @@ use super::{blocking, json};
 use crate::api::Health;
 use crate::app::AppState;
 use crate::errors::ApiError;
-use crate::metrics::sandbox;
+use crate::metrics::{memory, sandbox};
 
 pub async fn health() -> Response {
     json(
@@ -33,7 +33,10 @@ pub async fn openapi() -> Response {
 /// exposition.
 pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let samples = blocking(|| Ok(sandbox::collect()?)).await?;
-    let mut r = app.metrics.render(&samples).into_response();
+    let mem = blocking(|| Ok(memory::collect()?)).await?;
+    let mut text = app.metrics.render(&samples);
+    memory::render(&mut text, &mem);
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -45,6 +45,12 @@ impl Sandbox {
                 "fork of {n} children: use 1 to 1000"
             )));
         }
+        // The snapshot the children start from (removed after), and their disk layers.
+        let disks = self.snapshot_room() - (self.record.memory_mib << 20);
+        crate::state_dir::check_room(
+            &format!("a fork of sandbox {}", self.id),
+            self.snapshot_room() + disks * n as u64,
+        )?;
         let t0 = Instant::now();
         let tmp = fork_dir(self);
         // Recorded before the folder exists: a forker killed from here on leaves a

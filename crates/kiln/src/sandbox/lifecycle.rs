@@ -122,6 +122,9 @@ impl Sandbox {
     }
 
     fn remove_inner(&mut self) -> Result<()> {
+        if crate::state_dir::low_on_space() {
+            self.free_own_files();
+        }
         if matches!(self.state(), State::Running | State::Paused | State::Failed) {
             self.stop()?;
         }
@@ -145,7 +148,44 @@ impl Sandbox {
         }
         self.removed = true;
         crate::backend::jail::release(&self.dir);
-        self.dir.remove()
+        self.dir.remove()?;
+        // Space came free: the store's reserve is allocated again if it was used.
+        store.ensure_reserve();
+        Ok(())
+    }
+
+    /// On a full disk, a removal frees this sandbox's space before it writes to the
+    /// store: its VMM is killed (no graceful stop: it is being removed, and a guest
+    /// cannot shut down cleanly without room anyway), its disk layers, sockets and logs
+    /// are deleted, and only then is the row marked failed with why. If the store still
+    /// cannot commit, it uses its reserve (see [`crate::store::reserve`]).
+    fn free_own_files(&mut self) {
+        tracing::warn!(
+            "sandbox {}: the state directory's filesystem is full; killing its VMM and              deleting its files before removing it",
+            self.id
+        );
+        if let Some(mut c) = self.child.take() {
+            crate::process::kill_if_running(&mut c);
+        }
+        super::registry::kill_vmms(&self.dir, self.record.pid);
+        super::registry::clean_runtime_files(&self.dir);
+        for f in [
+            self.dir.console_log(),
+            self.dir.vmm_log(),
+            self.dir.metrics(),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Ok(store) = crate::state_dir::store() {
+            let up = [
+                State::Creating,
+                State::Running,
+                State::Paused,
+                State::Stopping,
+            ];
+            let why = "removed on a full disk: its VMM was killed and its files deleted first";
+            let _ = store.transition(&self.id, &up, State::Failed, Some(why));
+        }
     }
 }
 

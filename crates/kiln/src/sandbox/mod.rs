@@ -191,6 +191,12 @@ impl SandboxBuilder {
             }
             None => state::new_id(),
         };
+        // Refused before anything exists: no folder, row or disk layer.
+        let layer = match &img {
+            Image::Disk { .. } => state::allocated(&image::scratch_template()?),
+            _ => 0,
+        };
+        state::check_room(&format!("creating sandbox {id}"), layer)?;
         img.record()?;
         let dir = Dir::of(&state::state_dir()?, &id);
         dir.create(&id)?;
@@ -226,7 +232,10 @@ impl SandboxBuilder {
             sb.removed = true;
             crate::backend::jail::release(&sb.dir);
             let _ = sb.dir.remove();
-            return Err(e);
+            return Err(state::disk_full_as(
+                &format!("creating sandbox {}", sb.id),
+                e,
+            ));
         }
         // From here on a failure marks the row failed, then Drop removes the folder,
         // the VMM and the row.
@@ -254,6 +263,7 @@ impl SandboxBuilder {
                 }
             });
         if let Err(e) = started {
+            let e = state::disk_full_as(&format!("creating sandbox {}", sb.id), e);
             sb.mark_create_failed(&e);
             sb.detach = false;
             return Err(e);

@@ -88,6 +88,20 @@ impl Sandbox {
         }
     }
 
+    /// Bytes a snapshot of this sandbox writes at most: its memory and its disk layers.
+    pub(super) fn snapshot_room(&self) -> u64 {
+        let mut bytes = self.record.memory_mib << 20;
+        if let Ok(rd) = std::fs::read_dir(&self.dir.path) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n == "scratch.ext4" || (n.starts_with("disk-") && n.ends_with(".img")) {
+                    bytes += crate::state_dir::allocated(&e.path());
+                }
+            }
+        }
+        bytes
+    }
+
     /// Takes a named snapshot (a generated name if None) and seals it (SHA-256 of memory
     /// and disk, computed after the sandbox runs again). The sandbox keeps running.
     pub fn snapshot(&mut self, name: Option<&str>) -> Result<Snapshot> {
@@ -101,6 +115,10 @@ impl Sandbox {
             || format!("snap-{}", &crate::state_dir::new_id()[3..]),
             String::from,
         );
+        crate::state_dir::check_room(
+            &format!("a snapshot of sandbox {}", self.id),
+            self.snapshot_room(),
+        )?;
         // Written under a temporary name (which names this process) and renamed into
         // place once sealed: a taker killed midway leaves no half snapshot under `name`.
         let dir = Snapshot::reserve(&name)?;

@@ -101,6 +101,11 @@ pub(crate) fn how_it_ended(dir: &Dir, pid: u32) -> Ended {
         (None, Some(m)) => return Ended::Guest(m.to_string()),
         _ => {}
     }
+    // Killed by the kernel for memory: the kernel log says so (logged after its start).
+    let since = dir.load("").map(|r| r.vmm_start).unwrap_or(0);
+    if let Some(oom) = crate::kmsg::find_oom_kill(pid, crate::kmsg::ticks_to_us(since)) {
+        return Ended::Failed(format!("the VMM (pid {pid}) was {}", oom.describe()));
+    }
     let how = ended.map_or_else(
         || "exited unexpectedly".to_string(),
         |e| format!("exited unexpectedly ({e})"),
@@ -168,7 +173,8 @@ impl Sandbox {
         row.max_lifetime_ms = ms(limits.max_lifetime);
         row.snapshot = self.record.snapshot.clone();
         row.parent = self.record.parent.clone();
-        Ok(store()?.insert_sandbox(&row)?)
+        let limit = crate::memory::limit()?;
+        Ok(store()?.insert_sandbox_within(&row, Some(&limit))?)
     }
 
     /// Replaces the row's labels and limits.

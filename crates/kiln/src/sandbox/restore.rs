@@ -73,6 +73,12 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
         }
         None => state::new_id(),
     };
+    let disks: u64 = src
+        .disks
+        .iter()
+        .map(|(_, copy)| state::allocated(copy))
+        .sum();
+    state::check_room(&format!("restoring sandbox {id}"), disks)?;
     let dir = Dir::of(&state::state_dir()?, &id);
     dir.create(&id)?;
     let m = &src.meta;

@@ -72,6 +72,30 @@ pub enum StoreError {
     },
 
     #[error(
+        "the state directory's filesystem is full ({op}: {source}); free space there (`kiln rm` \
+         sandboxes and `kiln snapshot rm` snapshots you do not need) or use a state directory \
+         on a larger filesystem (KILN_STATE_DIR)"
+    )]
+    Full {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error(
+        "not enough memory for sandbox {id:?}: it needs {requested_mib} MiB (its memory plus \
+         the VMM's overhead), {committed_mib} MiB of the budget of {budget_mib} MiB are \
+         committed to other sandboxes; remove sandboxes you do not need, ask for less \
+         (--memory), or raise the budget with KILN_MEMORY_BUDGET_MIB"
+    )]
+    InsufficientMemory {
+        id: String,
+        requested_mib: u64,
+        committed_mib: u64,
+        budget_mib: u64,
+    },
+
+    #[error(
         "state database error ({op}): {source}; if it says the file is corrupt, move kiln.db \
          aside (the sandboxes' folders stay) or use another state directory"
     )]
@@ -91,7 +115,21 @@ impl StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Busy { op, source }
             }
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full { op, source },
             _ => StoreError::Db { op, source },
+        }
+    }
+
+    /// Whether the disk was full (SQLite's SQLITE_FULL: its VFS maps ENOSPC to it).
+    pub fn is_full(&self) -> bool {
+        let src = match self {
+            StoreError::Full { .. } => return true,
+            StoreError::Db { source, .. } | StoreError::Open { source, .. } => source,
+            _ => return false,
+        };
+        match src {
+            rusqlite::Error::SqliteFailure(f, _) => f.code == rusqlite::ErrorCode::DiskFull,
+            _ => false,
         }
     }
 }

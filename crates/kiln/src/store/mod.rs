@@ -22,12 +22,20 @@
 //!   cleanup that fails after the stop). Deleting a record needs `stopped` or `failed`.
 //! - `transition`'s `from` is the caller's expectation and is narrowed by [`allowed`], so
 //!   a wrong `from` list cannot bypass the state machine.
-//! - The store indexes files (snapshot dirs, images) but never creates or removes them.
+//! - The store indexes files (snapshot dirs, images) but never creates or removes them,
+//!   except its reserve (`<state dir>/.reserve`, [`reserve`]): on a full disk a write
+//!   (or the opening of the WAL) that fails is retried once after deleting it, so a
+//!   removal can commit and free space.
+//! - Memory admission ([`Store::insert_sandbox_within`]): the sum of the memory of the
+//!   sandboxes that hold some and the insertion of a new `creating` row happen in one
+//!   IMMEDIATE transaction, so concurrent creates cannot all pass a budget.
 
 pub mod catalog;
 mod error;
 mod events;
 mod lifecycle;
+mod memory;
+pub mod reserve;
 mod sandboxes;
 pub mod schema;
 mod state;
@@ -43,6 +51,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub use catalog::{ImageRow, SnapshotRow};
 pub use error::{Result, StoreError};
 pub use events::Event;
+pub use memory::MemoryLimit;
 pub use sandboxes::{Operation, SandboxFilter, SandboxRow};
 pub use schema::SCHEMA_VERSION;
 pub use state::{allowed, deletable, SbState, UnknownState};
@@ -56,6 +65,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    reserve: PathBuf,
 }
 
 impl Store {
@@ -63,6 +73,37 @@ impl Store {
     /// and migrates it to [`SCHEMA_VERSION`]. The directory must exist.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        let reserve = reserve::reserve_path(&path);
+        let conn = match Store::connect(&path) {
+            // A full disk may keep SQLite from creating its -wal and -shm files: give
+            // it the reserve and try once more.
+            Err(_) if Store::low_on_space(&reserve) && reserve::release(&reserve) => {
+                Store::connect(&path)?
+            }
+            r => r?,
+        };
+        reserve::ensure(&reserve);
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            reserve,
+        })
+    }
+
+    /// Whether the filesystem of the reserve has less than the reserve's size free.
+    fn low_on_space(reserve: &Path) -> bool {
+        let dir = reserve.parent().unwrap_or(Path::new("."));
+        reserve::free_bytes(dir).is_ok_and(|f| f < reserve::RESERVE_BYTES)
+    }
+
+    /// Allocates the reserve again if it was released and there is room now (see
+    /// [`reserve::ensure`]); whether it is in place.
+    pub fn ensure_reserve(&self) -> bool {
+        reserve::ensure(&self.reserve)
+    }
+
+    fn connect(path: &Path) -> Result<Connection> {
+        let path = path.to_path_buf();
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -92,10 +133,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         schema::migrate(&mut conn, &path)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            path,
-        })
+        Ok(conn)
     }
 
     /// The database file.
@@ -110,15 +148,30 @@ impl Store {
     }
 
     /// Runs `f` in an IMMEDIATE transaction and commits if it returns `Ok`; an `Err` (or a
-    /// panic) rolls everything back.
-    fn write<T>(&self, op: &'static str, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    /// panic) rolls everything back. A full disk releases the reserve and runs it once more.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        mut f: impl FnMut(&Transaction) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::db(op))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(StoreError::db(op))?;
-        Ok(out)
+        let mut once = |conn: &mut Connection| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::db(op))?;
+            let out = f(&tx)?;
+            tx.commit().map_err(StoreError::db(op))?;
+            Ok::<T, StoreError>(out)
+        };
+        match once(&mut conn) {
+            Err(e) if e.is_full() && reserve::release(&self.reserve) => once(&mut conn),
+            r => r,
+        }
+    }
+
+    /// The folder that holds the database (the state directory).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 }
 

@@ -169,12 +169,26 @@ impl Store {
     /// Records a new sandbox and appends a `created` event. `AlreadyExists` if the id is
     /// taken (by a sandbox in any state).
     pub fn insert_sandbox(&self, row: &SandboxRow) -> Result<()> {
+        self.insert_sandbox_within(row, None)
+    }
+
+    /// [`Store::insert_sandbox`], admitted against `limit` in the same transaction:
+    /// `InsufficientMemory` if the row's memory plus what the sandboxes holding memory
+    /// have committed would exceed the budget (see [`super::MemoryLimit`]).
+    pub fn insert_sandbox_within(
+        &self,
+        row: &SandboxRow,
+        limit: Option<&super::MemoryLimit>,
+    ) -> Result<()> {
         let metadata = if row.metadata.is_empty() {
             None
         } else {
             Some(serde_json::to_string(&row.metadata).expect("string maps serialise"))
         };
         self.write("insert a sandbox", |tx| {
+            if let Some(limit) = limit {
+                limit.admit(tx, &row.id, row.memory_mib.unwrap_or(0))?;
+            }
             let r = tx.execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) VALUES \

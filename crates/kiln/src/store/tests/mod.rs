@@ -12,6 +12,7 @@ use SbState::*;
 mod catalog;
 mod concurrency;
 mod events;
+mod memory;
 mod sandboxes;
 
 /// A fresh directory under the temp dir for one test's database; removed on drop.
