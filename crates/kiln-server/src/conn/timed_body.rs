@@ -148,7 +148,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_times_out_and_a_flowing_one_does_not() {
-        let (mut tx, rx) = futures_channel_like();
+        let (tx, rx) = futures_channel_like();
         let body = Body::new(TimedBody::new(
             Body::from_stream(rx),
             Duration::from_secs(30),
