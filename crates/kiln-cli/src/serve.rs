@@ -44,6 +44,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         listen,
         token_file: a.token_file,
         allow_non_loopback: a.allow_non_loopback,
+        limits: None,
     })?;
     Ok(0)
 }

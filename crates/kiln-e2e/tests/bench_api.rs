@@ -10,7 +10,7 @@ fn bench_api_reports_no_errors_and_no_leftovers() {
     if !require_kvm("bench_api") {
         return;
     }
-    let v = bench_json(&["api", "-n", "6", "--clients", "3"]);
+    let v = bench_json(&["api", "-n", "6", "--clients", "3", "--idle-flood", "2000"]);
     assert_eq!(
         (v["errors"].as_u64(), v["leaked"].as_u64()),
         (Some(0), Some(0)),
@@ -43,6 +43,15 @@ fn bench_api_reports_no_errors_and_no_leftovers() {
     ] {
         assert!(v[r].as_f64().is_some_and(|x| x > 0.0), "{r}: {v}");
     }
+    // The loaded run again under 2000 idle connections without a token: served, no error.
+    let f = &v["idle_flood"];
+    assert_eq!(f["api"]["errors"].as_u64(), Some(0), "{v}");
+    assert_eq!(f["api"]["create_ms"]["n"].as_u64(), Some(6), "{v}");
+    assert_eq!(f["flood"]["connections"].as_u64(), Some(2000), "{v}");
+    assert!(
+        f["flood"]["open_max"].as_u64().is_some_and(|n| n >= 1000),
+        "{v}"
+    );
     let leaks = &v["leaks"];
     assert!(
         leaks["rows"].as_array().is_some_and(|a| a.is_empty()),

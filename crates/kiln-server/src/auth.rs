@@ -1,7 +1,8 @@
 //! Bearer-token authentication. The token is 32 random bytes in hex, kept in a file
 //! (default `<state dir>/token`) created with mode 0600 on the first start and reused
 //! after. Every request except `GET /v1/health` must carry
-//! `Authorization: Bearer <token>`; otherwise the answer is 401 `unauthorized`.
+//! `Authorization: Bearer <token>`; otherwise the answer is 401 `unauthorized`. A
+//! connection that carried a request with the right token is marked authenticated.
 
 use std::fs;
 use std::io::Write;
@@ -166,7 +167,13 @@ pub async fn require_token(State(token): State<Token>, req: Request, next: Next)
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     match presented {
-        Some(t) if token.matches(t) => next.run(req).await,
+        Some(t) if token.matches(t) => {
+            // Its connection is now spared when the server makes room (crate::conn).
+            if let Some(c) = req.extensions().get::<crate::conn::registry::ConnMark>() {
+                c.authenticated();
+            }
+            next.run(req).await
+        }
         found => {
             let why = if found.is_some() {
                 "the bearer token is wrong"

@@ -47,6 +47,12 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// A request body that stalled (crate::conn::timed_body); the connection is closed
+    /// after the answer, since the rest of the body may still come.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
     pub fn not_found(id: &str) -> Self {
         kiln::Error::NotFound { id: id.into() }.into()
     }
@@ -142,6 +148,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         r
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! - [`JsonBody`]: a JSON body, whatever the `Content-Type` (so `curl -d` works). An
 //!   empty body reads as `{}`. Malformed JSON, a missing or unknown field: 400
-//!   `bad_request`; a body over the limit: 413 `payload_too_large`.
+//!   `bad_request`; a body over the limit, or larger than the server's whole body
+//!   memory budget: 413 `payload_too_large`; a body that stalls: 408 `request_timeout`.
+//!   Before reading, it waits for its share of the budget (crate::conn::budget): twice
+//!   the body's `Content-Length` (the bytes and what is parsed from them), or the most a
+//!   body may take when there is none; the share comes with the value.
 //! - [`Q`]: query parameters; a malformed one: 400 `bad_request`.
 //! - [`SandboxId`]: the `{id}` path segment. An id that cannot name a sandbox (bad
 //!   characters, too long) is a sandbox that does not exist: 404 `not_found`, as for
@@ -12,48 +16,95 @@
 //!   a `/`, which the library would read as a directory path) is 404
 //!   `snapshot_not_found`.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use crate::app::BODY_LIMIT;
+use crate::conn::budget::{BodyBudget, Charge};
+use crate::conn::timed_body::is_body_timeout;
 use crate::errors::ApiError;
 
-/// A JSON request body (see the module docs).
-pub struct JsonBody<T>(pub T);
+/// A JSON request body and its share of the body memory budget (see the module docs):
+/// keep the share as long as large parts of the value live (an exec's stdin).
+pub struct JsonBody<T>(pub T, pub Charge);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if len.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Err(too_large());
+        }
+        let mut charge = match req.extensions().get::<BodyBudget>() {
+            Some(b) => {
+                // Without a length, the most a body may take, capped at the budget.
+                let want = len.map_or((2 * BODY_LIMIT as u64).min(b.bytes()), |n| 2 * n);
+                b.reserve(want).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the request body needs {} MiB of the server's body memory budget, which is {} MiB (KILN_SERVE_BODY_MEMORY_MIB); send a smaller body, or raise the budget",
+                            e.needed.div_ceil(1 << 20),
+                            e.budget >> 20
+                        ),
+                    )
+                })?
+            }
+            None => Charge::none(),
+        };
+        let bytes = read_body(req.into_body(), len).await?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+        let parsed = serde_json::from_slice(text)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")));
+        let size = bytes.len() as u64;
+        drop(bytes);
+        // The bytes are gone; what was parsed out of them is at most as large.
+        charge.shrink_to(size);
+        Ok(JsonBody(parsed?, charge))
     }
 }
 
-fn body_rejection(r: BytesRejection) -> ApiError {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "the request body is larger than {} bytes",
-                crate::app::BODY_LIMIT
-            ),
-        )
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {BODY_LIMIT} bytes"),
+    )
+}
+
+/// The body's bytes, in one buffer sized by `Content-Length` when there is one.
+async fn read_body(body: Body, len: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::with_capacity(len.unwrap_or(0).min(BODY_LIMIT as u64) as usize);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| body_error(&e))?;
+        if buf.len() + chunk.len() > BODY_LIMIT {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A request body that could not be read: 408 if it stalled, else 400.
+pub fn body_error(e: &axum::Error) -> ApiError {
+    if is_body_timeout(e) {
+        ApiError::request_timeout(e.to_string())
     } else {
-        ApiError::bad_request(format!("cannot read the request body: {}", r.body_text()))
+        ApiError::bad_request(format!("cannot read the request body: {e}"))
     }
 }
 
@@ -115,7 +166,6 @@ async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

@@ -4,8 +4,9 @@
 //! beyond counters: sandboxes are detached VMM processes recorded in the store, so
 //! they keep running when it stops and a new server adopts them.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,8 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::auth::{self, Token};
 use crate::children::Children;
+use crate::conn::limits::{Limits, LimitsError};
+use crate::conn::{self, Listener};
 use crate::metrics::ServerMetrics;
 use crate::router::router;
 
@@ -33,7 +36,16 @@ pub struct ServeOptions {
     /// The token file (default `<state dir>/token`).
     pub token_file: Option<PathBuf>,
     pub allow_non_loopback: bool,
+    /// Connection limits and timeouts (default: [`Limits::from_env`]).
+    pub limits: Option<Limits>,
 }
+
+/// Descriptors kept for everything but client connections (the store, agent
+/// connections, VMM sockets) when the open-file limit caps the connection count.
+const FD_RESERVE: usize = 512;
+
+/// The listen backlog: a burst of connections waits in the kernel, not refused there.
+const BACKLOG: i32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -53,6 +65,8 @@ pub enum ServeError {
     Reconcile(tokio::task::JoinError),
     #[error(transparent)]
     Kiln(#[from] kiln::Error),
+    #[error("{0}")]
+    Limits(#[from] LimitsError),
 }
 
 fn io_err(
@@ -103,6 +117,11 @@ pub async fn run(
             return Err(ServeError::NonLoopback(addr));
         }
     }
+    let mut limits = match opts.limits {
+        Some(l) => l,
+        None => Limits::from_env()?,
+    };
+    limits.fit_to_fd_limit(FD_RESERVE);
     let state_dir = kiln::state_dir::state_dir()?;
     let token_path = opts.token_file.unwrap_or_else(|| state_dir.join("token"));
     let token = auth::load_or_create(&token_path)?;
@@ -143,21 +162,17 @@ pub async fn run(
     };
     let routes = router(app.clone(), Token::new(token));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let mut servers = vec![tokio::spawn(
-        axum::serve(unix, routes.clone())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    )];
-    if let Some(l) = tcp {
-        servers.push(tokio::spawn(
-            axum::serve(l, routes)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        ));
+    let mut listeners = vec![Listener::Unix(unix)];
+    listeners.extend(tcp.map(Listener::Tcp));
+    for l in &listeners {
+        let fd = match l {
+            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
+        };
+        // SAFETY: listen on a socket we own that already listens only resizes its backlog.
+        unsafe { libc::listen(fd, BACKLOG) };
     }
+    let server = tokio::spawn(conn::serve(listeners, routes, limits, stop_rx.clone()));
     let reaper = tokio::spawn(reap_every_second(app.children.clone(), stop_rx));
 
     shutdown.await;
@@ -165,9 +180,7 @@ pub async fn run(
     app.shutdown.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN, async {
-        for s in servers {
-            let _ = s.await;
-        }
+        let _ = server.await;
         let _ = reaper.await;
     })
     .await;

@@ -7,6 +7,9 @@
 //! the loaded run would mostly measure the load: with C clients on few CPUs every
 //! operation waits for the others.)
 //!
+//! With `--idle-flood N` the loaded run is repeated while N connections without a token
+//! sit idle on the server ([`super::flood`]): the errors of that run must be zero too.
+//!
 //! Without `--remote` it starts its own `kiln serve` (a child of this binary) with a
 //! private state directory under the temp dir, which the library baseline shares. With
 //! `--remote URL` it measures that server; leftovers there are counted among the
@@ -20,10 +23,11 @@ use kiln_server::client::{Client, ListFilter};
 use serde_json::{json, Value};
 
 use super::cycle::{drive, Api, Library, Measured};
+use super::flood::Flood;
 use super::leaks::{self, Scope};
 use super::own_server::OwnServer;
 use super::sandbox::ratio;
-use super::stats::summary;
+use super::stats::{percentile, summary};
 
 #[derive(clap::Args)]
 pub struct ApiBenchArgs {
@@ -43,6 +47,11 @@ pub struct ApiBenchArgs {
     /// through the API (default: n/10, at least 4).
     #[arg(long, value_name = "N")]
     baseline: Option<usize>,
+    /// Also run the loaded cycle again while N connections without a token sit idle on
+    /// the server (reopened as fast as the server closes them); reports both runs and
+    /// their ratio.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    idle_flood: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -105,6 +114,14 @@ fn measure(a: &ApiBenchArgs, remote: Option<Client>, tmp: &Path, state: &Path) -
     };
     let unloaded = drive(&api, base_n, 1, dots);
     let measured = drive(&api, a.n, a.clients, dots);
+    let flooded = match a.idle_flood {
+        0 => None,
+        n => {
+            let flood = Flood::start(api.client.url(), n)?;
+            let m = drive(&api, a.n, a.clients, dots);
+            Some((m, flood.stop()))
+        }
+    };
     if dots {
         eprintln!();
     }
@@ -149,6 +166,17 @@ fn measure(a: &ApiBenchArgs, remote: Option<Client>, tmp: &Path, state: &Path) -
     for m in [&measured, &unloaded, &base] {
         errors.extend(m.errors.iter().cloned());
     }
+    let flood = flooded.map_or(Value::Null, |(m, tally)| {
+        errors.extend(m.errors.iter().cloned());
+        json!({
+            "flood": tally,
+            "api": phase(&m, a.n, a.clients),
+            "ratio_over_api_create_p50": ratio(&m.create, &measured.create),
+            "ratio_over_api_exec_p50": ratio(&m.exec, &measured.exec),
+            "ratio_over_api_create_p99": ratio_p99(&m.create, &measured.create),
+            "ratio_over_api_exec_p99": ratio_p99(&m.exec, &measured.exec),
+        })
+    });
     Ok(json!({
         "server": if own_server { "own" } else { "remote" },
         "url": api.client.url(),
@@ -161,6 +189,7 @@ fn measure(a: &ApiBenchArgs, remote: Option<Client>, tmp: &Path, state: &Path) -
         "library_baseline": phase(&base, base_n, 1),
         "ratio_api_over_library_create_p50": ratio(&unloaded.create, &base.create),
         "ratio_api_over_library_exec_p50": ratio(&unloaded.exec, &base.exec),
+        "idle_flood": flood,
         "errors": errors.len(),
         "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
         "leaked": leaked,
@@ -170,6 +199,15 @@ fn measure(a: &ApiBenchArgs, remote: Option<Client>, tmp: &Path, state: &Path) -
             "server": server,
         },
     }))
+}
+
+fn ratio_p99(a: &[f64], b: &[f64]) -> Value {
+    let r = percentile(a, 99.0).unwrap_or(f64::NAN) / percentile(b, 99.0).unwrap_or(f64::NAN);
+    if r.is_finite() {
+        json!((r * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
 }
 
 /// Figures of one run of the cycle.
@@ -219,6 +257,30 @@ fn print_text(r: &Value) {
         "API / library p50, one client each: create {}, exec {}",
         r["ratio_api_over_library_create_p50"], r["ratio_api_over_library_exec_p50"]
     );
+    let f = &r["idle_flood"];
+    if !f.is_null() {
+        let p = &f["api"];
+        println!(
+            "API under an idle flood ({}): wall {} s, {} errors",
+            f["flood"], p["wall_s"], p["errors"]
+        );
+        for op in ["create_ms", "exec_ms", "delete_ms"] {
+            println!(
+                "  {:<10} p50 {:>9.1} ms  p99 {:>9.1} ms  (n = {})",
+                op.trim_end_matches("_ms"),
+                p[op]["p50"].as_f64().unwrap_or(f64::NAN),
+                p[op]["p99"].as_f64().unwrap_or(f64::NAN),
+                p[op]["n"]
+            );
+        }
+        println!(
+            "flood / no flood: create p50 {} p99 {}, exec p50 {} p99 {}",
+            f["ratio_over_api_create_p50"],
+            f["ratio_over_api_create_p99"],
+            f["ratio_over_api_exec_p50"],
+            f["ratio_over_api_exec_p99"]
+        );
+    }
     println!("errors: {}", r["errors"]);
     for e in r["first_errors"].as_array().into_iter().flatten() {
         println!("  {}", e.as_str().unwrap_or_default());

@@ -4,6 +4,7 @@
 pub mod api;
 mod boot;
 mod cycle;
+mod flood;
 mod leaks;
 mod own_server;
 mod procstat;

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{json, secs};
 use crate::api::{ExecLine, ExecRequest, ExecResult, OutputEncoding};
 use crate::app::AppState;
+use crate::conn::budget::Charge;
 use crate::errors::ApiError;
 use crate::extract::{JsonBody, SandboxId, Q};
 use crate::metrics::{ExecStatus, ServerMetrics};
@@ -46,12 +47,14 @@ pub async fn exec(
     State(app): State<AppState>,
     SandboxId(id): SandboxId,
     Q(params): Q<ExecParams>,
-    JsonBody(req): JsonBody<ExecRequest>,
+    JsonBody(req, charge): JsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
     let (opts, stdin) = options(req)?;
     let (tx, rx) = mpsc::channel::<ExecLine>(64);
     let (started_tx, started_rx) = oneshot::channel();
     let metrics = app.metrics.clone();
+    // The stdin bytes keep their share of the body memory budget until they are sent.
+    let stdin = stdin.map(|s| (s, charge));
     tokio::task::spawn_blocking(move || run(id, opts, stdin, started_tx, tx, &metrics));
     started_rx
         .await
@@ -87,7 +90,7 @@ fn options(req: ExecRequest) -> Result<(ExecOptions, Option<Vec<u8>>), ApiError>
 fn run(
     id: String,
     opts: ExecOptions,
-    stdin: Option<Vec<u8>>,
+    stdin: Option<(Vec<u8>, Charge)>,
     started: oneshot::Sender<Result<(), ApiError>>,
     tx: mpsc::Sender<ExecLine>,
     metrics: &Arc<ServerMetrics>,
@@ -101,13 +104,15 @@ fn run(
             return;
         }
     };
-    if let Some(data) = stdin {
+    if let Some((data, charge)) = stdin {
         match stream.input() {
             // A thread of its own, so a command that writes before it reads all of its
             // stdin cannot deadlock against us.
             Ok(mut input) => {
                 std::thread::spawn(move || {
                     let _ = input.write_all(&data).and_then(|()| input.close());
+                    drop(data);
+                    drop(charge);
                 });
             }
             Err(e) => {

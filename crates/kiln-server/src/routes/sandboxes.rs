@@ -16,7 +16,7 @@ use crate::extract::{check_snapshot_name, JsonBody, SandboxId, Q};
 /// removed, reaped (idle timeout, max lifetime) or fails, whatever the server does.
 pub async fn create(
     State(app): State<AppState>,
-    JsonBody(req): JsonBody<CreateSandbox>,
+    JsonBody(req, _): JsonBody<CreateSandbox>,
 ) -> Result<Response, ApiError> {
     let from = req.from_snapshot.clone();
     let b = builder(req)?;
@@ -185,7 +185,7 @@ pub async fn stop(SandboxId(id): SandboxId) -> Result<Response, ApiError> {
 pub async fn fork(
     State(app): State<AppState>,
     SandboxId(id): SandboxId,
-    JsonBody(req): JsonBody<ForkRequest>,
+    JsonBody(req, _): JsonBody<ForkRequest>,
 ) -> Result<Response, ApiError> {
     let children = blocking(move || {
         let mut children = Sandbox::get(&id)?.fork(req.count)?;

@@ -22,7 +22,7 @@ use crate::extract::{JsonBody, SandboxId, SnapshotName};
 /// keeps running (or stays paused).
 pub async fn take(
     SandboxId(id): SandboxId,
-    JsonBody(req): JsonBody<SnapshotRequest>,
+    JsonBody(req, _): JsonBody<SnapshotRequest>,
 ) -> Result<Response, ApiError> {
     let snap = blocking(move || Ok(Sandbox::get(&id)?.snapshot(req.name.as_deref())?)).await?;
     Ok(json(StatusCode::CREATED, &snap.meta))
@@ -59,7 +59,7 @@ const MAX_POOL: usize = 1000;
 pub async fn pool(
     State(app): State<AppState>,
     SnapshotName(name): SnapshotName,
-    JsonBody(req): JsonBody<PoolRequest>,
+    JsonBody(req, _): JsonBody<PoolRequest>,
 ) -> Result<Response, ApiError> {
     if req.size > MAX_POOL {
         return Err(ApiError::invalid_input(format!(
@@ -121,7 +121,7 @@ pub async fn remove(SnapshotName(name): SnapshotName) -> Result<StatusCode, ApiE
 pub async fn restore(
     State(app): State<AppState>,
     SnapshotName(name): SnapshotName,
-    JsonBody(req): JsonBody<RestoreRequest>,
+    JsonBody(req, _): JsonBody<RestoreRequest>,
 ) -> Result<Response, ApiError> {
     let mut b = Sandbox::builder().from_snapshot(name).detach(true);
     if let Some(id) = req.id {

@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::conn::timed_body::is_body_timeout;
 use crate::errors::ApiError;
 
 /// Chunks in flight per transfer.
@@ -37,7 +38,8 @@ impl Read for BodyReader {
 }
 
 /// Runs `consume` on the blocking pool with `body` as its reader, and returns its result.
-/// A body that breaks off (the client left) is a read error for `consume`.
+/// A body that breaks off (the client left) is a read error for `consume`; one that
+/// stalls past the body timeout is answered 408 `request_timeout`.
 pub async fn consume_body<T, F>(body: Body, consume: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
@@ -52,8 +54,14 @@ where
         consume(&mut r)
     });
     let mut chunks = body.into_data_stream();
+    let mut stalled = None;
     while let Some(chunk) = chunks.next().await {
-        let item = chunk.map_err(|e| io::Error::other(format!("reading the request body: {e}")));
+        let item = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                stalled = Some(ApiError::request_timeout(e.to_string()));
+            }
+            io::Error::other(format!("reading the request body: {e}"))
+        });
         let broken = item.is_err();
         // A closed receiver: `consume` is done (it failed early); its error says why.
         if tx.send(item).await.is_err() || broken {
@@ -61,8 +69,14 @@ where
         }
     }
     drop(tx);
-    job.await
-        .map_err(|e| ApiError::internal(format!("the worker thread failed: {e}")))?
+    let done = job
+        .await
+        .map_err(|e| ApiError::internal(format!("the worker thread failed: {e}")))?;
+    // A body that stalled is the client's doing, whatever the consumer made of it.
+    match stalled {
+        Some(e) => Err(e),
+        None => done,
+    }
 }
 
 enum Msg {
