@@ -173,9 +173,10 @@ pub fn on_memory_fs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
+    // SAFETY: a zeroed statfs is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: statfs writes into `st`, which is ours and large enough; `c` is a valid
     // NUL-terminated string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return false;
     }
