@@ -17,6 +17,10 @@ pub struct SandboxArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u64,
+    /// Limit the VMM to this many CPUs of time (its cgroup's cpu.max): 0.5 is half a
+    /// CPU; 0.01 up to --cpus. Without it, no quota.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_quota: Option<f64>,
     /// Restore this snapshot instead of booting (image, cpus and memory come from it;
     /// taken from its warm pool when one is filled: `kiln pool SNAP -n N`).
     #[arg(long, value_name = "SNAP")]
@@ -76,6 +80,9 @@ impl SandboxArgs {
             .cpus(self.cpus)
             .memory_mib(self.memory)
             .backend(&self.backend);
+        if let Some(q) = self.cpu_quota {
+            b = b.cpu_quota(q);
+        }
         if let Some(s) = self.idle_timeout {
             b = b.idle_timeout(Duration::from_secs(s));
         }

@@ -184,6 +184,14 @@ pub fn leftovers(state: &Path, running: &[&str]) -> Vec<String> {
     for r in rows.iter().filter(|r| !folders.contains(r)) {
         bad.push(format!("snapshot row {r} has no folder"));
     }
+    for (id, g) in kiln::cgroup::groups_of(state) {
+        if !running.contains(&id.as_str()) {
+            bad.push(format!(
+                "a cgroup was left for {id}: {}",
+                g.path().display()
+            ));
+        }
+    }
     bad
 }
 

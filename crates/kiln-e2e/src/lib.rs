@@ -212,6 +212,33 @@ pub fn sh(sb: &kiln::Sandbox, script: &str) -> kiln::ExecOutput {
         .unwrap_or_else(|e| panic!("sh -c {script:?}: {e}"))
 }
 
+/// What the sandbox's cgroup used at its peak, and the kinds of memory charged to it now
+/// (`memory.stat`: anon, file, shmem, kernel), in MiB; `None` without a group. The file
+/// and snapshot suites print it: the figures behind `kiln::cgroup::VMM_OVERHEAD_MIB`.
+pub fn cgroup_report(sb: &kiln::Sandbox) -> Option<String> {
+    let g = kiln::cgroup::Group::of(sb.dir().parent()?, sb.id());
+    let s = g.stats()?;
+    let stat = std::fs::read_to_string(g.path().join("memory.stat")).unwrap_or_default();
+    let mib = |b: u64| b >> 20;
+    let mut out = format!(
+        "cgroup {}: memory.max {} MiB, memory.peak {} MiB, memory.current {} MiB (guest {} MiB)",
+        g.path().display(),
+        s.memory_max.map_or(0, mib),
+        s.memory_peak.map_or(0, mib),
+        s.memory_current.map_or(0, mib),
+        sb.record().memory_mib
+    );
+    for line in stat.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            if ["anon", "file", "shmem", "kernel"].contains(&k) {
+                let v: u64 = v.trim().parse().unwrap_or(0);
+                out.push_str(&format!(", {k} {} MiB", mib(v)));
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;

@@ -43,6 +43,9 @@ fn a_512_mib_binary_file_round_trips_with_the_same_sha256() {
     std::fs::remove_file(&src).unwrap();
     let back = dir.path("back.bin");
     assert_eq!(sb.download("/data/big.bin", &back).unwrap(), 512 << 20);
+    if let Some(r) = kiln_e2e::cgroup_report(&sb) {
+        eprintln!("after the 512 MiB round trip: {r}");
+    }
     assert_eq!(sha256_file(&back), want);
 }
 

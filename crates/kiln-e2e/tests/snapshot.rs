@@ -53,6 +53,9 @@ fn restored_process_and_tmpfs_continue_and_the_parent_can_go() {
     assert!(counter_moves_past(&sb, 3));
     let before = count(&sb);
     let snap = sb.snapshot(Some(&name("restore"))).unwrap();
+    if let Some(r) = kiln_e2e::cgroup_report(&sb) {
+        eprintln!("after a snapshot: {r}");
+    }
     // The parent runs on and is then removed: the snapshot does not need it.
     assert_eq!(sb.state(), State::Running);
     sb.remove().unwrap();
@@ -69,6 +72,9 @@ fn restored_process_and_tmpfs_continue_and_the_parent_can_go() {
         "the counting process did not continue"
     );
     assert_eq!(sh(&r, "hostname").stdout_str().trim(), r.id());
+    if let Some(rep) = kiln_e2e::cgroup_report(&r) {
+        eprintln!("a restored sandbox: {rep}");
+    }
     let snap_name = snap.name().to_string();
     r.remove().unwrap();
     // The working-set recording Uffd restore, then one that prefetches it.

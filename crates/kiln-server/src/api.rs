@@ -40,6 +40,10 @@ pub struct CreateSandbox {
     pub cpus: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// CPUs of time per second the VMM may use (its cgroup's `cpu.max`), e.g. 0.5;
+    /// 0.01 up to `cpus`. Also with `from_snapshot` (default: the snapshot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<f64>,
     /// Environment for every command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,

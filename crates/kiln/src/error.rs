@@ -103,6 +103,9 @@ pub enum Error {
     /// The state store failed (locked too long, unreadable, too new).
     #[error("{0}")]
     Store(StoreError),
+    /// A sandbox's cgroup could not be made, or a CPU quota is out of range.
+    #[error("{0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

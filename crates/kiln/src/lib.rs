@@ -12,18 +12,20 @@
 //! | --- | --- | --- |
 //! | 6 | [`sandbox`]: the `Sandbox` API, restore, fork, pools, reconcile | everything below |
 //! | 5 | [`snapshot`]: named snapshots on disk | `state_dir`, `store`, `error` |
-//! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `state_dir`, `paths`, `error` |
+//! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `cgroup`, `state_dir`, `paths`, `error` |
 //! | 3 | [`agent`]: the guest agent client | `exec`, `error` |
-//! | 3 | [`vmm`]: the `kiln-vmm` launcher | `fc`, `process`, `paths` |
+//! | 3 | [`vmm`]: the `kiln-vmm` launcher | `fc`, `process`, `paths`, `cgroup` |
 //! | 3 | [`memory`]: the memory budget and its admission | `store`, `error` |
-//! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `error` |
-//! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec` |
+//! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `cgroup`, `error` |
+//! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec`, `cgroup` (its error) |
 //! | 0 | [`store`]: the SQLite state store (sandboxes, lifecycle [`State`], events, the catalog of snapshots and images) | nothing of kiln |
 //! | 0 | [`kmsg`]: OOM kills in the kernel log | nothing of kiln |
 //! | 0 | [`exec`], [`fc`], [`process`], [`paths`], [`vmm_metrics`]: plain types, the Firecracker-API client, processes, file locations, reading kiln-vmm's metrics file | nothing of kiln |
+//! | 0 | [`cgroup`]: a sandbox VMM's cgroup v2 group and its limits | nothing of kiln |
 
 pub mod agent;
 pub mod backend;
+pub mod cgroup;
 pub mod error;
 pub mod exec;
 pub mod fc;

@@ -37,6 +37,9 @@ pub struct SnapshotMeta {
     pub memory_mib: u64,
     #[serde(default)]
     pub exec_timeout_ms: Option<u64>,
+    /// The CPU quota of the sandbox's cgroup; restores and forks keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<f64>,
     /// Seconds since the epoch.
     pub created: u64,
 }

@@ -156,6 +156,9 @@ pub struct Record {
     /// Waiting in the warm pool of this snapshot (not yet handed out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The CPU quota of its cgroup (CPUs of time per second; `None`: no quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<f64>,
 }
 
 fn default_backend() -> String {
@@ -223,6 +226,14 @@ impl Dir {
         } else {
             self.vm().join(format!("disk-{id}.img"))
         }
+    }
+
+    /// The sandbox's cgroup (see [`crate::cgroup`]): `<root>/state-<key>/<id>` for this
+    /// folder's state directory and id. It exists only while cgroups are in use.
+    pub fn group(&self) -> crate::cgroup::Group {
+        let state = self.path.parent().unwrap_or(Path::new("/"));
+        let id = self.path.file_name().unwrap_or_default().to_string_lossy();
+        crate::cgroup::Group::of(state, &id)
     }
 
     /// Creates the folder (mode 0700); fails with `AlreadyExists` if the id is taken.

@@ -25,6 +25,7 @@ pub fn request(s: &SandboxArgs) -> Result<CreateSandbox> {
     let mut req = CreateSandbox {
         idle_timeout_secs: s.idle_timeout.map(|t| t as f64),
         max_lifetime_secs: s.max_lifetime.map(|t| t as f64),
+        cpu_quota: s.cpu_quota,
         ..Default::default()
     };
     for kv in &s.labels {

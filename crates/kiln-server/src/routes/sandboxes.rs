@@ -72,6 +72,9 @@ pub fn builder(req: CreateSandbox) -> Result<SandboxBuilder, ApiError> {
     if let Some(m) = req.memory_mib {
         b = b.memory_mib(m);
     }
+    if let Some(q) = req.cpu_quota {
+        b = b.cpu_quota(q);
+    }
     if let Some(name) = req.backend {
         b = b.backend(name);
     }

@@ -143,11 +143,24 @@ pub fn with_vmm(
         c
     };
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(log);
-    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
+    // The sandbox's cgroup, made by the caller with its limits (absent where cgroups
+    // are off or unavailable): the VMM joins it before it execs.
+    let group = dir.group();
+    let procs = if group.exists() {
+        Some(group.procs()?)
+    } else {
+        None
+    };
+    let procs_fd = procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: setsid and write (in join_in_child) are async-signal-safe; setsid only
+    // detaches the child from our session, the write moves it into its cgroup.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
-            Ok(())
+            match procs_fd {
+                Some(fd) => crate::cgroup::join_in_child(fd),
+                None => Ok(()),
+            }
         });
     }
     let mut child = cmd.spawn().map_err(|e| Error::BootFailed {
@@ -159,6 +172,7 @@ pub fn with_vmm(
             bin.display()
         ),
     })?;
+    drop(procs);
     let client = FcClient::new(dir.api_sock());
     let ready = spawned(child.id())
         .map(|()| crate::process::pause_point("after-spawn"))
@@ -253,6 +267,9 @@ pub(crate) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Resul
     let Ok(Some(status)) = child.try_wait() else {
         return Ok(());
     };
+    if let Some(why) = dir.group().oom_reason() {
+        return Err(failed(stage, None, format!("{why} ({status})")));
+    }
     let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
     let last: Vec<&str> = log.lines().rev().take(5).collect();
     let last: Vec<&str> = last.into_iter().rev().collect();

@@ -101,6 +101,7 @@ impl Sandbox {
                             snapshot: None,
                             parent: Some(parent.clone()),
                             pool: None,
+                            cpu_quota: None,
                         },
                     );
                     done.lock().unwrap_or_else(|p| p.into_inner()).push(child);

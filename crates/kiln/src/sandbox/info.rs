@@ -21,6 +21,11 @@ pub struct SandboxInfo {
     pub image: String,
     pub cpus: u8,
     pub memory_mib: u64,
+    /// CPUs of time per second its VMM may use (`None`: no quota).
+    pub cpu_quota: Option<f64>,
+    /// Its VMM's cgroup while it runs: path, limits and use (`None`: not running, or
+    /// cgroups are off or unavailable).
+    pub cgroup: Option<crate::cgroup::Stats>,
     /// The VMM's pid while it runs.
     pub pid: Option<u32>,
     pub created_ms: i64,
@@ -58,6 +63,10 @@ impl Sandbox {
             image: r.image.clone(),
             cpus: r.cpus,
             memory_mib: r.memory_mib,
+            cpu_quota: r.cpu_quota,
+            cgroup: matches!(state, State::Running | State::Paused)
+                .then(|| self.dir.group().stats())
+                .flatten(),
             pid: matches!(state, State::Running | State::Paused).then_some(r.pid),
             created_ms: row
                 .as_ref()

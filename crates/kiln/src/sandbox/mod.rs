@@ -62,6 +62,7 @@ pub struct SandboxBuilder {
     idle_timeout: Option<Duration>,
     max_lifetime: Option<Duration>,
     metadata: BTreeMap<String, String>,
+    cpu_quota: Option<f64>,
 }
 
 /// A running (or stopped) sandbox.
@@ -91,6 +92,7 @@ impl Default for SandboxBuilder {
             idle_timeout: None,
             max_lifetime: None,
             metadata: BTreeMap::new(),
+            cpu_quota: None,
         }
     }
 }
@@ -158,6 +160,12 @@ impl SandboxBuilder {
         self.metadata.insert(k.into(), v.into());
         self
     }
+    /// Limits the sandbox's VMM to this many CPUs of time per second (its cgroup's
+    /// `cpu.max`, see [`crate::cgroup`]): 0.5 is half a CPU. 0.01 to the vCPU count.
+    pub fn cpu_quota(mut self, cpus: f64) -> Self {
+        self.cpu_quota = Some(cpus);
+        self
+    }
     /// How a restored sandbox's memory is backed.
     pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
         self.backend = b;
@@ -184,6 +192,7 @@ impl SandboxBuilder {
                 self.memory_mib
             )));
         }
+        check_quota(self.cpu_quota, self.cpus)?;
         let id = match self.id.clone() {
             Some(id) => {
                 state::check_id(&id)?;
@@ -212,6 +221,7 @@ impl SandboxBuilder {
             creator_start: crate::process::start_time(std::process::id()).unwrap_or(0),
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
+            cpu_quota: self.cpu_quota,
             ..Default::default()
         };
         let mut sb = Sandbox {
@@ -240,7 +250,12 @@ impl SandboxBuilder {
         // From here on a failure marks the row failed, then Drop removes the folder,
         // the VMM and the row.
         let t0 = std::time::Instant::now();
-        let started = guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib)
+        let disk_mib = match img {
+            Image::Disk { .. } => image::SCRATCH_MIB,
+            _ => 0,
+        };
+        let started = registry::make_group(&sb.dir, &record, disk_mib)
+            .and_then(|_| guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib))
             .and_then(|g| {
                 let dir = &sb.dir;
                 let rec = &mut record;
@@ -277,6 +292,16 @@ impl SandboxBuilder {
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         }
+    }
+}
+
+/// A CPU quota out of range is bad input.
+pub(crate) fn check_quota(quota: Option<f64>, cpus: u8) -> Result<()> {
+    match quota {
+        Some(q) => {
+            crate::cgroup::check_quota(q, cpus).map_err(|e| Error::InvalidInput(e.to_string()))
+        }
+        None => Ok(()),
     }
 }
 

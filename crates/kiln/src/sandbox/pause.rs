@@ -84,6 +84,7 @@ impl Sandbox {
             cpus: self.record.cpus,
             memory_mib: self.record.memory_mib,
             exec_timeout_ms: self.record.exec_timeout_ms,
+            cpu_quota: self.record.cpu_quota,
             created: super::now_secs(),
         }
     }

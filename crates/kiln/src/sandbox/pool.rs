@@ -84,6 +84,7 @@ impl Sandbox {
                     snapshot: Some(snap.meta.name.clone()),
                     parent: None,
                     pool: Some(snap.meta.name.clone()),
+                    cpu_quota: None,
                 },
             )?;
         }

@@ -146,6 +146,31 @@ pub fn reconcile() -> Result<Reconciled> {
         dir.remove()?;
         out.cleaned.push(id);
     }
+    // Groups whose sandbox has no row, or whose VMM is gone (a row that is not running,
+    // paused, stopping or being created by a live process).
+    let rows = store.list_sandboxes(&Default::default())?;
+    for (id, group) in crate::cgroup::groups_of(&root) {
+        let dir = Dir::of(&root, &id);
+        let keep = rows
+            .iter()
+            .find(|r| r.id == id)
+            .is_some_and(|r| match r.state {
+                State::Running | State::Paused | State::Stopping => true,
+                State::Creating => creator_alive(&dir, &id),
+                State::Stopped | State::Failed => false,
+            });
+        if keep || (!dir.path.exists() && creator_alive(&dir, &id)) {
+            continue;
+        }
+        match group.remove() {
+            Ok(()) => {
+                if !out.cleaned.contains(&id) {
+                    out.cleaned.push(id);
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     crate::snapshot::sync_catalog()?;
     Ok(out)
 }

@@ -59,7 +59,42 @@ pub(crate) fn clean_runtime_files(dir: &Dir) -> bool {
         }
     }
     crate::backend::jail::release(dir);
-    removed
+    removed | remove_group(dir)
+}
+
+/// Removes the sandbox's cgroup (killing whatever still runs in it); whether there was
+/// one. A failure is logged: the next reconcile tries again.
+pub(crate) fn remove_group(dir: &Dir) -> bool {
+    let g = dir.group();
+    if !g.path().exists() {
+        return false;
+    }
+    if let Err(e) = g.remove() {
+        tracing::warn!("{e}");
+    }
+    true
+}
+
+/// Creates the sandbox's cgroup with limits from `record` ([`crate::cgroup`]);
+/// `disk_mib` is the size of its writable disks. `None` where cgroups are off or
+/// unavailable.
+pub(crate) fn make_group(
+    dir: &Dir,
+    record: &Record,
+    disk_mib: u64,
+) -> Result<Option<crate::cgroup::Group>> {
+    let limits = crate::cgroup::Limits {
+        cpus: record.cpus,
+        memory_mib: record.memory_mib,
+        cpu_quota: record.cpu_quota,
+        file_allowance_mib: crate::cgroup::file_allowance_mib(
+            &dir.path,
+            record.memory_mib,
+            disk_mib,
+        ),
+    };
+    let state = dir.path.parent().unwrap_or(std::path::Path::new("/"));
+    Ok(crate::cgroup::Group::create(state, &record.id, &limits)?)
 }
 
 /// How a VMM that nobody stopped ended.
@@ -100,6 +135,10 @@ pub(crate) fn how_it_ended(dir: &Dir, pid: u32) -> Ended {
         }
         (None, Some(m)) => return Ended::Guest(m.to_string()),
         _ => {}
+    }
+    if let Some(why) = dir.group().oom_reason() {
+        let how = ended.map_or(String::new(), |e| format!(" ({e})"));
+        return Ended::Failed(format!("{why}{how}; pid {pid}"));
     }
     // Killed by the kernel for memory: the kernel log says so (logged after its start).
     let since = dir.load("").map(|r| r.vmm_start).unwrap_or(0);
@@ -173,6 +212,7 @@ impl Sandbox {
         row.max_lifetime_ms = ms(limits.max_lifetime);
         row.snapshot = self.record.snapshot.clone();
         row.parent = self.record.parent.clone();
+        row.cpu_quota = self.record.cpu_quota;
         let limit = crate::memory::limit()?;
         Ok(store()?.insert_sandbox_within(&row, Some(&limit))?)
     }
@@ -217,11 +257,14 @@ impl Sandbox {
         let s = store()?;
         let from = [State::Running, State::Paused];
         match how_it_ended(&self.dir, self.record.pid) {
-            Ended::Guest(why) => match s.stopped_by_guest(&self.id, &from, &why) {
-                Ok(_) => tracing::info!("sandbox {} stopped: {why}", self.id),
-                Err(StoreError::InvalidTransition { .. }) => {}
-                Err(e) => return Err(e.into()),
-            },
+            Ended::Guest(why) => {
+                match s.stopped_by_guest(&self.id, &from, &why) {
+                    Ok(_) => tracing::info!("sandbox {} stopped: {why}", self.id),
+                    Err(StoreError::InvalidTransition { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                remove_group(&self.dir);
+            }
             Ended::Failed(why) => {
                 let from = [from[0], from[1], State::Creating, State::Stopping];
                 match s.transition(&self.id, &from, State::Failed, Some(&why)) {

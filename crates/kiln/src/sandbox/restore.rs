@@ -62,6 +62,8 @@ pub(crate) struct RestoreArgs {
     pub snapshot: Option<String>,
     pub parent: Option<String>,
     pub pool: Option<String>,
+    /// The CPU quota (`None`: the snapshot's).
+    pub cpu_quota: Option<f64>,
 }
 
 /// Restores `src` into a new sandbox. On failure nothing is left behind.
@@ -98,6 +100,7 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
             snapshot: args.snapshot.clone(),
             parent: args.parent.clone(),
             pool: args.pool.clone(),
+            cpu_quota: args.cpu_quota.or(m.cpu_quota),
             ..Default::default()
         },
         dir,
@@ -129,11 +132,16 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
 /// Copies the disks, loads the snapshot into a new VMM and reidentifies the guest.
 fn start_restored(sb: &mut Sandbox, src: &RestoreSource, args: &RestoreArgs) -> Result<()> {
     let id = sb.id.clone();
+    let mut disk_bytes = 0;
     for (drive, copy) in &src.disks {
-        kiln_vmm::snapshot::disk::sparse_copy(copy, &sb.dir.disk(drive)).map_err(
-            crate::error::Error::host_io("cannot copy the snapshot's disk", copy),
-        )?;
+        let to = sb.dir.disk(drive);
+        kiln_vmm::snapshot::disk::sparse_copy(copy, &to).map_err(crate::error::Error::host_io(
+            "cannot copy the snapshot's disk",
+            copy,
+        ))?;
+        disk_bytes += std::fs::metadata(&to).map_or(0, |m| m.len());
     }
+    super::registry::make_group(&sb.dir, &sb.record, disk_bytes.div_ceil(1 << 20))?;
     let record_ws = args.backend == MemoryBackend::Uffd;
     let req = RestoreRequest {
         state_path: &src.state_path,
@@ -211,11 +219,14 @@ impl super::SandboxBuilder {
     pub(super) fn create_from_snapshot(self) -> Result<Sandbox> {
         let name = self.from.clone().unwrap_or_default();
         let snap = crate::snapshot::Snapshot::get(&name)?;
-        let pooled = if self.id.is_none() && self.backend == MemoryBackend::File {
-            Sandbox::pool_claim(&snap.meta.name)?
-        } else {
-            None
-        };
+        // A pooled sandbox runs with the snapshot's quota: a new one is restored instead.
+        let pooled =
+            if self.id.is_none() && self.backend == MemoryBackend::File && self.cpu_quota.is_none()
+            {
+                Sandbox::pool_claim(&snap.meta.name)?
+            } else {
+                None
+            };
         let mut sb = match pooled {
             Some(mut sb) => {
                 sb.detach = self.detach;
@@ -237,6 +248,7 @@ impl super::SandboxBuilder {
     }
 
     fn restore_snapshot(&self, snap: &crate::snapshot::Snapshot) -> Result<Sandbox> {
+        super::check_quota(self.cpu_quota, snap.meta.cpus)?;
         let (state, _) = snap.verify(kiln_vmm::snapshot::Trust::Stamp)?;
         let src = RestoreSource::new(
             &snap.state_path(),
@@ -253,6 +265,7 @@ impl super::SandboxBuilder {
                 snapshot: Some(snap.meta.name.clone()),
                 parent: None,
                 pool: None,
+                cpu_quota: self.cpu_quota,
             },
         )
     }

@@ -14,7 +14,7 @@ use super::state::SbState;
 use super::{now_ms, Store};
 
 /// One sandbox as the store records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRow {
     pub id: String,
     pub state: SbState,
@@ -49,6 +49,8 @@ pub struct SandboxRow {
     /// Why it stopped (state `stopped`): the guest powered off or rebooted, or the step
     /// of a stop that ended it.
     pub stop_reason: Option<String>,
+    /// The CPU quota (CPUs of time per second) of its cgroup; `None`: no quota.
+    pub cpu_quota: Option<f64>,
 }
 
 /// An operation in progress on a sandbox that must be undone if the process doing it
@@ -90,6 +92,7 @@ impl SandboxRow {
             vmm_start: None,
             operation: None,
             stop_reason: None,
+            cpu_quota: None,
         }
     }
 }
@@ -105,7 +108,7 @@ pub struct SandboxFilter {
 
 const COLUMNS: &str = "id, state, backend, image, cpus, memory_mib, pid, created_ms, \
     updated_ms, failure, metadata, idle_timeout_ms, max_lifetime_ms, last_activity_ms, \
-    snapshot, parent, vmm_start, operation, stop_reason";
+    snapshot, parent, vmm_start, operation, stop_reason, cpu_quota";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
     let operation = match r.get::<_, Option<String>>(17)? {
@@ -140,6 +143,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
         vmm_start: r.get(16)?,
         operation,
         stop_reason: r.get(18)?,
+        cpu_quota: r.get(19)?,
     })
 }
 
@@ -193,7 +197,7 @@ impl Store {
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) VALUES \
                      (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                      ?17, ?18, ?19)"
+                      ?17, ?18, ?19, ?20)"
                 ),
                 params![
                     row.id,
@@ -215,6 +219,7 @@ impl Store {
                     row.vmm_start,
                     operation_text(row.operation.as_ref()),
                     row.stop_reason,
+                    row.cpu_quota,
                 ],
             );
             match r {

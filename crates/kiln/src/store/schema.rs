@@ -13,7 +13,7 @@ use super::error::{Result, StoreError};
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = "
 CREATE TABLE sandboxes (
@@ -75,6 +75,11 @@ const V2: &str = "
 ALTER TABLE sandboxes ADD COLUMN vmm_start INTEGER;  -- clock ticks after boot
 ALTER TABLE sandboxes ADD COLUMN operation TEXT;     -- JSON: store::Operation
 ALTER TABLE sandboxes ADD COLUMN stop_reason TEXT;   -- why, when state = 'stopped'
+";
+
+/// The CPU quota of a sandbox's cgroup (CPUs of time per second; NULL: none).
+const V3: &str = "
+ALTER TABLE sandboxes ADD COLUMN cpu_quota REAL;
 ";
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses one from a newer kiln.

@@ -89,7 +89,7 @@ fn open_sets_wal_normal_sync_foreign_keys_busy_timeout_and_version() {
     assert_eq!(q("foreign_keys"), "Integer(1)");
     assert_eq!(q("busy_timeout"), "Integer(5000)");
     assert_eq!(schema::user_version(&c).unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
 }
 
 #[test]
@@ -105,8 +105,8 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         matches!(
             e,
             StoreError::TooNew {
-                found: 3,
-                known: 2,
+                found: 4,
+                known: 3,
                 ..
             }
         ),
@@ -118,7 +118,7 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         "{msg}"
     );
     let c = rusqlite::Connection::open(t.path()).unwrap();
-    assert_eq!(schema::user_version(&c).unwrap(), 3);
+    assert_eq!(schema::user_version(&c).unwrap(), 4);
 }
 
 #[test]
@@ -139,10 +139,15 @@ fn a_version_1_database_migrates_and_keeps_its_rows() {
     let row = s.get_sandbox("sb-old").unwrap();
     assert_eq!((row.state, row.pid), (Running, Some(42)));
     assert_eq!(
-        (row.vmm_start, row.operation, row.stop_reason),
-        (None, None, None)
+        (row.vmm_start, row.operation, row.stop_reason, row.cpu_quota),
+        (None, None, None, None)
     );
-    assert_eq!(schema::user_version(&s.conn()).unwrap(), 2);
+    assert_eq!(schema::user_version(&s.conn()).unwrap(), 3);
+    // The migrated table takes the new column.
+    let mut new = SandboxRow::new("sb-new", 2);
+    new.cpu_quota = Some(0.5);
+    s.insert_sandbox(&new).unwrap();
+    assert_eq!(s.get_sandbox("sb-new").unwrap().cpu_quota, Some(0.5));
 }
 
 #[test]
