@@ -112,7 +112,12 @@ fn a_full_host_disk_layer_is_reported_by_inspect_events_and_metrics() {
     let k = Kiln { state: &state };
 
     let id = k.ok(&["create", "--image", "debian"]).trim().to_string();
-    let info = k.inspect(&id).expect("inspect");
+    // kiln-vmm writes its first metrics line once the guest is up (just after create).
+    let mut info = Value::Null;
+    wait_until(Duration::from_secs(10), || {
+        info = k.inspect(&id).expect("inspect");
+        !info["disk_errors"].is_null()
+    });
     assert_eq!(info["state"], "running", "{info}");
     assert_eq!(disk_errors(&info), (0, 0, String::new()), "{info}");
     assert!(info["disk_errors"]["last_error"].is_null(), "{info}");

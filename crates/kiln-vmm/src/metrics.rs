@@ -2,7 +2,7 @@
 //! file or written to the named pipe given by `--metrics PATH`, `PUT /metrics
 //! {"metrics_path": ...}` or the config file's `"metrics"` section (see [`sink`]).
 //! A line is written on `FlushMetrics`, every [`FLUSH_INTERVAL`], soon after a drive's
-//! host I/O error ([`pacer`]), and when the VMM exits.
+//! host I/O error ([`pacer`]), once the guest is up, and when the VMM exits.
 //!
 //! Unlike Firecracker, which resets most counters at each flush, every counter here is
 //! cumulative since the process started: a lost or skipped line loses nothing, and a
@@ -212,7 +212,15 @@ impl Metrics {
     /// Records the boot time (the first report wins).
     pub fn set_boot_time(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-        let _ = self.boot_time_us.compare_exchange(0, us, Relaxed, Relaxed);
+        if self
+            .boot_time_us
+            .compare_exchange(0, us, Relaxed, Relaxed)
+            .is_ok()
+        {
+            // The first line once the guest is up, so readers (kiln inspect's
+            // disk_errors) have counters from the start, not after FLUSH_INTERVAL.
+            pacer::request_flush();
+        }
     }
 
     /// The metrics as one line of JSON, newline included.

@@ -12,6 +12,7 @@ const KEPT: &[&str] = &[
     "kiln.db-wal",
     "kiln.db-shm",
     "kiln.db-journal",
+    kiln::store::reserve::RESERVE_FILE,
     "token",
     "kiln.sock",
     ".snapshots",
