@@ -25,6 +25,7 @@ pub mod exit;
 pub mod host_file;
 pub mod kernel;
 pub mod metrics;
+pub mod seccomp;
 pub mod snapshot;
 #[cfg(test)]
 mod test_dir;
