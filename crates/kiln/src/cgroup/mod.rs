@@ -26,19 +26,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod limits;
+
+pub use limits::{
+    check_quota, file_allowance_mib, on_memory_fs, Limits, PERIOD_US, PIDS_BASE, VMM_OVERHEAD_MIB,
+};
+
 /// Where the groups live without `$KILN_CGROUP_ROOT`.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/kiln";
-/// `cpu.max`'s period.
-pub const PERIOD_US: u64 = 100_000;
-/// The kernel's smallest `cpu.max` quota.
-const MIN_QUOTA_US: u64 = 1_000;
-/// What the VMM process may use beyond guest memory: its binary, stacks, device queues,
-/// API buffers and the host page cache of the files it reads and writes (measured in
-/// docs/SANDBOX.md, "Resource limits").
-pub const VMM_OVERHEAD_MIB: u64 = 192;
-/// Tasks (threads) beyond one per vCPU: kiln-vmm runs main, api, up to 16 api-conn,
-/// devices, signals, metrics and kiln-uffd threads (21 at most), the rest is margin.
-pub const PIDS_BASE: u64 = 32;
 /// The controllers a sandbox's group uses, where the hierarchy offers them.
 pub const CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "io"];
 
@@ -94,93 +89,6 @@ impl Mode {
     pub fn from_env() -> Result<Mode> {
         Mode::parse(&std::env::var("KILN_CGROUPS").unwrap_or_default())
     }
-}
-
-/// Checks a CPU quota (a fraction of CPUs, e.g. 0.5) against the sandbox's vCPUs.
-pub fn check_quota(quota: f64, cpus: u8) -> Result<()> {
-    let min = MIN_QUOTA_US as f64 / PERIOD_US as f64;
-    let why = if !quota.is_finite() {
-        Some("use a number of CPUs such as 0.5".to_string())
-    } else if quota < min || quota > f64::from(cpus) {
-        Some(format!(
-            "use {min} to {cpus} (CPUs of time per second, at most the sandbox's {cpus} vCPUs), \
-             e.g. 0.5 for half a CPU"
-        ))
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(CgroupError::BadQuota {
-            quota: quota.to_string(),
-            why,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// What a sandbox's group limits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    pub cpus: u8,
-    pub memory_mib: u64,
-    /// CPUs of time per second (`None`: no quota).
-    pub cpu_quota: Option<f64>,
-    /// Host memory the VMM's own files take when the state directory is on tmpfs (see
-    /// [`file_allowance_mib`]); 0 on a disk filesystem.
-    pub file_allowance_mib: u64,
-}
-
-impl Limits {
-    /// `cpu.max`: `<quota> <period>` or `max <period>`.
-    pub fn cpu_max(&self) -> String {
-        match self.cpu_quota {
-            Some(q) => {
-                let us = ((q * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US);
-                format!("{us} {PERIOD_US}")
-            }
-            None => format!("max {PERIOD_US}"),
-        }
-    }
-
-    /// `memory.max` in MiB: guest memory, the VMM's overhead and the file allowance.
-    pub fn memory_max_mib(&self) -> u64 {
-        self.memory_mib + VMM_OVERHEAD_MIB + self.file_allowance_mib
-    }
-
-    /// `pids.max`: [`PIDS_BASE`] plus one per vCPU.
-    pub fn pids_max(&self) -> u64 {
-        PIDS_BASE + u64::from(self.cpus)
-    }
-}
-
-/// On a memory filesystem (tmpfs, ramfs: root's default state dir `/run/kiln` is one),
-/// every block the VMM writes to a file in the sandbox's folder or a snapshot is host
-/// memory charged to its group and cannot be reclaimed (no swap): the disk layer as the
-/// guest fills it (`disk_mib`), a snapshot's memory file (guest memory) and its copy of
-/// the disk layer. Returns what that adds to `memory.max`, 0 elsewhere.
-pub fn file_allowance_mib(dir: &Path, memory_mib: u64, disk_mib: u64) -> u64 {
-    if on_memory_fs(dir) {
-        memory_mib + 2 * disk_mib
-    } else {
-        0
-    }
-}
-
-/// Whether `path` is on tmpfs or ramfs.
-pub fn on_memory_fs(path: &Path) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: a zeroed statfs is a valid value of this plain C struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes into `st`, which is ours and large enough; `c` is a valid
-    // NUL-terminated string.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 /// `$KILN_CGROUP_ROOT`, else [`DEFAULT_ROOT`].
@@ -531,94 +439,4 @@ pub fn join_in_child(fd: RawFd) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(cpus: u8, memory_mib: u64, cpu_quota: Option<f64>) -> Limits {
-        Limits {
-            cpus,
-            memory_mib,
-            cpu_quota,
-            file_allowance_mib: 0,
-        }
-    }
-
-    #[test]
-    fn limits_are_computed_from_the_settings() {
-        let l = limits(2, 256, Some(0.5));
-        assert_eq!(l.cpu_max(), "50000 100000");
-        assert_eq!(l.memory_max_mib(), 256 + VMM_OVERHEAD_MIB);
-        assert_eq!(l.pids_max(), PIDS_BASE + 2);
-        assert_eq!(limits(1, 128, None).cpu_max(), "max 100000");
-        assert_eq!(limits(4, 128, Some(1.5)).cpu_max(), "150000 100000");
-        assert_eq!(limits(1, 128, Some(0.01)).cpu_max(), "1000 100000");
-        let tmpfs = Limits {
-            file_allowance_mib: 300,
-            ..l
-        };
-        assert_eq!(tmpfs.memory_max_mib(), 256 + VMM_OVERHEAD_MIB + 300);
-    }
-
-    #[test]
-    fn quotas_are_checked_against_the_vcpus() {
-        assert!(check_quota(0.5, 1).is_ok());
-        assert!(check_quota(2.0, 2).is_ok());
-        assert!(check_quota(0.01, 1).is_ok());
-        for (bad, cpus) in [(0.0, 1), (-1.0, 1), (0.001, 1), (1.5, 1), (f64::NAN, 2)] {
-            let e = check_quota(bad, cpus).unwrap_err().to_string();
-            assert!(e.starts_with("cpu quota "), "{e}");
-            assert!(e.contains("use "), "{e}");
-        }
-    }
-
-    #[test]
-    fn modes_parse_and_bad_ones_say_what_to_use() {
-        assert_eq!(Mode::parse("").unwrap(), Mode::Auto);
-        assert_eq!(Mode::parse("off").unwrap(), Mode::Off);
-        assert_eq!(Mode::parse("required").unwrap(), Mode::Required);
-        let e = Mode::parse("yes").unwrap_err().to_string();
-        assert!(e.contains("use off, auto or required"), "{e}");
-    }
-
-    #[test]
-    fn group_paths_are_per_state_dir_and_sandbox() {
-        let tmp = std::env::temp_dir().join(format!("kiln-cg-test-{}", std::process::id()));
-        let (a, b) = (tmp.join("a"), tmp.join("b"));
-        fs::create_dir_all(&a).unwrap();
-        fs::create_dir_all(&b).unwrap();
-        let root = Path::new("/sys/fs/cgroup/kiln");
-        let ga = state_group(root, &a);
-        assert_eq!(ga.parent(), Some(root));
-        let name = ga.file_name().unwrap().to_str().unwrap().to_string();
-        assert!(name.starts_with("state-") && name.len() == 6 + 12, "{name}");
-        assert_ne!(ga, state_group(root, &b));
-        // The same folder by another spelling is the same group.
-        assert_eq!(state_group(root, &a.join("../a")), ga);
-        // A known digest: sha256("/run/kiln") starts with these 12 hex digits.
-        let want: String = Sha256::digest(b"/run/kiln")
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(state_key(Path::new("/run/kiln")), format!("state-{want}"));
-        fs::remove_dir_all(&tmp).unwrap();
-    }
-
-    #[test]
-    fn a_memory_fs_adds_the_files_the_vmm_writes() {
-        let shm = Path::new("/dev/shm");
-        if on_memory_fs(shm) {
-            assert_eq!(file_allowance_mib(shm, 256, 2048), 256 + 2 * 2048);
-        }
-        assert!(!on_memory_fs(Path::new("/proc")));
-        assert_eq!(file_allowance_mib(Path::new("/proc"), 256, 2048), 0);
-    }
-
-    #[test]
-    fn a_missing_hierarchy_is_named() {
-        let why = unavailable(Path::new("/nonexistent-kiln/kiln")).unwrap();
-        assert!(why.contains("cgroup v2 is not available"), "{why}");
-        assert!(Group::at("/nonexistent-kiln/x").stats().is_none());
-        assert!(Group::at("/nonexistent-kiln/x").remove().is_ok());
-    }
-}
+mod tests;
