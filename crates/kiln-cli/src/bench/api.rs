@@ -243,15 +243,7 @@ fn print_text(r: &Value) {
             "{name}: {} sandboxes by {} clients, wall {} s, {} sandboxes/s",
             p["sandboxes"], p["clients"], p["wall_s"], p["sandboxes_per_s"]
         );
-        for op in ["create_ms", "exec_ms", "delete_ms"] {
-            println!(
-                "  {:<10} p50 {:>9.1} ms  p99 {:>9.1} ms  (n = {})",
-                op.trim_end_matches("_ms"),
-                p[op]["p50"].as_f64().unwrap_or(f64::NAN),
-                p[op]["p99"].as_f64().unwrap_or(f64::NAN),
-                p[op]["n"]
-            );
-        }
+        print_ops(p);
     }
     println!(
         "API / library p50, one client each: create {}, exec {}",
@@ -264,15 +256,7 @@ fn print_text(r: &Value) {
             "API under an idle flood ({}): wall {} s, {} errors",
             f["flood"], p["wall_s"], p["errors"]
         );
-        for op in ["create_ms", "exec_ms", "delete_ms"] {
-            println!(
-                "  {:<10} p50 {:>9.1} ms  p99 {:>9.1} ms  (n = {})",
-                op.trim_end_matches("_ms"),
-                p[op]["p50"].as_f64().unwrap_or(f64::NAN),
-                p[op]["p99"].as_f64().unwrap_or(f64::NAN),
-                p[op]["n"]
-            );
-        }
+        print_ops(p);
         println!(
             "flood / no flood: create p50 {} p99 {}, exec p50 {} p99 {}",
             f["ratio_over_api_create_p50"],
@@ -286,4 +270,17 @@ fn print_text(r: &Value) {
         println!("  {}", e.as_str().unwrap_or_default());
     }
     println!("leaked: {} ({})", r["leaked"], r["leaks"]);
+}
+
+/// One line per operation of a run: p50, p99 and count.
+fn print_ops(p: &Value) {
+    for op in ["create_ms", "exec_ms", "delete_ms"] {
+        println!(
+            "  {:<10} p50 {:>9.1} ms  p99 {:>9.1} ms  (n = {})",
+            op.trim_end_matches("_ms"),
+            p[op]["p50"].as_f64().unwrap_or(f64::NAN),
+            p[op]["p99"].as_f64().unwrap_or(f64::NAN),
+            p[op]["n"]
+        );
+    }
 }
