@@ -101,18 +101,8 @@ pub fn processes_under(state: &Path) -> Vec<(u32, String)> {
     out
 }
 
-/// The files of a state directory that are kiln's own and no leftover: the store
-/// (`kiln.db` and its `-wal`/`-shm`), the store's disk reserve (`.reserve`), the
-/// server's token and socket, and the snapshot store.
-pub const STATE_FILES: [&str; 7] = [
-    "kiln.db",
-    "kiln.db-wal",
-    "kiln.db-shm",
-    kiln::store::reserve::RESERVE_FILE,
-    "token",
-    "kiln.sock",
-    ".snapshots",
-];
+/// The files of a state directory that are kiln's own and no leftover.
+pub use kiln::state_dir::STATE_FILES;
 
 /// The entries of `state` besides [`STATE_FILES`]: sandbox folders and anything left.
 pub fn state_entries(state: &Path) -> Vec<String> {

@@ -21,6 +21,19 @@ use crate::store::Store;
 
 pub use crate::paths::StateDirError;
 
+/// The entries of a state directory that are kiln's own, not a sandbox's: the store
+/// (`kiln.db` and its `-wal`/`-shm`), the store's disk reserve (`.reserve`), the
+/// server's token and socket, and the snapshot store.
+pub const STATE_FILES: [&str; 7] = [
+    "kiln.db",
+    "kiln.db-wal",
+    "kiln.db-shm",
+    crate::store::reserve::RESERVE_FILE,
+    "token",
+    "kiln.sock",
+    ".snapshots",
+];
+
 /// Where sandboxes are kept: `$KILN_STATE_DIR`, else [`paths::default_state_dir`]
 /// (`$XDG_RUNTIME_DIR/kiln`; for root `/run/kiln`; else `<tmp>/kiln-<uid>`). It is
 /// created 0700, and refused ([`StateDirError`]) when another user owns it or may write

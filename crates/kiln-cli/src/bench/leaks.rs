@@ -6,17 +6,11 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-/// Files a state directory keeps between sandboxes.
-const KEPT: &[&str] = &[
-    "kiln.db",
-    "kiln.db-wal",
-    "kiln.db-shm",
-    "kiln.db-journal",
-    kiln::store::reserve::RESERVE_FILE,
-    "token",
-    "kiln.sock",
-    ".snapshots",
-];
+/// Files a state directory keeps between sandboxes: kiln's own, and a rollback journal
+/// of the store caught mid-write.
+fn kept(name: &str) -> bool {
+    kiln::state_dir::STATE_FILES.contains(&name) || name == "kiln.db-journal"
+}
 
 /// Which leftovers count: everything in the directory, or only what names one of
 /// these sandboxes (a shared server's other sandboxes are not ours).
@@ -71,7 +65,7 @@ pub fn entries(state: &Path, scope: &Scope) -> Vec<String> {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !KEPT.contains(&n.as_str()) && scope.owns(n))
+        .filter(|n| !kept(n) && scope.owns(n))
         .collect();
     out.sort();
     out
