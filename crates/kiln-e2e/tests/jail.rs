@@ -184,4 +184,44 @@ fn jailed_vmms_run_alone_and_every_operation_works() {
     assert!(leases.is_empty(), "uid leases left: {leases:?}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(state.0.to_str().unwrap()), "{mounts}");
+
+    // Bad jail settings fail the create with one clear line and leave nothing.
+    std::env::set_var("KILN_JAIL_UIDS", "700010-700010");
+    let only = Sandbox::builder().image("minimal").create().unwrap();
+    let refused = |what: &str, want: &str| {
+        let e = Sandbox::builder()
+            .image("minimal")
+            .create()
+            .err()
+            .unwrap_or_else(|| panic!("{what}: a create succeeded"))
+            .to_string();
+        assert!(e.contains(want), "{what}: {e}");
+        let left = kiln_e2e::cli::state_entries(&state.0);
+        assert_eq!(left, [only.id()], "{what}: left {left:?}");
+        assert_eq!(
+            kiln::Sandbox::list().unwrap().len(),
+            1,
+            "{what}: a row is left"
+        );
+        let groups = kiln::cgroup::state_group(&kiln::cgroup::root(), &state.0);
+        let n =
+            fs::read_dir(&groups).map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count());
+        assert!(n <= 1, "{what}: {n} cgroups in {}", groups.display());
+    };
+    refused(
+        "a uid range in use",
+        "every uid of KILN_JAIL_UIDS (700010-700010) is in use",
+    );
+    std::env::set_var("KILN_JAIL_UIDS", "9-1");
+    refused("a bad uid range", "KILN_JAIL_UIDS=9-1: expected LOW-HIGH");
+    std::env::set_var("KILN_JAIL_UIDS", "700000-700009");
+    let not_a_dir = uid_dir.0.join("a-file");
+    fs::write(&not_a_dir, b"").unwrap();
+    std::env::set_var("KILN_JAIL_UID_DIR", &not_a_dir);
+    refused("an unusable uid folder", "cannot create");
+    std::env::set_var("KILN_JAIL_UID_DIR", &uid_dir.0);
+    std::env::set_var("KILN_JAIL", "yes");
+    refused("a bad KILN_JAIL", "KILN_JAIL=yes: use 1");
+    std::env::set_var("KILN_JAIL", "1");
+    only.remove().unwrap();
 }

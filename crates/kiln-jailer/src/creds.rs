@@ -2,13 +2,18 @@
 
 use crate::sys::{check, step, Step};
 
-/// No supplementary groups, then gid, then uid (real, effective and saved), so no
-/// capability and no way back remains. Checked afterwards.
-pub fn drop_to(uid: u32, gid: u32) -> Step {
+/// No supplementary groups (when `clear_groups`: a user namespace denies setgroups and
+/// keeps the caller's, which open `/dev/kvm`), then gid, then uid (real, effective and
+/// saved), so no way back remains. Checked afterwards. In a user namespace the uid does
+/// not change, and the capabilities it gave go at exec (the program has no file
+/// capabilities and the uid is not 0).
+pub fn drop_to(uid: u32, gid: u32, clear_groups: bool) -> Step {
     let what = || format!("drop to uid {uid} gid {gid}");
     // SAFETY: plain integer arguments; a null list with size 0 clears the groups.
     unsafe {
-        check(libc::setgroups(0, std::ptr::null()).into()).map_err(step(what()))?;
+        if clear_groups {
+            check(libc::setgroups(0, std::ptr::null()).into()).map_err(step(what()))?;
+        }
         check(libc::setresgid(gid, gid, gid).into()).map_err(step(what()))?;
         check(libc::setresuid(uid, uid, uid).into()).map_err(step(what()))?;
     }

@@ -16,6 +16,7 @@ mod limits;
 mod mounts;
 mod supervise;
 mod sys;
+mod userns;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -63,6 +64,9 @@ fn prepare(spec: &Spec) -> Step<Exec> {
     }
     if let Some(n) = &spec.netns {
         limits::enter_netns(n)?;
+    }
+    if spec.userns {
+        userns::enter(spec.uid, spec.gid)?;
     }
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     limits::unshare(flags).map_err(step("create the mount, PID, IPC and UTS namespaces"))?;
@@ -114,7 +118,7 @@ fn child(spec: &Spec, exec: &Exec, parent_alive: libc::c_int) -> StepError {
         // SAFETY: `host` is valid for its length.
         let ret = unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) };
         sys::check(ret.into()).map_err(step("set the hostname"))?;
-        creds::drop_to(spec.uid, spec.gid)?;
+        creds::drop_to(spec.uid, spec.gid, !spec.userns)?;
         creds::die_with_parent()?;
         let mut p = libc::pollfd {
             fd: parent_alive,

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Bind, Device, Spec};
+use crate::spec::{Bind, Spec};
 use crate::sys::{check, cstr, mount, step, Step};
 
 pub fn enter(spec: &Spec) -> Step {
@@ -23,8 +23,9 @@ pub fn enter(spec: &Spec) -> Step {
     mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)
         .map_err(step(format!("bind mount {} onto itself", root.display())))?;
     let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
-    mount(None, root, None, flags, None)
-        .map_err(step(format!("remount {} nosuid,nodev", root.display())))?;
+    let what = || format!("remount {} nosuid,nodev", root.display());
+    let kept = kept_flags(root).map_err(step(what()))?;
+    mount(None, root, None, flags | kept, None).map_err(step(what()))?;
     chown(root, Some(spec.uid), Some(spec.gid))
         .map_err(step(format!("give {} to the jail's user", root.display())))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o700))
@@ -33,9 +34,30 @@ pub fn enter(spec: &Spec) -> Step {
         bind(root, b)?;
     }
     if !spec.devices.is_empty() {
-        devices(root, &spec.devices, spec.uid, spec.gid)?;
+        devices(root, spec)?;
     }
     pivot(root)
+}
+
+/// The flags of the mount at `at` that a remount must keep: in a user namespace the
+/// kernel locks a mount's noexec and atime flags, and a remount that drops them fails.
+fn kept_flags(at: &Path) -> std::io::Result<libc::c_ulong> {
+    let c = cstr(at)?;
+    // SAFETY: statvfs is plain data, valid zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out pointer.
+    let ret = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    check(ret.into())?;
+    let pairs = [
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
 }
 
 /// `root/rel`, refusing a symlink on the way (the jailed user may have written one).
@@ -78,10 +100,15 @@ fn bind(root: &Path, b: &Bind) -> Step {
     if b.read_only {
         flags |= libc::MS_RDONLY;
     }
+    flags |= kept_flags(&at).map_err(step(what()))?;
     mount(None, &at, None, flags, None).map_err(step(what()))
 }
 
-fn devices(root: &Path, devices: &[Device], uid: u32, gid: u32) -> Step {
+/// A tmpfs `/dev` with only the asked-for nodes: made with mknod as root; in a user
+/// namespace (where mknod is refused) the host's node is bind mounted onto an empty file
+/// and keeps its host owner and mode (the caller's groups open it).
+fn devices(root: &Path, spec: &Spec) -> Step {
+    let (uid, gid) = (spec.uid, spec.gid);
     let dev = target(root, Path::new("dev"))?;
     if !dev.exists() {
         fs::create_dir(&dev).map_err(step(format!("create {}", dev.display())))?;
@@ -89,12 +116,18 @@ fn devices(root: &Path, devices: &[Device], uid: u32, gid: u32) -> Step {
     let flags = libc::MS_NOSUID | libc::MS_NOEXEC;
     mount(None, &dev, Some("tmpfs"), flags, Some("mode=755,size=64k"))
         .map_err(step(format!("mount a tmpfs on {}", dev.display())))?;
-    for d in devices {
+    for d in &spec.devices {
         let path = dev.join(d.node());
         let rdev = d.host_rdev().unwrap_or(0);
         let what = || format!("create the device node {}", path.display());
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(step(what()))?;
+        }
+        if spec.userns {
+            fs::File::create(&path).map_err(step(what()))?;
+            let host = Path::new("/dev").join(d.node());
+            mount(Some(&host), &path, None, libc::MS_BIND, None).map_err(step(what()))?;
+            continue;
         }
         let c = cstr(&path).map_err(step(what()))?;
         // SAFETY: `c` is a NUL-terminated path; mknod takes plain integers otherwise.

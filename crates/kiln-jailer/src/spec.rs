@@ -74,6 +74,10 @@ pub struct Spec {
     /// The program, as a path inside the jail, and its arguments.
     pub exec: PathBuf,
     pub args: Vec<OsString>,
+    /// Build the jail in a new user namespace (for a caller who is not root): only the
+    /// caller's own uid/gid are mapped (so `uid`/`gid` must be those), device nodes are
+    /// bind mounted from the host instead of created.
+    pub userns: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,7 +92,7 @@ pub const DEFAULT_NOFILE: u64 = 2048;
 
 pub const USAGE: &str = "usage: kiln-jailer --id ID --root DIR --uid UID --gid GID \
 [--bind SRC:DST | --bind-ro SRC:DST]... [--dev kvm|net-tun|userfaultfd]... [--cgroup DIR] \
-[--netns PATH] [--nofile N] [--fsize BYTES] [--env KEY=VALUE]... -- PROGRAM [ARGS...]";
+[--netns PATH] [--nofile N] [--fsize BYTES] [--env KEY=VALUE]... [--userns] -- PROGRAM [ARGS...]";
 
 impl Spec {
     /// Parses the command line (without the program name) and validates it.
@@ -111,6 +115,7 @@ impl Spec {
             env: Vec::new(),
             exec: PathBuf::new(),
             args: Vec::new(),
+            userns: false,
         };
         let mut exec = None;
         while let Some(flag) = it.next() {
@@ -119,6 +124,10 @@ impl Spec {
                 exec = it.next();
                 s.args = it.by_ref().collect();
                 break;
+            }
+            if flag == "--userns" {
+                s.userns = true;
+                continue;
             }
             let value = it
                 .next()
@@ -174,6 +183,18 @@ impl Spec {
         }
         if self.uid > i32::MAX as u32 || self.gid > i32::MAX as u32 {
             return Err(bad("--uid and --gid must be below 2^31"));
+        }
+        // SAFETY: getters.
+        let (me, my_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if self.userns && (self.uid != me || self.gid != my_gid) {
+            return Err(bad(format!(
+                "--userns maps only your own ids: give --uid {me} --gid {my_gid}"
+            )));
+        }
+        if !self.userns && me != 0 {
+            return Err(bad(
+                "without root, the jail needs --userns (a user namespace of your own)",
+            ));
         }
         if !self.root.is_absolute() || !self.root.is_dir() {
             return Err(bad(format!(
@@ -253,6 +274,9 @@ impl Spec {
         }
         for (k, v) in &self.env {
             push("--env", format!("{k}={v}").into());
+        }
+        if self.userns {
+            a.push("--userns".into());
         }
         a.push("--".into());
         a.push(self.exec.clone().into());

@@ -300,3 +300,61 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
 }
+
+/// A caller who is not root (uid 65534 here) gets the same jail inside a user namespace
+/// of its own: its own uid mapped to itself, no capabilities left at exec, new
+/// namespaces, a root with only what was bound, the host's device node bound in.
+#[test]
+fn without_root_it_jails_in_a_user_namespace_of_its_own() {
+    use std::os::unix::process::CommandExt;
+    if skip() {
+        return;
+    }
+    const NOBODY: u32 = 65_534;
+    let root = Root::new("userns");
+    std::os::unix::fs::chown(&root.0, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln-jailer"));
+    c.args(["--id", "t-userns", "--root"])
+        .arg(&root.0)
+        .args([
+            "--uid", "65534", "--gid", "65534", "--userns", "--dev", "kvm",
+        ])
+        .arg("--bind-ro")
+        .arg(format!("{BUSYBOX}:busybox"))
+        .args(["--", "/busybox", "sh", "-c"])
+        .arg("/busybox ls / /dev; exec /busybox sleep 30")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let jailer = c.spawn().unwrap();
+    let pid = jailed(&jailer, "/busybox");
+    assert_eq!(status_field(pid, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapPrm:"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    for ns in ["user", "mnt", "pid", "ipc", "uts"] {
+        assert_ne!(
+            fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),
+            "{ns}"
+        );
+    }
+    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["65534", "65534", "1"]
+    );
+    // SAFETY: SIGKILL to the jailed process (PID 1 of its namespace ignores SIGTERM
+    // without a handler); the jailer then exits as it did.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let out = jailer.wait_with_output().unwrap();
+    let seen = text(&out.stdout);
+    assert!(
+        seen.contains("busybox") && seen.contains("kvm") && !seen.contains("etc"),
+        "{seen} {}",
+        text(&out.stderr)
+    );
+    assert!(gone(pid));
+}

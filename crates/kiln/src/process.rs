@@ -112,6 +112,25 @@ fn is_zombie(fields: &[String]) -> bool {
 
 /// Whether `pid` is a live process: it exists and is not a zombie (an exited process
 /// its parent has not reaped yet, e.g. an orphan under an init that reaps lazily).
+/// The VMM behind `pid`: a `kiln-jailer`'s only child (a jailed VMM, docs/JAIL.md), or
+/// `pid` itself. What uses memory and CPU is the VMM; its jailer only waits.
+pub fn vmm_of(pid: u32) -> u32 {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "kiln-jailer" {
+        return pid;
+    }
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    let kids: Vec<u32> = kids
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    match kids[..] {
+        [only] => only,
+        _ => pid,
+    }
+}
+
 pub fn is_running(pid: u32) -> bool {
     stat(pid).is_some_and(|f| !is_zombie(&f))
 }

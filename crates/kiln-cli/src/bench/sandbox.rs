@@ -2,7 +2,9 @@
 //! throughput, each against the host's own floor measured in the same run.
 //!
 //! - create: create → first exec (`true`) finished, minimal and Debian images (cold:
-//!   a new VM each time); floor: the host's fork+exec of `true`.
+//!   a new VM each time); floor: the host's fork+exec of `true`. As root (where VMMs
+//!   are jailed by default) also the jail's cost: minimal creates jailed and unjailed
+//!   (`KILN_JAIL=0`), one of each in turn.
 //! - exec: round trip of `true` in one running sandbox; floor: host fork+exec of `true`.
 //! - files: upload and download of a 256 MiB file; floor: a host-to-host copy of it.
 
@@ -66,7 +68,31 @@ fn bench_create(a: &SandboxBenchArgs) -> Result<Value> {
         out[format!("create_to_first_exec_ms_{image}")] = summary(&v);
         out[format!("ratio_{image}_over_host_p50")] = ratio(&v, &floor);
     }
+    // SAFETY: a getter.
+    if unsafe { libc::geteuid() } == 0 && std::env::var_os("KILN_JAIL").is_none() {
+        let (jailed, unjailed) = jail_pairs(a.n, !a.json)?;
+        out["create_to_first_exec_ms_minimal_jailed"] = summary(&jailed);
+        out["create_to_first_exec_ms_minimal_unjailed"] = summary(&unjailed);
+        out["jail_added_ms_p50"] = json!(((p50(&jailed) - p50(&unjailed)) * 10.0).round() / 10.0);
+        out["ratio_jailed_over_unjailed_p50"] = ratio(&jailed, &unjailed);
+    }
     Ok(out)
+}
+
+/// `n` cold minimal creates jailed and `n` unjailed, alternating so both see the same
+/// machine (ms each).
+fn jail_pairs(n: usize, dots: bool) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut jailed, mut unjailed) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        std::env::set_var("KILN_JAIL", "1");
+        let j = cold_creates("minimal", 256, 1, dots);
+        std::env::set_var("KILN_JAIL", "0");
+        let u = cold_creates("minimal", 256, 1, dots);
+        std::env::remove_var("KILN_JAIL");
+        jailed.extend(j?);
+        unjailed.extend(u?);
+    }
+    Ok((jailed, unjailed))
 }
 
 /// Cold create → first exec (`true`) finished, `n` times (ms).

@@ -55,6 +55,7 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
     };
     let up = matches!(info.state, State::Running | State::Paused);
     if let (true, Some(pid)) = (up, info.pid) {
+        let pid = kiln::process::vmm_of(pid);
         s.cpu_seconds = cpu_seconds(pid);
         s.rss_bytes = rss_bytes(pid);
         if matches!(info.backend.as_str(), "kiln" | "firecracker") {

@@ -178,6 +178,7 @@ pub fn command(
         env: Vec::new(),
         exec: vmm,
         args,
+        userns: false,
     };
     spec.validate()
         .map_err(|e| Error::InvalidInput(format!("cannot jail the VMM: {e}")))?;
