@@ -1,0 +1,53 @@
+//! Removing a sandbox network by name: for destroy, a failed create's undo and
+//! reconcile after a crash.
+
+use super::config::{Names, TAP_NAME};
+use super::error::{step, NetError};
+use super::rtnl::Rtnl;
+use super::{netns, nft, pool};
+
+/// Deletes the TAP (so nothing outlives a namespace some stray process still holds),
+/// then the namespace.
+pub(super) fn remove_namespace(names: &Names) -> Result<(), NetError> {
+    if netns::exists(&names.netns) {
+        let _ = netns::run_in(&names.netns, || {
+            Rtnl::new().and_then(|r| r.delete(TAP_NAME))
+        });
+    }
+    netns::remove(&names.netns).map_err(step(
+        &names.id,
+        format!("cannot remove namespace {}", names.netns),
+    ))
+}
+
+/// Removes everything named for network `id`: the host's nftables table, the host's
+/// veth (its peer goes with it), the TAP and the namespace (its table goes with it),
+/// and the pool lease. Idempotent: what is already gone is skipped. Every part is
+/// tried; the first error is returned.
+pub fn destroy_leftovers(id: &str) -> Result<(), NetError> {
+    let names = Names::of(id)?;
+    let mut first: Option<NetError> = None;
+    let mut keep = |r: Result<(), NetError>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    };
+    keep(
+        nft::delete_table(None, "ip", &names.host_table).map_err(|message| NetError::Nft {
+            id: id.to_string(),
+            table: format!("ip {} (deleting)", names.host_table),
+            message,
+        }),
+    );
+    keep(
+        Rtnl::new()
+            .and_then(|r| r.delete(&names.host_veth))
+            .map_err(step(id, format!("cannot delete veth {}", names.host_veth))),
+    );
+    keep(remove_namespace(&names));
+    keep(pool::release(id));
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
