@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use kiln::net::rtnl::Rtnl;
 use kiln::net::{
-    destroy_leftovers, leftovers_of, netns, tap, EgressPolicy, NetConfig, NetError, Network,
-    GATEWAY, GUEST_ADDR, GUEST_MAC, TAP_NAME,
+    conntrack, destroy_leftovers, leftovers_of, netns, tap, EgressPolicy, NetConfig, NetError,
+    Network, GATEWAY, GUEST_ADDR, GUEST_MAC, TAP_NAME,
 };
 
 const PORT: u16 = 8080;
@@ -323,6 +323,15 @@ fn egress_is_denied_by_default_and_flows_under_allow_all_with_distinct_sources()
         "revoked policy let through"
     );
     assert_eq!(up.seen.lock().unwrap().len(), 3);
+
+    // The host tracked b's connection; destroying b leaves no entry for the /30's next holder.
+    let tracked = conntrack::count(b.sandbox_addr()).unwrap();
+    assert!(tracked > 0, "no conntrack entry of {}", b.sandbox_addr());
+    assert!(leftovers_of(b.id())
+        .iter()
+        .any(|l| l.starts_with("conntrack ")));
+    b.destroy().unwrap();
+    assert_eq!(conntrack::count(b.sandbox_addr()).unwrap(), 0);
 }
 
 #[test]

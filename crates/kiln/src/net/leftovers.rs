@@ -55,7 +55,7 @@ pub fn leftovers_of(id: &str) -> Vec<String> {
         format!("link {}", names.host_veth),
         format!("nft table ip {}", names.host_table),
     ];
-    list_leftovers()
+    let mut found: Vec<String> = list_leftovers()
         .into_iter()
         .filter(|l| {
             mine.contains(l)
@@ -63,7 +63,16 @@ pub fn leftovers_of(id: &str) -> Vec<String> {
                     .and_then(|r| r.split_once(' '))
                     .is_some_and(|(_, h)| h == id)
         })
-        .collect()
+        .collect();
+    if let Some(subnet) = pool::held_by(id) {
+        let addr = std::net::Ipv4Addr::from(u32::from(subnet) + 2);
+        match super::conntrack::count(addr) {
+            Ok(0) => {}
+            Ok(n) => found.push(format!("conntrack {n} entries of {addr}")),
+            Err(e) => found.push(format!("conntrack of {addr} unreadable: {e}")),
+        }
+    }
+    found
 }
 
 fn is_host_veth(name: &str) -> bool {

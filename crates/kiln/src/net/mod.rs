@@ -14,10 +14,11 @@
 //! ```
 //!
 //! Layers inside: `network` (create, destroy) uses `teardown` (removal by name), which
-//! uses `nft`, `rtnl`, `netns`, `pool`; `leftovers` (listing by name) uses the same;
+//! uses `nft`, `rtnl`, `conntrack`, `netns`, `pool`; `leftovers` (listing by name) uses the same;
 //! `pool` uses `netns`; `tap` and everything else only `config` and `error`.
 
 pub mod config;
+pub mod conntrack;
 pub mod error;
 mod leftovers;
 pub mod netns;

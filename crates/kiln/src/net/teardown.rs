@@ -4,7 +4,7 @@
 use super::config::{Names, TAP_NAME};
 use super::error::{step, NetError};
 use super::rtnl::Rtnl;
-use super::{netns, nft, pool};
+use super::{conntrack, netns, nft, pool};
 
 /// Deletes the TAP (so nothing outlives a namespace some stray process still holds),
 /// then the namespace.
@@ -21,8 +21,8 @@ pub(super) fn remove_namespace(names: &Names) -> Result<(), NetError> {
 }
 
 /// Removes everything named for network `id`: the host's nftables table, the host's
-/// veth (its peer goes with it), the TAP and the namespace (its table goes with it),
-/// and the pool lease. Idempotent: what is already gone is skipped. Every part is
+/// veth (its peer goes with it), the host's conntrack entries of its address, the TAP
+/// and the namespace (its table and conntrack entries go with it), and the pool lease. Idempotent: what is already gone is skipped. Every part is
 /// tried; the first error is returned.
 pub fn destroy_leftovers(id: &str) -> Result<(), NetError> {
     let names = Names::of(id)?;
@@ -44,6 +44,14 @@ pub fn destroy_leftovers(id: &str) -> Result<(), NetError> {
             .and_then(|r| r.delete(&names.host_veth))
             .map_err(step(id, format!("cannot delete veth {}", names.host_veth))),
     );
+    // No connection state for a later holder of the /30 to inherit.
+    if let Some(subnet) = pool::held_by(id) {
+        let sandbox_addr = std::net::Ipv4Addr::from(u32::from(subnet) + 2);
+        keep(conntrack::flush(sandbox_addr).map_err(step(
+            id,
+            format!("cannot delete the conntrack entries of {sandbox_addr}"),
+        )));
+    }
     keep(remove_namespace(&names));
     keep(pool::release(id));
     match first {
