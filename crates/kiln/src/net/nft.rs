@@ -90,12 +90,13 @@ pub fn tables(netns: Option<&str>) -> Result<Vec<(String, String)>, String> {
         .collect())
 }
 
-/// Deletes table `family name` if it exists.
+/// Deletes table `family name` if it exists (one nft run: the error of a missing table
+/// is success).
 pub fn delete_table(netns: Option<&str>, family: &str, name: &str) -> Result<(), String> {
-    if tables(netns)?.iter().any(|(f, n)| f == family && n == name) {
-        load(netns, &format!("delete table {family} {name}\n"))?;
+    match load(netns, &format!("delete table {family} {name}\n")) {
+        Err(e) if e.contains("No such file or directory") => Ok(()),
+        r => r,
     }
-    Ok(())
 }
 
 /// The egress chain's rules for `policy`.

@@ -1,19 +1,14 @@
 //! Removing a sandbox network by name: for destroy, a failed create's undo and
 //! reconcile after a crash.
 
-use super::config::{Names, TAP_NAME};
+use super::config::Names;
 use super::error::{step, NetError};
 use super::rtnl::Rtnl;
 use super::{conntrack, netns, nft, pool};
 
-/// Deletes the TAP (so nothing outlives a namespace some stray process still holds),
-/// then the namespace.
+/// Removes the namespace; the TAP, the namespace's table and its conntrack entries go
+/// with it once no process is left inside (the VMM is gone before teardown).
 pub(super) fn remove_namespace(names: &Names) -> Result<(), NetError> {
-    if netns::exists(&names.netns) {
-        let _ = netns::run_in(&names.netns, || {
-            Rtnl::new().and_then(|r| r.delete(TAP_NAME))
-        });
-    }
     netns::remove(&names.netns).map_err(step(
         &names.id,
         format!("cannot remove namespace {}", names.netns),
@@ -21,9 +16,10 @@ pub(super) fn remove_namespace(names: &Names) -> Result<(), NetError> {
 }
 
 /// Removes everything named for network `id`: the host's nftables table, the host's
-/// veth (its peer goes with it), the host's conntrack entries of its address, the TAP
-/// and the namespace (its table and conntrack entries go with it), and the pool lease. Idempotent: what is already gone is skipped. Every part is
-/// tried; the first error is returned.
+/// veth (its peer goes with it), the host's conntrack entries of its address, the
+/// namespace (its TAP, table and conntrack entries go with it), and the pool lease.
+/// Idempotent: what is already gone is skipped. Every part is tried; the first error
+/// is returned.
 pub fn destroy_leftovers(id: &str) -> Result<(), NetError> {
     let names = Names::of(id)?;
     let mut first: Option<NetError> = None;
