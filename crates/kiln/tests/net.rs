@@ -421,3 +421,70 @@ fn drop_net_admin() {
         assert_eq!(libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()), 0);
     }
 }
+
+#[test]
+fn concurrent_creates_get_distinct_addresses_and_reconcile_removes_the_unkept() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut g = Guard::default();
+    let ids: Vec<String> = (0..6).map(|i| id(&format!("many-{i}"))).collect();
+    g.ids.extend(ids.iter().cloned());
+    let nets: Vec<Network> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| s.spawn(move || Network::create(id, &NetConfig::default())))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let mut addrs: Vec<Ipv4Addr> = nets.iter().map(|n| n.host_addr()).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), nets.len(), "{addrs:?}");
+
+    // Reconcile keeps the ids it is told to and removes the others of this test.
+    let mine = |id: &str| id.starts_with(&format!("t{}-many-", std::process::id()));
+    let removed = kiln::net::destroy_unless(|id| !mine(id) || id.ends_with("-0"));
+    let mut gone: Vec<&str> = removed.iter().map(|(id, _)| id.as_str()).collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        ids[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(removed.iter().all(|(_, r)| r.is_ok()), "{removed:?}");
+    for id in &ids[1..] {
+        assert_eq!(leftovers_of(id), Vec::<String>::new());
+    }
+    assert_eq!(Network::find(&ids[0]).unwrap().as_ref(), Some(&nets[0]));
+}
+
+#[test]
+fn a_stale_lease_is_taken_again_and_a_full_pool_is_refused_cleanly() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut g = Guard::default();
+    // A pool of one /30 of its own, so no other sandbox on this host shares it.
+    let one = kiln::net::Pool::parse(&format!("10.201.{}.0/30", std::process::id() % 250)).unwrap();
+    let cfg = NetConfig {
+        pool: Some(one),
+        ..Default::default()
+    };
+    // A lease left by a create that crashed: its namespace is gone.
+    let lease = format!("/run/kiln-net/leases/{}", one.slot(0));
+    std::fs::create_dir_all("/run/kiln-net/leases").unwrap();
+    std::fs::write(&lease, format!("{}\n", id("crashed"))).unwrap();
+    g.ids.push(id("crashed"));
+    let a = g.net("pool-a", &cfg);
+    assert_eq!(a.host_addr(), Ipv4Addr::from(u32::from(one.slot(0)) + 1));
+    assert_eq!(std::fs::read_to_string(&lease).unwrap().trim(), a.id());
+
+    let b = id("pool-b");
+    g.ids.push(b.clone());
+    let e = Network::create(&b, &cfg).unwrap_err();
+    assert!(matches!(e, NetError::PoolExhausted { .. }), "{e}");
+    assert!(e.to_string().contains("KILN_NET_POOL"), "{e}");
+    assert_eq!(leftovers_of(&b), Vec::<String>::new());
+    // Nothing was made for b, and a's lease is still a's.
+    assert_eq!(std::fs::read_to_string(&lease).unwrap().trim(), a.id());
+}

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Layers inside: `network` (create, destroy) uses `teardown` (removal by name), which
-//! uses `nft`, `rtnl`, `conntrack`, `netns`, `pool`; `leftovers` (listing by name) uses the same;
-//! `pool` uses `netns`; `tap` and everything else only `config` and `error`.
+//! uses `leftovers` (listing by name) and `nft`, `rtnl`, `conntrack`, `netns`, `pool`;
+//! `leftovers` uses those too; `pool` uses `netns`; `tap` and everything else only
+//! `config` and `error`.
 
 pub mod config;
 pub mod conntrack;
@@ -35,4 +36,4 @@ pub use config::{
 pub use error::NetError;
 pub use leftovers::{leftovers_of, list_leftovers, network_ids};
 pub use network::Network;
-pub use teardown::destroy_leftovers;
+pub use teardown::{destroy_leftovers, destroy_unless};

@@ -55,3 +55,18 @@ pub fn destroy_leftovers(id: &str) -> Result<(), NetError> {
         None => Ok(()),
     }
 }
+
+/// Reconcile: destroys every sandbox network on the host whose id `keep` refuses. The
+/// namespaces are host-wide, so `keep` must accept every id that is not its caller's
+/// (another state dir's, another program's) and refuse only its own ids with no live
+/// sandbox. Returns each id removed, with the result of removing it.
+pub fn destroy_unless(keep: impl Fn(&str) -> bool) -> Vec<(String, Result<(), NetError>)> {
+    super::leftovers::network_ids()
+        .into_iter()
+        .filter(|id| !keep(id))
+        .map(|id| {
+            let r = destroy_leftovers(&id);
+            (id, r)
+        })
+        .collect()
+}
