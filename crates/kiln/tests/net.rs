@@ -96,6 +96,8 @@ struct Upstream {
     server: SocketAddr,
     host_end: Ipv4Addr,
     seen: Arc<Mutex<Vec<Ipv4Addr>>>,
+    /// Datagrams the UDP server on the same address and port got: (source, payload).
+    datagrams: Arc<Mutex<Vec<(Ipv4Addr, String)>>>,
 }
 
 fn upstream(g: &mut Guard, k: u8) -> Upstream {
@@ -150,10 +152,25 @@ fn upstream(g: &mut Guard, k: u8) -> Upstream {
             }
         }
     }));
+    let udp = netns::run_in(&ns, || std::net::UdpSocket::bind(server).unwrap()).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let datagrams = Arc::new(Mutex::new(Vec::new()));
+    let (stop, log) = (g.stop.clone(), datagrams.clone());
+    g.threads.push(std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((n, SocketAddr::V4(from))) = udp.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                log.lock().unwrap().push((*from.ip(), text));
+            }
+        }
+    }));
     Upstream {
         server,
         host_end,
         seen,
+        datagrams,
     }
 }
 
@@ -315,6 +332,30 @@ fn egress_is_denied_by_default_and_flows_under_allow_all_with_distinct_sources()
     assert_eq!(
         ask(&gc, up.server, Duration::from_secs(10)).unwrap(),
         format!("{} said hello", c.sandbox_addr())
+    );
+
+    // A guest that lies about its source address gets nothing out, even under allow-all:
+    // the spoofed datagram is sent first, the honest one after it on the same path.
+    netns::run_in(&gb, || {
+        Rtnl::new()
+            .unwrap()
+            .add_addr("g0", Ipv4Addr::new(10, 0, 0, 7), 32)
+            .unwrap();
+        let spoofed = std::net::UdpSocket::bind((Ipv4Addr::new(10, 0, 0, 7), 0)).unwrap();
+        spoofed.send_to(b"spoofed", up.server).unwrap();
+        let honest = std::net::UdpSocket::bind((GUEST_ADDR, 0)).unwrap();
+        honest.send_to(b"honest", up.server).unwrap();
+    })
+    .unwrap();
+    let mut waited = 0;
+    while !up.datagrams.lock().unwrap().iter().any(|d| d.1 == "honest") {
+        assert!(waited < 500, "the honest datagram never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    assert_eq!(
+        *up.datagrams.lock().unwrap(),
+        vec![(b.sandbox_addr(), "honest".to_string())]
     );
 
     a.set_policy(EgressPolicy::DenyAll).unwrap();

@@ -118,7 +118,7 @@ pub fn sandbox_ruleset(policy: EgressPolicy) -> String {
 		type filter hook forward priority filter; policy drop;
 		ct state invalid drop
 		meta nfproto ipv6 drop
-		iifname \"{TAP_NAME}\" ip saddr != {GUEST_ADDR} drop
+		iifname \"{TAP_NAME}\" ip saddr != {GUEST_ADDR} counter drop
 		ct state established,related accept
 		iifname \"{TAP_NAME}\" oifname \"{SANDBOX_VETH}\" ct state new jump {EGRESS_CHAIN}
 	}}
