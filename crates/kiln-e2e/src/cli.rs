@@ -101,6 +101,11 @@ pub fn processes_under(state: &Path) -> Vec<(u32, String)> {
     out
 }
 
+/// Whether `pid` is a `kiln-jailer` (the supervisor of a jailed VMM).
+pub fn is_jailer(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kiln-jailer")
+}
+
 /// The files of a state directory that are kiln's own and no leftover.
 pub use kiln::state_dir::STATE_FILES;
 
@@ -140,7 +145,11 @@ pub fn leftovers(state: &Path, running: &[&str]) -> Vec<String> {
     }
     for id in running {
         let sock = format!("{}/vm/api.sock", state.join(id).display());
-        match procs.iter().filter(|(_, l)| l.contains(&sock)).count() {
+        // A jailed VMM's jailer names the same socket: count the VMMs only.
+        let vmms = procs
+            .iter()
+            .filter(|(pid, l)| l.contains(&sock) && !is_jailer(*pid));
+        match vmms.count() {
             1 => {}
             0 => bad.push(format!("{id} is running without a VMM")),
             n => bad.push(format!("{id} has {n} VMMs")),

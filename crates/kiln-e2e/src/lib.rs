@@ -8,6 +8,7 @@ pub mod cli;
 pub mod full;
 pub mod serve;
 pub mod steps;
+pub mod vmm_proc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

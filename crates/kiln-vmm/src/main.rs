@@ -55,6 +55,10 @@ struct Args {
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
+    /// DEBUGGING ONLY: run every thread without its seccomp filter (docs/VMM.md). A
+    /// compromised VMM thread could then make any syscall the host allows.
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -176,6 +180,13 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    if args.no_seccomp {
+        eprintln!(
+            "kiln-vmm: WARNING: --no-seccomp: seccomp filters are OFF; every VMM thread may make any syscall. Use it only to debug a filter, never for untrusted guests"
+        );
+    } else {
+        kiln_vmm::seccomp::enable();
+    }
     signals::block_and_handle();
     if let Some(p) = &args.boot_error {
         kiln_vmm::boot_error::set_path(p.clone());
@@ -202,13 +213,19 @@ fn main() {
         host,
         tx,
     )));
+    // From here the main thread (and every thread it starts) is filtered; the API thread
+    // and the VM's threads narrow it further with their own.
+    kiln_vmm::seccomp::enter("main");
     if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
         let listener = bind(sock);
         let vmm = vmm.clone();
         let limits = api_limits();
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || kiln_vmm::api::serve(listener, vmm, limits))
+            .spawn(move || {
+                kiln_vmm::seccomp::enter("api");
+                kiln_vmm::api::serve(listener, vmm, limits)
+            })
             .unwrap_or_else(|e| die(format!("cannot start the API thread: {e}")));
     }
     if let Some(cfg) = config {

@@ -6,6 +6,7 @@
 //! `seccomp: killed on syscall NAME (NR) in thread T (KIND filter)`.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One BPF instruction as build.rs writes it: code, jump-if-true, jump-if-false, k.
 type Insn = (u16, u8, u8, u32);
@@ -39,6 +40,38 @@ pub enum Error {
         kind: String,
         source: seccompiler::Error,
     },
+}
+
+/// Whether the VMM's threads install their filters ([`enter`]). kiln-vmm's `main` turns
+/// this on unless it runs with `--no-seccomp`; a library user (the unit tests) starts
+/// with it off.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every thread that starts after this install its filter ([`enter`]).
+pub fn enable() {
+    ENABLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`enter`] installs filters.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::SeqCst)
+}
+
+/// Called first thing on each of the VMM's threads: installs `kind`'s filter when
+/// filters are on. A thread that cannot be filtered must not run: the VMM exits with
+/// one line saying why (kiln shows the end of the VMM's log as the failure).
+///
+/// Filters stack, so each thread's effective rules are its own and its spawner's:
+/// `main` and `api` allow what every thread they start needs (docs/VMM.md).
+pub fn enter(kind: &str) {
+    if !enabled() {
+        return;
+    }
+    if let Err(e) = install(kind) {
+        let msg = format!("{e}; run with --no-seccomp only to debug");
+        eprintln!("kiln-vmm: error: {msg}");
+        std::process::exit(crate::exit::code::VMM_ERROR);
+    }
 }
 
 /// The BPF program of one thread kind.

@@ -38,6 +38,7 @@ pub fn block_and_handle() {
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            kiln_vmm::seccomp::enter("signals");
             let mut sig: libc::c_int = 0;
             // SAFETY: `set` is valid and `sig` is a valid out pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {

@@ -23,6 +23,11 @@ fn probe() {
         match call {
             "execve" => libc::syscall(libc::SYS_execve, c"/bin/true".as_ptr(), 0, 0),
             "socket" => libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0),
+            "unix_socket" => libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            // FIONBIO on a bad fd: the one non-KVM ioctl the device thread makes.
+            "fionbio" => libc::syscall(libc::SYS_ioctl, -1, libc::FIONBIO, 0),
+            // UFFDIO_COPY on a bad fd: allowed by the userfaultfd handler's filter.
+            "uffdio_copy" => libc::syscall(libc::SYS_ioctl, -1, 0xc028aa03u32, 0),
             "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/etc/passwd".as_ptr(), 0),
             "ptrace" => libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0),
             // KVM_RUN on a bad fd: allowed by the vCPU filter, fails with EBADF.
@@ -80,10 +85,11 @@ fn every_kind_compiles() {
 }
 
 #[test]
-fn no_thread_may_execve_or_ptrace() {
+fn no_thread_may_execve_ptrace_or_make_a_network_socket() {
     for kind in seccomp::KINDS {
         assert_killed(kind, "execve", "execve");
         assert_killed(kind, "ptrace", "ptrace");
+        assert_killed(kind, "socket", "socket");
     }
 }
 
@@ -96,9 +102,15 @@ fn vcpu_threads_open_no_files_and_make_no_sockets() {
 }
 
 #[test]
-fn vcpu_ioctls_are_filtered_by_number() {
+fn ioctls_are_filtered_by_number() {
     assert_allowed("vcpu", "kvm_run");
     assert_killed("vcpu", "tcgets", "ioctl");
+    assert_killed("vcpu", "fionbio", "ioctl");
+    assert_allowed("devices", "kvm_run");
+    assert_allowed("devices", "fionbio");
+    assert_killed("devices", "tcgets", "ioctl");
+    assert_allowed("uffd", "uffdio_copy");
+    assert_killed("uffd", "kvm_run", "ioctl");
 }
 
 #[test]
@@ -107,7 +119,8 @@ fn needed_syscalls_pass() {
         assert_allowed(kind, "read");
     }
     assert_allowed("metrics", "openat");
-    assert_allowed("api", "socket");
+    assert_allowed("api", "unix_socket");
+    assert_allowed("devices", "unix_socket");
 }
 
 #[test]

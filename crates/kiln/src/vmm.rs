@@ -266,6 +266,14 @@ pub fn parse_boot_time(line: &str) -> Option<Duration> {
     Some(Duration::from_micros(us))
 }
 
+/// The line kiln-vmm's SIGSYS handler writes when a seccomp filter stops a syscall
+/// (`seccomp: killed on syscall NAME (NR) in thread T (KIND filter)`), if its log has one.
+pub fn seccomp_violation(log: &str) -> Option<&str> {
+    log.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("seccomp: killed on syscall "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,11 @@ fn spawn_threads(
             .spawn({
                 let (pio, mmio, exit) = (pio.clone(), mmio.clone(), exit.clone());
                 let (ctl, msrs) = (ctl.clone(), msrs.clone());
-                move || vcpu.run(pio, mmio, exit, ctl, msrs)
+                move || {
+                    // Before the first guest instruction: KVM_RUN comes after this.
+                    crate::seccomp::enter("vcpu");
+                    vcpu.run(pio, mmio, exit, ctl, msrs)
+                }
             })
             .map_err(device_err(format!("vcpu{i} thread")))?;
     }

@@ -126,12 +126,15 @@ pub fn spawn_event_loop(
     }
     std::thread::Builder::new()
         .name("devices".into())
-        .spawn(move || loop {
-            if let Err(e) = em.run() {
-                exit.exit(ExitReason::Error(format!(
-                    "device event loop failed: {e:?}"
-                )));
-                return;
+        .spawn(move || {
+            crate::seccomp::enter("devices");
+            loop {
+                if let Err(e) = em.run() {
+                    exit.exit(ExitReason::Error(format!(
+                        "device event loop failed: {e:?}"
+                    )));
+                    return;
+                }
             }
         })
         .map_err(device_err("event loop thread"))?;

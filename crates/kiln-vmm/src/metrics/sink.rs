@@ -270,6 +270,7 @@ pub fn configure(cfg: &MetricsConfig) -> Result<(), MetricsError> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(|| {
+            crate::seccomp::enter("metrics");
             let mut last_asked = None;
             loop {
                 if PACER.wait(FLUSH_INTERVAL, PROMPT_GAP, &mut last_asked) == Due::Asked {

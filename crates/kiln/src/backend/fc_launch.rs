@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::jail::{self, Input};
+use super::jail::{self, Input, Needs};
 use super::OnSpawn;
 use crate::agent::AgentAddr;
 use crate::error::{Error, Result};
@@ -67,6 +67,7 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) 
     let needs = Needs {
         inputs,
         uffd: false,
+        memory_bytes: g.memory_mib << 20,
     };
     with_vmm(f, dir, id, &needs, spawned, |child, client| {
         if !f.kiln {
@@ -86,11 +87,12 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) 
     })
 }
 
-/// What a VMM reads or writes outside its `vm/` folder (bound into its jail), and
-/// whether it serves memory by userfaultfd.
-pub struct Needs {
-    pub inputs: Vec<Input>,
-    pub uffd: bool,
+/// `KILN_NO_SECCOMP`: `1` starts kiln-vmm with `--no-seccomp` (debugging only: its
+/// threads then run without their filters, and kiln warns on every launch).
+pub const NO_SECCOMP_ENV: &str = "KILN_NO_SECCOMP";
+
+fn seccomp_off() -> Result<bool> {
+    super::switch::read(NO_SECCOMP_ENV, false, "no seccomp filters, debugging only")
 }
 
 /// Spawns the VMM for `dir` (through kiln-jailer when [`jail::enabled`]), tells
@@ -113,6 +115,12 @@ pub fn with_vmm(
     let mut args: Vec<OsString> = vec!["--api-sock".into(), dir.api_sock().into()];
     args.extend(["--id".into(), id.into()]);
     let stdout = if f.kiln {
+        if seccomp_off()? {
+            tracing::warn!(
+                "{NO_SECCOMP_ENV}=1: sandbox {id}'s VMM runs WITHOUT seccomp filters; use this only to debug a filter, never for untrusted guests"
+            );
+            args.push("--no-seccomp".into());
+        }
         args.extend(["--console".into(), dir.console_log().into()]);
         args.extend(["--boot-error".into(), dir.boot_error().into()]);
         args.extend(["--metrics".into(), dir.metrics().into()]);
@@ -128,14 +136,7 @@ pub fn with_vmm(
     };
     let mut cmd = if jail::enabled()? {
         let mut c = Command::new(crate::paths::jailer_binary());
-        c.args(jail::command(
-            dir,
-            id,
-            bin,
-            args,
-            &needs.inputs,
-            needs.uffd,
-        )?);
+        c.args(jail::command(dir, id, bin, args, needs)?);
         c
     } else {
         let mut c = Command::new(bin);
@@ -271,6 +272,13 @@ pub(crate) fn exited(child: &mut Child, dir: &Dir, stage: &'static str) -> Resul
         return Err(failed(stage, None, format!("{why} ({status})")));
     }
     let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
+    if let Some(line) = crate::vmm::seccomp_violation(&log) {
+        return Err(failed(
+            stage,
+            None,
+            format!("{line}; the VMM exited ({status})"),
+        ));
+    }
     let last: Vec<&str> = log.lines().rev().take(5).collect();
     let last: Vec<&str> = last.into_iter().rev().collect();
     let said = if last.is_empty() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::fc_launch::{self, failed, Flavor, Needs};
-use super::jail::{self, Input};
+use super::fc_launch::{self, failed, Flavor};
+use super::jail::{self, Input, Needs};
 use super::{Capabilities, GuestChannel, MemoryBackend, OnSpawn, RestoreRequest, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::fc::FcClient;
@@ -152,6 +152,7 @@ impl VmBackend for KilnVmm {
                 })
                 .collect(),
             uffd: req.memory == MemoryBackend::Uffd,
+            memory_bytes: std::fs::metadata(req.mem_path).map_or(0, |m| m.len()),
         };
         fc_launch::with_vmm(&flavor(), dir, id, &needs, spawned, |_, client| {
             client

@@ -17,6 +17,7 @@ pub mod firecracker;
 pub mod jail;
 pub mod kiln;
 pub mod qemu;
+mod switch;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;

@@ -136,6 +136,10 @@ pub(crate) fn how_it_ended(dir: &Dir, pid: u32) -> Ended {
         (None, Some(m)) => return Ended::Guest(m.to_string()),
         _ => {}
     }
+    if let Some(line) = crate::vmm::seccomp_violation(&log) {
+        let how = ended.map_or(String::new(), |e| format!(", {e}"));
+        return Ended::Failed(format!("{line}; the VMM (pid {pid}) was stopped{how}"));
+    }
     if let Some(why) = dir.group().oom_reason() {
         let how = ended.map_or(String::new(), |e| format!(" ({e})"));
         return Ended::Failed(format!("{why}{how}; pid {pid}"));

@@ -375,7 +375,10 @@ pub fn map_uffd(
     );
     let thread = std::thread::Builder::new()
         .name("kiln-uffd".into())
-        .spawn(move || run(&s, &st));
+        .spawn(move || {
+            crate::seccomp::enter("uffd");
+            run(&s, &st)
+        });
     let thread = thread.map_err(uffd_err("cannot start the userfaultfd handler thread"))?;
     let um = UffdMemory {
         shared,

@@ -23,28 +23,31 @@ use crate::state_dir::Dir;
 
 pub use uids::{release, UID_RANGE_ENV};
 
-/// `KILN_JAIL`: `1`/`on` jails every kiln-vmm and Firecracker VMM (needs root),
-/// `0`/`off` (the default for now) runs them unjailed.
+/// `KILN_JAIL`: `1`/`on` (the default for root) jails every kiln-vmm and Firecracker
+/// VMM; `0`/`off` runs them unjailed, a loud choice for debugging.
 pub const JAIL_ENV: &str = "KILN_JAIL";
 
 /// Whether new VMMs are jailed; an error if jailing is asked for but impossible.
+/// Root jails by default. Another user cannot make the jail's namespaces, mounts and
+/// uids yet: their VMMs run unjailed, and each launch says so in one line.
 pub fn enabled() -> Result<bool> {
-    let v = std::env::var(JAIL_ENV).unwrap_or_default();
-    let on = match v.as_str() {
-        "" | "0" | "off" => false,
-        "1" | "on" => true,
-        other => {
-            return Err(Error::InvalidInput(format!(
-                "{JAIL_ENV}={other}: use 1 (jail every VMM) or 0"
-            )))
-        }
-    };
     // SAFETY: a getter.
-    if on && unsafe { libc::geteuid() } != 0 {
+    let root = unsafe { libc::geteuid() } == 0;
+    let on = super::switch::read(JAIL_ENV, root, "jail every VMM")?;
+    if on && !root {
         return Err(Error::InvalidInput(format!(
             "{JAIL_ENV}=1 needs root (the jail makes namespaces, mounts and device nodes); \
              run kiln as root or unset {JAIL_ENV}"
         )));
+    }
+    if !on && root {
+        tracing::warn!(
+            "{JAIL_ENV}=0: this VMM runs UNJAILED as root, in the host's namespaces; a guest that escapes it owns the host. Use it only to debug"
+        );
+    } else if !on && std::env::var_os(JAIL_ENV).is_none() {
+        tracing::warn!(
+            "this VMM runs unjailed: the jail (namespaces, chroot, its own uid) needs root; as another user only the cgroup limits and seccomp filters apply"
+        );
     }
     Ok(on)
 }
@@ -99,6 +102,36 @@ pub struct Input {
     pub writable: bool,
 }
 
+/// What a VMM reads or writes outside its `vm/` folder (bound into its jail), whether
+/// it serves memory by userfaultfd, and its guest memory (the largest file it may
+/// write, a snapshot's, is that size).
+pub struct Needs {
+    pub inputs: Vec<Input>,
+    pub uffd: bool,
+    pub memory_bytes: u64,
+}
+
+/// Room above the largest file a VMM has or may write, for `RLIMIT_FSIZE`.
+const FSIZE_HEADROOM: u64 = 64 << 20;
+
+/// The jail's `RLIMIT_FSIZE`: no file the VMM writes may outgrow the largest it needs
+/// (a disk layer, or a snapshot of its memory), so a compromised VMM cannot fill the
+/// host's disk with one file. Sizes are apparent sizes (disk layers are sparse).
+fn file_size_limit(dir: &Dir, inputs: &[Input], memory_bytes: u64) -> u64 {
+    let own = std::fs::read_dir(dir.vm())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let largest = inputs
+        .iter()
+        .map(|i| len(&i.path))
+        .chain(own.map(|p| len(&p)))
+        .fold(memory_bytes, u64::max);
+    largest + FSIZE_HEADROOM
+}
+
 /// The jailer's command line for running `vmm` with `args` jailed: allocates the
 /// sandbox's uid and gives it the `vm/` folder.
 pub fn command(
@@ -106,15 +139,15 @@ pub fn command(
     id: &str,
     vmm: &Path,
     args: Vec<OsString>,
-    inputs: &[Input],
-    uffd: bool,
+    needs: &Needs,
 ) -> Result<Vec<OsString>> {
+    let (inputs, uffd) = (&needs.inputs, needs.uffd);
     let vmm = std::fs::canonicalize(vmm).map_err(Error::host_io("cannot find", vmm))?;
     let mut binds = vec![bind(&vmm, false)?, bind(&dir.vm(), true)?];
     for lib in libs::needed(&vmm)? {
         binds.push(bind(&lib, false)?);
     }
-    for i in inputs {
+    for i in inputs.iter() {
         if !i.path.starts_with(dir.vm()) {
             binds.push(bind(&i.path, i.writable)?);
         }
@@ -141,7 +174,7 @@ pub fn command(
         cgroup: None,
         netns: None,
         nofile: kiln_jailer::spec::DEFAULT_NOFILE,
-        fsize: None,
+        fsize: Some(file_size_limit(dir, inputs, needs.memory_bytes)),
         env: Vec::new(),
         exec: vmm,
         args,
