@@ -28,7 +28,7 @@ apt_ensure() {
 
 # Everything kiln's build, tests and harness use from Debian.
 PACKAGES=(qemu-system-x86 e2fsprogs busybox-static cpio kmod xz-utils python3
-	bc bison flex libelf-dev libssl-dev make gcc linux-source iproute2 debootstrap)
+	bc bison flex libelf-dev libssl-dev make gcc linux-source iproute2 debootstrap nftables)
 
 # Kernel, initramfs, images and release binaries.
 build_all() {

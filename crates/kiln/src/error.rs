@@ -106,6 +106,9 @@ pub enum Error {
     /// A sandbox's cgroup could not be made, or a CPU quota is out of range.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A sandbox network could not be made or removed (docs/NETWORK.md).
+    #[error("{0}")]
+    Net(#[from] crate::net::NetError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -17,9 +17,11 @@
 //! | 3 | [`vmm`]: the `kiln-vmm` launcher | `fc`, `process`, `paths`, `cgroup` |
 //! | 3 | [`memory`]: the memory budget and its admission | `store`, `error` |
 //! | 2 | [`state_dir`]: the state directory, sandbox folders ([`state_dir::Dir`]), records, ids, the store opened there | `store`, `paths`, `cgroup`, `error` |
-//! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec`, `cgroup` (its error) |
+//! | 1 | [`error`]: the library's `Error` | `store` (its errors and the lifecycle state), `exec`, `cgroup`, `net` (their errors) |
 //! | 0 | [`store`]: the SQLite state store (sandboxes, lifecycle [`State`], events, the catalog of snapshots and images) | nothing of kiln |
 //! | 0 | [`kmsg`]: OOM kills in the kernel log | nothing of kiln |
+//! | 0 | [`net`]: per-sandbox network namespaces, TAP, veth, NAT (docs/NETWORK.md) | `lease` |
+//! | 0 | [`lease`]: host-wide leases of numbers (uids, /30s), safe across processes | nothing of kiln |
 //! | 0 | [`exec`], [`fc`], [`process`], [`paths`], [`vmm_metrics`]: plain types, the Firecracker-API client, processes, file locations, reading kiln-vmm's metrics file | nothing of kiln |
 //! | 0 | [`cgroup`]: a sandbox VMM's cgroup v2 group and its limits | nothing of kiln |
 
@@ -30,7 +32,9 @@ pub mod error;
 pub mod exec;
 pub mod fc;
 pub mod kmsg;
+pub mod lease;
 pub mod memory;
+pub mod net;
 pub mod paths;
 pub mod process;
 pub mod sandbox;
