@@ -75,3 +75,6 @@ pub fn patch(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     vmm.config.network_interfaces[pos] = n;
     Ok(Response::no_content())
 }
+
+#[cfg(test)]
+mod tests;

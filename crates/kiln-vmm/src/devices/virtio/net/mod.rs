@@ -28,7 +28,7 @@ mod device;
 mod frame;
 pub mod tap;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use device::{Net, NetState, NetStateError};
 pub use tap::{Tap, TapError};
