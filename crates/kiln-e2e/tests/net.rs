@@ -1,0 +1,122 @@
+//! virtio-net: a guest booted with a network interface on a TAP sees `eth0` with the
+//! configured MAC. The TAP lives in a network namespace the test makes (a thread that
+//! unshared CLONE_NEWNET; kiln-vmm, spawned from that thread, runs in it), so nothing is
+//! left on the host: the namespace and its TAP go when the thread and the VMM end.
+//! Without /dev/net/tun (under scripts/harness: the outer kernel's `tun` module) the test
+//! fails and says so.
+
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+
+use kiln_e2e::*;
+
+const TAP: &str = "kilne0";
+const MAC: &str = "06:00:ac:10:00:02";
+
+/// A persistent TAP `name` in the calling thread's network namespace.
+fn make_tap(name: &str) -> std::io::Result<()> {
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+        _pad: [0; 22],
+    };
+    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads one ifreq; TUNSETPERSIST takes an int by value.
+    let ok = unsafe {
+        libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) == 0
+            && libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_int) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn the_guest_sees_eth0_with_the_configured_mac() {
+    if !require_kvm("net_mac") {
+        return;
+    }
+    let t = TempDir::new("net-mac");
+    let g = spec("kiln.cat=/sys/class/net/eth0/address kiln.action=poweroff");
+    let cfg = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": g.kernel,
+            "initrd_path": g.initrd,
+            "boot_args": g.boot_args,
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "network-interfaces": [{"iface_id": "eth0", "host_dev_name": TAP, "guest_mac": MAC}],
+    });
+    let cfg_path = t.path("vm.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let console = t.path("console.log");
+    let vmm = kiln::paths::vmm_binary();
+    let console_arg = console.clone();
+    let status = std::thread::spawn(move || {
+        // SAFETY: unshare with a flag only changes this thread's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "cannot make a network namespace: {}; run the test as root",
+                std::io::Error::last_os_error()
+            );
+        }
+        if let Err(e) = make_tap(TAP) {
+            panic!(
+                "cannot make TAP {TAP}: {e}; the host needs /dev/net/tun (the tun module: \
+                 under scripts/harness the outer kernel must load it)"
+            );
+        }
+        let mut child = Command::new(&vmm)
+            .arg("--config-file")
+            .arg(&cfg_path)
+            .arg("--no-api")
+            .arg("--console")
+            .arg(&console_arg)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", vmm.display()));
+        let mut status = None;
+        wait_until(TIMEOUT, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let (status, err) = status;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "kiln-vmm did not power off cleanly\nstderr: {err}\nconsole:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("cat /sys/class/net/eth0/address: {MAC}")),
+        "the guest has no eth0 with MAC {MAC}\nconsole:\n{text}"
+    );
+}
