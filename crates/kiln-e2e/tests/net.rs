@@ -6,7 +6,8 @@
 //! fails and says so.
 
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use kiln_e2e::*;
 
@@ -45,6 +46,151 @@ fn make_tap(name: &str) -> std::io::Result<()> {
     }
 }
 
+/// Runs `f` on a thread in a new network namespace holding the TAP.
+fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare with a flag only changes this thread's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "cannot make a network namespace: {}; run the test as root",
+                std::io::Error::last_os_error()
+            );
+        }
+        if let Err(e) = make_tap(TAP) {
+            panic!(
+                "cannot make TAP {TAP}: {e}; the host needs /dev/net/tun (the tun module: \
+                 under scripts/harness the outer kernel must load it)"
+            );
+        }
+        f()
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Ends the VMM however the test ends.
+struct Vmm(Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_text(path: &Path, text: &str) -> String {
+    let mut got = String::new();
+    wait_until(TIMEOUT, || {
+        got = std::fs::read_to_string(path).unwrap_or_default();
+        got.contains(text)
+    });
+    got
+}
+
+/// Over the API socket: interfaces configured before boot, refused after it with a
+/// reason, their rate limiters changed on the running VM, their counters in the metrics
+/// line.
+#[test]
+fn a_running_vm_changes_its_interface_limits_over_the_api() {
+    if !require_kvm("net_api") {
+        return;
+    }
+    let t = TempDir::new("net-api");
+    let g = spec("kiln.cat=/sys/class/net/eth0/address");
+    let (sock, console, metrics) = (t.path("api.sock"), t.path("console.log"), t.path("metrics"));
+    let vmm_bin = kiln::paths::vmm_binary();
+    in_netns(move || {
+        let child = Command::new(&vmm_bin)
+            .arg("--api-sock")
+            .arg(&sock)
+            .arg("--console")
+            .arg(&console)
+            .arg("--metrics")
+            .arg(&metrics)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", vmm_bin.display()));
+        let _vmm = Vmm(child);
+        assert!(wait_until(TIMEOUT, || sock.exists()), "no API socket");
+        let api = kiln::FcClient::new(&sock);
+        api.put(
+            "/boot-source",
+            &serde_json::json!({"kernel_image_path": g.kernel, "initrd_path": g.initrd,
+                "boot_args": g.boot_args}),
+        )
+        .unwrap();
+        api.put(
+            "/machine-config",
+            &serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128}),
+        )
+        .unwrap();
+        let limit =
+            |size: u64| serde_json::json!({"bandwidth": {"size": size, "refill_time": 1000}});
+        api.put(
+            "/network-interfaces/eth0",
+            &serde_json::json!({"iface_id": "eth0", "host_dev_name": TAP, "guest_mac": MAC,
+                "tx_rate_limiter": limit(1 << 20)}),
+        )
+        .unwrap();
+        let fault = |method: &str, path: &str, body: serde_json::Value| {
+            let (status, text) = api.request(method, path, Some(&body)).unwrap();
+            assert_eq!(status, 400, "{method} {path}: {text}");
+            text
+        };
+        let e = fault(
+            "PUT",
+            "/network-interfaces/eth1",
+            serde_json::json!({"iface_id": "eth1", "host_dev_name": TAP}),
+        );
+        assert!(e.contains("give each interface its own TAP"), "{e}");
+        api.action("InstanceStart").unwrap();
+        let text = wait_for_text(&console, &format!("eth0/address: {MAC}"));
+        assert!(
+            text.contains(MAC),
+            "the guest has no eth0 with MAC {MAC}:\n{text}"
+        );
+
+        api.patch(
+            "/network-interfaces/eth0",
+            &serde_json::json!({"iface_id": "eth0", "tx_rate_limiter": limit(10 << 20),
+                "rx_rate_limiter": limit(1 << 20)}),
+        )
+        .unwrap();
+        let cfg = api.get("/vm/config").unwrap();
+        let eth0 = &cfg["network-interfaces"][0];
+        assert_eq!(eth0["tx_rate_limiter"]["bandwidth"]["size"], 10 << 20);
+        assert_eq!(eth0["rx_rate_limiter"]["bandwidth"]["size"], 1 << 20);
+        let e = fault(
+            "PATCH",
+            "/network-interfaces/eth9",
+            serde_json::json!({"iface_id": "eth9"}),
+        );
+        assert!(e.contains("PUT /network-interfaces/eth9 first"), "{e}");
+        let e = fault(
+            "PUT",
+            "/network-interfaces/eth1",
+            serde_json::json!({"iface_id": "eth1", "host_dev_name": "tap9"}),
+        );
+        assert!(e.contains("only be added before the microVM starts"), "{e}");
+
+        api.action("FlushMetrics").unwrap();
+        let line = std::fs::read_to_string(&metrics).unwrap();
+        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        for k in [
+            "rx_bytes",
+            "tx_bytes",
+            "rx_packets",
+            "tx_packets",
+            "rx_drops",
+            "tx_drops",
+            "rx_throttled",
+            "tx_throttled",
+        ] {
+            assert!(line["net"]["eth0"][k].is_u64(), "net.eth0.{k} in {line}");
+        }
+    });
+}
+
 #[test]
 fn the_guest_sees_eth0_with_the_configured_mac() {
     if !require_kvm("net_mac") {
@@ -66,20 +212,7 @@ fn the_guest_sees_eth0_with_the_configured_mac() {
     let console = t.path("console.log");
     let vmm = kiln::paths::vmm_binary();
     let console_arg = console.clone();
-    let status = std::thread::spawn(move || {
-        // SAFETY: unshare with a flag only changes this thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            panic!(
-                "cannot make a network namespace: {}; run the test as root",
-                std::io::Error::last_os_error()
-            );
-        }
-        if let Err(e) = make_tap(TAP) {
-            panic!(
-                "cannot make TAP {TAP}: {e}; the host needs /dev/net/tun (the tun module: \
-                 under scripts/harness the outer kernel must load it)"
-            );
-        }
+    let status = in_netns(move || {
         let mut child = Command::new(&vmm)
             .arg("--config-file")
             .arg(&cfg_path)
@@ -105,9 +238,7 @@ fn the_guest_sees_eth0_with_the_configured_mac() {
             let _ = e.read_to_string(&mut err);
         }
         (status, err)
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
     let text = std::fs::read_to_string(&console).unwrap_or_default();
     let (status, err) = status;
     assert_eq!(
