@@ -80,6 +80,7 @@ fn a_flood_of_small_frames_leaves_the_device_serving() {
         let frame = eth(FROM_GUEST, &[1; 46]);
         let total = 2000u64;
         let mut sent = 0u64;
+        let start = std::time::Instant::now();
         while sent < total {
             // Fill the ring, then let the device drain it.
             for i in 0..u64::from(QSIZE) {
@@ -94,6 +95,12 @@ fn a_flood_of_small_frames_leaves_the_device_serving() {
         let (ok, dropped) = (
             m.tx_packets.load(Ordering::Relaxed),
             m.tx_drops.load(Ordering::Relaxed),
+        );
+        // A figure for the record (`--nocapture`), not an assertion.
+        let us = start.elapsed().as_micros().max(1);
+        println!(
+            "tx flood: {sent} frames of 60 bytes in {us} us ({} frames/s), {dropped} dropped",
+            u128::from(sent) * 1_000_000 / us
         );
         assert_eq!(
             ok + dropped,
