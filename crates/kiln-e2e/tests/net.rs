@@ -13,6 +13,8 @@ use kiln_e2e::*;
 
 const TAP: &str = "kilne0";
 const MAC: &str = "06:00:ac:10:00:02";
+/// The TAP a restored VM moves to.
+const TAP2: &str = "kilne1";
 
 /// A persistent TAP `name` in the calling thread's network namespace.
 fn make_tap(name: &str) -> std::io::Result<()> {
@@ -250,4 +252,95 @@ fn the_guest_sees_eth0_with_the_configured_mac() {
         text.contains(&format!("cat /sys/class/net/eth0/address: {MAC}")),
         "the guest has no eth0 with MAC {MAC}\nconsole:\n{text}"
     );
+}
+
+/// A snapshot of a VM with an interface restores onto another TAP through
+/// `network_overrides`; without one the parent's TAP, still held, is a 400 saying so.
+#[test]
+fn a_snapshot_restores_its_interface_onto_the_overriding_tap() {
+    if !require_kvm("net_snapshot") {
+        return;
+    }
+    let t = TempDir::new("net-snap");
+    let g = spec("kiln.cat=/sys/class/net/eth0/address");
+    let dir = t.0.clone();
+    let vmm_bin = kiln::paths::vmm_binary();
+    in_netns(move || {
+        make_tap(TAP2).expect("second TAP");
+        let spawn = |name: &str| {
+            let sock = dir.join(format!("{name}.sock"));
+            let child = Command::new(&vmm_bin)
+                .arg("--api-sock")
+                .arg(&sock)
+                .arg("--console")
+                .arg(dir.join(format!("{name}.console")))
+                .arg("--metrics")
+                .arg(dir.join(format!("{name}.metrics")))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", vmm_bin.display()));
+            let vmm = Vmm(child);
+            assert!(wait_until(TIMEOUT, || sock.exists()), "no API socket");
+            (vmm, kiln::FcClient::new(&sock))
+        };
+        let (_parent, a) = spawn("parent");
+        a.put(
+            "/boot-source",
+            &serde_json::json!({"kernel_image_path": g.kernel, "initrd_path": g.initrd,
+                "boot_args": g.boot_args}),
+        )
+        .unwrap();
+        a.put(
+            "/network-interfaces/eth0",
+            &serde_json::json!({"iface_id": "eth0", "host_dev_name": TAP, "guest_mac": MAC,
+                "tx_rate_limiter": {"ops": {"size": 1000, "refill_time": 1000}}}),
+        )
+        .unwrap();
+        a.action("InstanceStart").unwrap();
+        let text = wait_for_text(&dir.join("parent.console"), &format!("eth0/address: {MAC}"));
+        assert!(
+            text.contains(MAC),
+            "the guest has no eth0 with MAC {MAC}:\n{text}"
+        );
+        a.patch("/vm", &serde_json::json!({"state": "Paused"}))
+            .unwrap();
+        let (state, mem) = (dir.join("state.json"), dir.join("mem"));
+        a.put(
+            "/snapshot/create",
+            &serde_json::json!({"snapshot_type": "Full", "snapshot_path": state,
+                "mem_file_path": mem}),
+        )
+        .unwrap();
+        let saved = std::fs::read_to_string(&state).unwrap();
+        assert!(
+            saved.contains("\"kind\":\"net\"") || saved.contains("\"kind\": \"net\""),
+            "no net device state in the snapshot"
+        );
+
+        let (_child, b) = spawn("child");
+        let load = |overrides: serde_json::Value| {
+            b.request(
+                "PUT",
+                "/snapshot/load",
+                Some(&serde_json::json!({"snapshot_path": state,
+                    "mem_backend": {"backend_type": "File", "backend_path": mem},
+                    "resume_vm": true, "network_overrides": overrides})),
+            )
+            .unwrap()
+        };
+        let (status, e) = load(serde_json::json!([]));
+        assert_eq!(status, 400, "{e}");
+        assert!(e.contains("TAP 'kilne0' is busy"), "{e}");
+        let (status, e) = load(serde_json::json!([{"iface_id": "eth0", "host_dev_name": TAP2}]));
+        assert_eq!(status, 204, "{e}");
+        assert_eq!(b.get("/").unwrap()["state"], "Running");
+        let cfg = b.get("/vm/config").unwrap();
+        let eth0 = &cfg["network-interfaces"][0];
+        assert_eq!(eth0["host_dev_name"], TAP2);
+        assert_eq!(eth0["guest_mac"], MAC);
+        assert_eq!(eth0["tx_rate_limiter"]["ops"]["size"], 1000);
+        b.action("FlushMetrics").unwrap();
+        let line = std::fs::read_to_string(dir.join("child.metrics")).unwrap();
+        assert!(line.contains("\"net\":{\"eth0\""), "{line}");
+    });
 }
