@@ -49,7 +49,8 @@ struct Patch {
     tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
-/// PATCH: new rate limiters (each given one replaced with full buckets).
+/// PATCH: new rate limiters, merged as Firecracker does ([`RateLimiterConfig::patched`]:
+/// a bucket given replaces the current one, a bucket left out stays).
 pub fn patch(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     let p: Patch = parse_json(body)?;
     same_id(&p.iface_id, id)?;
@@ -62,15 +63,16 @@ pub fn patch(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
         return Err(ApiError::NoSuchIface(id.into()));
     };
     let mut n = vmm.config.network_interfaces[pos].clone();
-    if p.rx_rate_limiter.is_some() {
-        n.rx_rate_limiter = p.rx_rate_limiter;
-    }
-    if p.tx_rate_limiter.is_some() {
-        n.tx_rate_limiter = p.tx_rate_limiter;
-    }
+    let merge = |cur: Option<RateLimiterConfig>, patch: Option<RateLimiterConfig>| {
+        patch.map(|p| cur.unwrap_or_default().patched(&p))
+    };
+    let rx = merge(n.rx_rate_limiter, p.rx_rate_limiter);
+    let tx = merge(n.tx_rate_limiter, p.tx_rate_limiter);
+    n.rx_rate_limiter = rx.or(n.rx_rate_limiter);
+    n.tx_rate_limiter = tx.or(n.tx_rate_limiter);
     n.validate()?;
     if vmm.is_running() {
-        vmm.update_net_limiters(id, p.rx_rate_limiter.as_ref(), p.tx_rate_limiter.as_ref())?;
+        vmm.update_net_limiters(id, rx.as_ref(), tx.as_ref())?;
     }
     vmm.config.network_interfaces[pos] = n;
     Ok(Response::no_content())

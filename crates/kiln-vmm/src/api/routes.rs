@@ -135,11 +135,12 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     if let Some(path) = p.path_on_host {
         d.path_on_host = path;
     }
-    if p.rate_limiter.is_some() {
-        d.rate_limiter = p.rate_limiter;
+    if let Some(patch) = &p.rate_limiter {
+        // Firecracker's merge: a bucket given replaces the current one, one left out stays.
+        d.rate_limiter = Some(d.rate_limiter.unwrap_or_default().patched(patch));
     }
     if vmm.is_running() {
-        if let Some(l) = &p.rate_limiter {
+        if let (Some(l), Some(_)) = (&d.rate_limiter, &p.rate_limiter) {
             l.validate("rate_limiter")
                 .map_err(crate::config::ConfigError::new)?;
             vmm.update_drive_limiter(id, l)?;

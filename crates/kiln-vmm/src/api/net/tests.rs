@@ -102,6 +102,19 @@ fn interfaces_are_configured_replaced_and_refused_with_a_reason() {
         assert_eq!(status, 204, "{msg}");
         let (_, cfg) = call(&v, "GET", "/vm/config", "");
         assert!(cfg.contains("1048576"), "{cfg}");
+        // Firecracker's merge: a bucket left out of the PATCH stays.
+        let (status, msg) = call(
+            &v,
+            "PATCH",
+            "/network-interfaces/eth0",
+            r#"{"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 4096, "refill_time": 10}}}"#,
+        );
+        assert_eq!(status, 204, "{msg}");
+        let (_, cfg) = call(&v, "GET", "/vm/config", "");
+        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        let rx = &cfg["network-interfaces"][0]["rx_rate_limiter"];
+        assert_eq!(rx["ops"]["size"], 1000, "{rx}");
+        assert_eq!(rx["bandwidth"]["size"], 4096, "{rx}");
         let (status, msg) = call(
             &v,
             "PATCH",

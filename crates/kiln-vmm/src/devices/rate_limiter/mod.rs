@@ -52,6 +52,16 @@ pub struct RateLimiterConfig {
 }
 
 impl RateLimiterConfig {
+    /// This config with `patch` applied as Firecracker's PATCH does: a bucket the patch
+    /// gives replaces this one's (a bucket of size or refill_time 0 removes it), a bucket
+    /// it leaves out stays.
+    pub fn patched(&self, patch: &RateLimiterConfig) -> RateLimiterConfig {
+        RateLimiterConfig {
+            bandwidth: patch.bandwidth.or(self.bandwidth),
+            ops: patch.ops.or(self.ops),
+        }
+    }
+
     /// Checks the numbers; `what` names the limiter in the message (`tx_rate_limiter`).
     pub fn validate(&self, what: &str) -> Result<(), String> {
         for (name, b) in [("bandwidth", &self.bandwidth), ("ops", &self.ops)] {
@@ -177,12 +187,17 @@ impl RateLimiter {
         self.blocked = false;
     }
 
-    /// Replaces the buckets (a PATCH on a running VM): new, full buckets, as Firecracker
-    /// does. A throttled device is woken at once through the timer.
+    /// Applies a new config (a PATCH on a running VM): a bucket whose config changed
+    /// starts again, full, as in Firecracker; an unchanged one keeps its fill level. A
+    /// throttled device is woken at once through the timer.
     pub fn update(&mut self, cfg: &RateLimiterConfig, now: u64) {
+        if cfg.bandwidth != self.cfg.bandwidth {
+            self.bandwidth = cfg.bandwidth.and_then(|b| TokenBucket::new(&b, now));
+        }
+        if cfg.ops != self.cfg.ops {
+            self.ops = cfg.ops.and_then(|b| TokenBucket::new(&b, now));
+        }
         self.cfg = *cfg;
-        self.bandwidth = cfg.bandwidth.and_then(|b| TokenBucket::new(&b, now));
-        self.ops = cfg.ops.and_then(|b| TokenBucket::new(&b, now));
         if self.blocked {
             self.block_for(Duration::from_nanos(1));
         }

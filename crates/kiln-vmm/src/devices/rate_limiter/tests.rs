@@ -161,6 +161,39 @@ fn an_update_refills_and_wakes_a_throttled_device() {
 }
 
 #[test]
+fn a_patch_replaces_the_buckets_it_gives_and_keeps_the_others() {
+    let cfg = RateLimiterConfig {
+        bandwidth: Some(bucket(1000, None, 100)),
+        ops: Some(bucket(10, None, 100)),
+    };
+    let mut l = RateLimiter::new(&cfg, 0).unwrap();
+    assert!(l.consume(600, 0));
+    let patch = RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(bucket(20, None, 100)),
+    };
+    let new = cfg.patched(&patch);
+    assert_eq!(new.bandwidth, cfg.bandwidth);
+    assert_eq!(new.ops, patch.ops);
+    l.update(&new, 0);
+    let (bw, ops) = l.buckets();
+    assert_eq!(
+        bw.unwrap().budget(),
+        400,
+        "the unchanged bucket keeps its level"
+    );
+    assert_eq!(ops.unwrap().budget(), 20, "the new one starts full");
+    // Size 0 removes a bucket.
+    let off = new.patched(&RateLimiterConfig {
+        bandwidth: Some(bucket(0, None, 0)),
+        ops: None,
+    });
+    l.update(&off, 0);
+    assert!(l.buckets().0.is_none());
+    assert!(l.consume(1 << 30, 0), "no bandwidth limit left");
+}
+
+#[test]
 fn save_and_restore_keep_the_fill_level_clamped() {
     let cfg = RateLimiterConfig {
         bandwidth: Some(bucket(1000, Some(50), 100)),

@@ -135,7 +135,8 @@ impl Net {
         self.metrics = m;
     }
 
-    /// Replaces the limiters given (PATCH on a running VM); a throttled queue is woken.
+    /// Applies new limiter configs (PATCH on a running VM, already merged with the current
+    /// ones: see [`RateLimiterConfig::patched`]); a throttled queue is woken.
     pub fn update_limiters(
         &mut self,
         rx: Option<&RateLimiterConfig>,
