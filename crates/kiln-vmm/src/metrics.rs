@@ -84,6 +84,18 @@ counters!(
 );
 
 counters!(
+    /// One virtio-net interface. rx is host to guest, tx guest to host; bytes are frame
+    /// bytes without the 12-byte vnet header. `*_drops` counts every frame lost (a full
+    /// TAP queue, a failed TAP write, a malformed chain); `*_malformed` those of them the
+    /// guest's descriptors were to blame for; `*_throttled` how often a rate limiter
+    /// stopped the queue.
+    NetMetrics {
+        rx_bytes, rx_packets, rx_drops, rx_malformed, rx_throttled,
+        tx_bytes, tx_packets, tx_drops, tx_malformed, tx_throttled
+    }
+);
+
+counters!(
     /// virtio-rng: random bytes given to the guest.
     RngMetrics { bytes }
 );
@@ -98,6 +110,7 @@ pub struct Metrics {
     vcpus: [VcpuMetrics; MAX_VCPUS],
     vcpu_count: AtomicUsize,
     drives: Mutex<Vec<(String, Arc<BlockMetrics>)>>,
+    nets: Mutex<Vec<(String, Arc<NetMetrics>)>>,
     pub vsock: VsockMetrics,
     pub rng: RngMetrics,
     pub vm: VmMetrics,
@@ -163,6 +176,7 @@ struct Line<'a> {
     vcpu: VcpuCounts,
     per_vcpu: Vec<VcpuCounts>,
     block: BTreeMap<&'a str, &'a BlockMetrics>,
+    net: BTreeMap<&'a str, &'a NetMetrics>,
     vsock: &'a VsockMetrics,
     rng: &'a RngMetrics,
     vm: &'a VmMetrics,
@@ -180,6 +194,7 @@ impl Metrics {
             vcpus: [const { VcpuMetrics::new() }; MAX_VCPUS],
             vcpu_count: AtomicUsize::new(0),
             drives: Mutex::new(Vec::new()),
+            nets: Mutex::new(Vec::new()),
             vsock: VsockMetrics::new(),
             rng: RngMetrics::new(),
             vm: VmMetrics::new(),
@@ -206,6 +221,18 @@ impl Metrics {
         }
         let m = Arc::new(BlockMetrics::new());
         drives.push((drive_id.to_string(), m.clone()));
+        m
+    }
+
+    /// The counters of network interface `iface_id`, created on first use (as
+    /// [`Metrics::drive`]).
+    pub fn net(&self, iface_id: &str) -> Arc<NetMetrics> {
+        let mut nets = self.nets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, m)) = nets.iter().find(|(id, _)| id == iface_id) {
+            return m.clone();
+        }
+        let m = Arc::new(NetMetrics::new());
+        nets.push((iface_id.to_string(), m.clone()));
         m
     }
 
@@ -237,6 +264,8 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let block = drives.iter().map(|(id, m)| (id.as_str(), &**m)).collect();
+        let nets = self.nets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let net = nets.iter().map(|(id, m)| (id.as_str(), &**m)).collect();
         let boot = self.boot_time_us.load(Relaxed);
         let line = Line {
             utc_timestamp_ms,
@@ -245,6 +274,7 @@ impl Metrics {
             vcpu,
             per_vcpu,
             block,
+            net,
             vsock: &self.vsock,
             rng: &self.rng,
             vm: &self.vm,

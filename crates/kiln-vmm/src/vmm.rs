@@ -14,6 +14,7 @@ use crate::builder::{self, RestoreOptions, StartError};
 use crate::config::{ConfigError, HostFacts, ValidConfig, VmConfig};
 use crate::devices::console_log::CappedLog;
 use crate::devices::control::BootTimes;
+use crate::devices::rate_limiter::RateLimiterConfig;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
 use crate::metrics::{inc, METRICS};
@@ -60,6 +61,8 @@ pub enum VmmError {
     WorkingSet(#[from] MemFileError),
     #[error("{0} lock poisoned")]
     Poisoned(&'static str),
+    #[error("the running microVM has no {kind} '{id}'")]
+    NoDevice { kind: &'static str, id: String },
 }
 
 /// Where the guest's serial console goes.
@@ -353,6 +356,58 @@ impl Vmm {
             Some(u) => Ok(u.save_working_set()?),
             None => Err(VmmError::NotUffd),
         }
+    }
+
+    /// Runs `f` on the running VM's device for which `pick` returns Some; false if none.
+    fn with_device<T: ?Sized>(
+        &mut self,
+        pick: impl Fn(&mut dyn crate::devices::virtio::VirtioDevice) -> Option<&mut T>,
+        f: impl FnOnce(&mut T),
+    ) -> Result<bool, VmmError> {
+        let r = self.running_mut()?;
+        for t in &r.machine.transports {
+            let mut t = t
+                .lock()
+                .map_err(|_| VmmError::Poisoned("virtio transport"))?;
+            if let Some(d) = pick(t.device_mut()) {
+                f(d);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Replaces the given rate limiters of the running VM's interface `iface_id`.
+    pub fn update_net_limiters(
+        &mut self,
+        iface_id: &str,
+        rx: Option<&RateLimiterConfig>,
+        tx: Option<&RateLimiterConfig>,
+    ) -> Result<(), VmmError> {
+        let found = self.with_device(
+            |d| d.net().filter(|n| n.iface_id() == iface_id),
+            |n| n.update_limiters(rx, tx),
+        )?;
+        found.then_some(()).ok_or_else(|| VmmError::NoDevice {
+            kind: "network interface",
+            id: iface_id.into(),
+        })
+    }
+
+    /// Replaces the rate limiter of the running VM's drive `drive_id`.
+    pub fn update_drive_limiter(
+        &mut self,
+        drive_id: &str,
+        cfg: &RateLimiterConfig,
+    ) -> Result<(), VmmError> {
+        let found = self.with_device(
+            |d| d.block().filter(|b| b.drive_id() == drive_id),
+            |b| b.set_rate_limiter(cfg),
+        )?;
+        found.then_some(()).ok_or_else(|| VmmError::NoDevice {
+            kind: "drive",
+            id: drive_id.into(),
+        })
     }
 
     pub fn send_ctrl_alt_del(&self) -> Result<(), VmmError> {

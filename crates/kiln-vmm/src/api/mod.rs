@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod routes;
 pub mod server;
 pub mod snapshot;

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::devices::rate_limiter::RateLimiterConfig;
+
 use super::error::{ApiError, Outcome};
 use super::http::{Request, Response};
 use super::snapshot;
@@ -115,27 +117,37 @@ fn put_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
 struct DrivePatch {
     drive_id: String,
     path_on_host: Option<String>,
-    rate_limiter: Option<serde_json::Value>,
+    rate_limiter: Option<RateLimiterConfig>,
 }
 
-/// PATCH: a new backing file for an existing drive (before boot).
+/// PATCH: a new backing file for an existing drive (before boot), or a new rate limiter
+/// (before boot, or on a running VM: new full buckets).
 fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     let p: DrivePatch = parse_json(body)?;
     same_drive_id(&p.drive_id, id)?;
     let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
         return Err(ApiError::NoSuchDrive(id.into()));
     };
-    if vmm.is_running() {
+    if vmm.is_running() && p.path_on_host.is_some() {
         return Err(ApiError::DriveOfRunningVm);
     }
     let mut d = vmm.config.drives[pos].clone();
     if let Some(path) = p.path_on_host {
         d.path_on_host = path;
     }
-    if p.rate_limiter.is_some() {
-        d.rate_limiter = p.rate_limiter;
+    if let Some(patch) = &p.rate_limiter {
+        // Firecracker's merge: a bucket given replaces the current one, one left out stays.
+        d.rate_limiter = Some(d.rate_limiter.unwrap_or_default().patched(patch));
     }
-    d.validate()?;
+    if vmm.is_running() {
+        if let (Some(l), Some(_)) = (&d.rate_limiter, &p.rate_limiter) {
+            l.validate("rate_limiter")
+                .map_err(crate::config::ConfigError::new)?;
+            vmm.update_drive_limiter(id, l)?;
+        }
+    } else {
+        d.validate()?;
+    }
     vmm.config.drives[pos] = d;
     Ok(Response::no_content())
 }
@@ -179,6 +191,8 @@ fn instance_info(vmm: &Vmm) -> Outcome {
     Ok(Response::json(200, &info))
 }
 
+const NET: &str = "/network-interfaces/";
+
 fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
     let path = req.path.split('?').next().unwrap_or("");
     let path = path
@@ -196,6 +210,8 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("PUT", "/actions") => put_action(vmm, body),
         ("PUT", "/vsock") => put_vsock(vmm, body),
         ("PUT", "/metrics") => super::metrics::put(vmm, body),
+        ("PUT", p) if p.starts_with(NET) => super::net::put(vmm, &p[NET.len()..], body),
+        ("PATCH", p) if p.starts_with(NET) => super::net::patch(vmm, &p[NET.len()..], body),
         ("PUT", p) if p.starts_with("/drives/") => put_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", p) if p.starts_with("/drives/") => patch_drive(vmm, &p["/drives/".len()..], body),
         ("PATCH", "/vm") => snapshot::patch_vm(vmm, body),

@@ -145,6 +145,14 @@ impl WorkingSet {
     }
 }
 
+/// One entry of `network_overrides` (Firecracker's): the TAP a restored interface uses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkOverride {
+    iface_id: String,
+    host_dev_name: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotLoad {
@@ -163,6 +171,8 @@ struct SnapshotLoad {
     kiln_drives: BTreeMap<String, String>,
     #[serde(default)]
     kiln_working_set: WorkingSet,
+    #[serde(default)]
+    network_overrides: Vec<NetworkOverride>,
 }
 
 pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
@@ -199,6 +209,11 @@ pub fn load(vmm: &mut Vmm, body: &str) -> Outcome {
         backend,
         vsock_uds_path: l.kiln_vsock_uds_path,
         drives: l.kiln_drives,
+        nets: l
+            .network_overrides
+            .into_iter()
+            .map(|o| (o.iface_id, o.host_dev_name))
+            .collect(),
     };
     vmm.snapshot_load(&l.snapshot_path, &opts, l.resume_vm)?;
     Ok(Response::no_content())

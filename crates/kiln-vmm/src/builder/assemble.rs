@@ -13,7 +13,7 @@ use vm_memory::GuestMemoryMmap;
 use super::legacy::{self, Legacy};
 use super::virtio::{self, VirtioSet};
 use super::{device_err, Machine, RunningVm, StartError};
-use crate::config::{Drive, VsockConfig};
+use crate::config::{Drive, NetworkInterface, VsockConfig};
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
 use crate::devices::virtio::MmioTransport;
@@ -54,6 +54,7 @@ impl Devices {
         start: Instant,
         drives: &[&Drive],
         vsock: Option<&VsockConfig>,
+        nets: &[NetworkInterface],
     ) -> Result<Self, StartError> {
         let (exit, exit_rx) = ExitSignal::new();
         let exit = Arc::new(exit);
@@ -61,7 +62,7 @@ impl Devices {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let legacy = legacy::attach(vm, &mut pio, console, start, &boot_times, &exit)?;
-        let virtio = virtio::attach(vm, mem, &mut mmio, drives, vsock)?;
+        let virtio = virtio::attach(vm, mem, &mut mmio, drives, vsock, nets)?;
         Ok(Self {
             exit,
             exit_rx,

@@ -30,7 +30,7 @@ use crate::config::{drive, ConfigError, ValidConfig};
 use crate::devices::bus::BusError;
 use crate::devices::control::BootTimes;
 use crate::devices::serial::ConsoleTail;
-use crate::devices::virtio::{BlockError, VsockError};
+use crate::devices::virtio::{BlockError, TapError, VsockError};
 use crate::exit::ExitReason;
 use crate::kernel::LoadError;
 use crate::vstate::control::Want;
@@ -83,6 +83,8 @@ pub enum DeviceError {
     #[error(transparent)]
     Vsock(#[from] VsockError),
     #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
     Msrs(#[from] VcpuStateError),
     #[error("{0:?}")]
     EventLoop(event_manager::Error),
@@ -130,8 +132,15 @@ pub fn start(
         us = start.elapsed().as_micros() as u64,
         "memory, VM, kernel, vCPUs ready"
     );
-    let devices =
-        assemble::Devices::attach(&p.vm, &p.mem, console, start, &drives, cfg.vsock.as_ref())?;
+    let devices = assemble::Devices::attach(
+        &p.vm,
+        &p.mem,
+        console,
+        start,
+        &drives,
+        cfg.vsock.as_ref(),
+        &cfg.network_interfaces,
+    )?;
     boot::write(cfg, boot, &drives, &devices.virtio.cmdline_args, &p)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "devices ready");
 

@@ -53,6 +53,8 @@ pub struct RestoreOptions {
     pub vsock_uds_path: Option<String>,
     /// New backing files by drive id.
     pub drives: BTreeMap<String, String>,
+    /// New TAP names (`host_dev_name`) by iface_id (`network_overrides`).
+    pub nets: BTreeMap<String, String>,
 }
 
 /// Why a snapshot's saved state could not be loaded into the new VM.
@@ -98,6 +100,23 @@ pub fn restored_config(
     for d in &cfg.drives {
         d.validate()?;
     }
+    for (id, tap) in &opts.nets {
+        let Some(n) = cfg
+            .network_interfaces
+            .iter_mut()
+            .find(|n| &n.iface_id == id)
+        else {
+            return Err(ConfigError::new(format!(
+                "network override for '{id}', which the snapshot does not have"
+            ))
+            .into());
+        };
+        n.host_dev_name = tap.clone();
+    }
+    for n in &cfg.network_interfaces {
+        n.validate()?;
+    }
+    crate::config::net::check_unique(&cfg.network_interfaces)?;
     if let (Some(v), Some(path)) = (cfg.vsock.as_mut(), &opts.vsock_uds_path) {
         v.uds_path = path.clone();
     } else if opts.vsock_uds_path.is_some() {
@@ -120,7 +139,15 @@ pub fn restore(
     let (mem, uffd) = map_memory(state, opts)?;
     let vm = load_vm(state, mem)?;
     let drives = drive::device_order(&cfg.drives);
-    let devices = Devices::attach(&vm.vm, &vm.mem, console, start, &drives, cfg.vsock.as_ref())?;
+    let devices = Devices::attach(
+        &vm.vm,
+        &vm.mem,
+        console,
+        start,
+        &drives,
+        cfg.vsock.as_ref(),
+        &cfg.network_interfaces,
+    )?;
     load_devices(&devices, &state.devices)?;
     let running = assemble::launch(vm, devices, Want::Pause, uffd)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "restored");

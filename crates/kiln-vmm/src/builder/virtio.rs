@@ -11,10 +11,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{device_err, DeviceError, StartError};
 use crate::arch::layout::{IRQ_MAX, VIRTIO_IRQ_START, VIRTIO_MMIO_START};
-use crate::config::{Drive, VsockConfig};
+use crate::config::{Drive, NetworkInterface, VsockConfig};
 use crate::devices::bus::Bus;
 use crate::devices::virtio::{
-    Block, MmioTransport, Rng, VirtioDevice, Vsock, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
+    Block, MmioTransport, Net, Rng, Tap, VirtioDevice, Vsock, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
 };
 use crate::exit::{ExitReason, ExitSignal};
 
@@ -52,14 +52,17 @@ pub struct VirtioSet {
 }
 
 /// Attaches one virtio-blk per drive (in device order: /dev/vda, /dev/vdb, ...), a
-/// virtio-rng and, if configured, a virtio-vsock (which creates its `uds_path` socket
-/// now; dropping the set on a later failure removes it again).
+/// virtio-rng, if configured a virtio-vsock (which creates its `uds_path` socket
+/// now; dropping the set on a later failure removes it again), then one virtio-net per
+/// network interface, on its TAP (last, so snapshots of VMs without one keep their
+/// device order).
 pub fn attach(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     mmio: &mut Bus,
     drives: &[&Drive],
     vsock: Option<&VsockConfig>,
+    nets: &[NetworkInterface],
 ) -> Result<VirtioSet, StartError> {
     let mut devices: Vec<(Slot, Box<dyn VirtioDevice>)> = Vec::new();
     for d in drives {
@@ -71,6 +74,9 @@ pub fn attach(
         )
         .map_err(slot.err(""))?;
         blk.set_metrics(crate::metrics::METRICS.drive(&d.drive_id));
+        if let Some(l) = &d.rate_limiter {
+            blk.set_rate_limiter(l);
+        }
         devices.push((slot, Box::new(blk)));
     }
     devices.push((Slot::Other("virtio-rng"), Box::new(Rng::new())));
@@ -78,6 +84,19 @@ pub fn attach(
         let slot = Slot::Other("vsock");
         let path = std::path::Path::new(&v.uds_path);
         let dev = Vsock::new(u64::from(v.guest_cid), path).map_err(slot.err(""))?;
+        devices.push((slot, Box::new(dev)));
+    }
+    for n in nets {
+        let slot = Slot::Other("virtio-net");
+        let what = format!(" '{}'", n.iface_id);
+        let tap = Tap::open(&n.host_dev_name).map_err(slot.err(&what))?;
+        let mac = n.mac().map_err(StartError::Config)?;
+        let (rx, tx) = (
+            n.rx_rate_limiter.unwrap_or_default(),
+            n.tx_rate_limiter.unwrap_or_default(),
+        );
+        let mut dev = Net::new(&n.iface_id, tap, mac, &rx, &tx).map_err(slot.err(&what))?;
+        dev.set_metrics(crate::metrics::METRICS.net(&n.iface_id));
         devices.push((slot, Box::new(dev)));
     }
 

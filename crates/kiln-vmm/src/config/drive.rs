@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::boot_source::check_readable;
 use super::ConfigError;
+use crate::devices::rate_limiter::RateLimiterConfig;
 use crate::host_file::Accept;
 
 /// Firecracker's block cache modes (its spellings). kiln-vmm's block device always offers
@@ -43,9 +44,10 @@ pub struct Drive {
     /// `Sync` (kiln-vmm's only engine) or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_engine: Option<IoEngine>,
-    /// Refused unless null: kiln-vmm has no I/O rate limiter yet.
+    /// Firecracker's token buckets on the drive's requests (bandwidth in bytes, ops in
+    /// requests); see [`crate::devices::rate_limiter`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl Drive {
@@ -72,10 +74,8 @@ impl Drive {
                 "io_engine must be \"Sync\" (the only engine kiln-vmm has) or omitted",
             ));
         }
-        if self.rate_limiter.as_ref().is_some_and(|r| !r.is_null()) {
-            return Err(ConfigError::new(
-                "rate_limiter is not supported by this kiln-vmm yet; remove it",
-            ));
+        if let Some(l) = &self.rate_limiter {
+            l.validate("rate_limiter").map_err(ConfigError::new)?;
         }
         if let Some(uuid) = &self.partuuid {
             return Err(ConfigError::new(format!(

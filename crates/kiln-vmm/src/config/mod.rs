@@ -5,6 +5,7 @@ pub mod boot_source;
 pub mod drive;
 pub mod host;
 pub mod machine;
+pub mod net;
 pub mod valid;
 pub mod vsock;
 
@@ -14,6 +15,7 @@ pub use boot_source::BootSource;
 pub use drive::{CacheType, Drive, IoEngine};
 pub use host::HostFacts;
 pub use machine::{CpuTemplate, HugePages, MachineConfig};
+pub use net::NetworkInterface;
 pub use valid::ValidConfig;
 pub use vsock::VsockConfig;
 
@@ -42,9 +44,13 @@ pub struct VmConfig {
     pub drives: Vec<Drive>,
     #[serde(rename = "machine-config", default)]
     pub machine_config: MachineConfig,
-    /// Accepted for compatibility with Firecracker config files; must be empty for now.
-    #[serde(rename = "network-interfaces", default, skip_serializing)]
-    pub network_interfaces: Vec<serde_json::Value>,
+    /// One virtio-net per entry, attached after the other devices in this order.
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub network_interfaces: Vec<NetworkInterface>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
     /// Firecracker's logger section: only null (kiln-vmm logs to stderr).

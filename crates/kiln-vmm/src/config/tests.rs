@@ -163,6 +163,33 @@ fn sections_kiln_vmm_would_ignore_are_refused() {
     std::fs::remove_file(kernel).unwrap();
     let (kernel, json) = with_kernel("net", r#", "network-interfaces": [{"iface_id": "eth0"}]"#);
     let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
-    assert!(e.contains("network-interfaces"), "{e}");
+    assert!(e.contains("host_dev_name"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn network_interfaces_of_a_config_file_are_checked() {
+    let two = r#", "network-interfaces": [
+        {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:00:00:00:01",
+         "tx_rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 1000}}},
+        {"iface_id": "eth0", "host_dev_name": "tap1"}]"#;
+    let (kernel, json) = with_kernel("net2", two);
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("iface_id 'eth0' is used twice"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel(
+        "net3",
+        &two.replace(
+            r#""eth0", "host_dev_name": "tap1""#,
+            r#""eth1", "host_dev_name": "tap1""#,
+        ),
+    );
+    let cfg = ValidConfig::from_json(&json, &HOST).unwrap();
+    assert_eq!(cfg.network_interfaces.len(), 2);
+    let l = cfg.network_interfaces[0].tx_rate_limiter.unwrap();
+    assert_eq!(l.bandwidth.unwrap().size, 1048576);
+    // Shown again by GET /vm/config.
+    let v = serde_json::to_value(cfg.as_config()).unwrap();
+    assert_eq!(v["network-interfaces"][1]["host_dev_name"], "tap1");
     std::fs::remove_file(kernel).unwrap();
 }

@@ -5,7 +5,7 @@
 
 use std::ops::Deref;
 
-use super::{drive, parse_json, BootSource, ConfigError, HostFacts, VmConfig};
+use super::{drive, net, parse_json, BootSource, ConfigError, HostFacts, VmConfig};
 
 /// A [`VmConfig`] that passed [`ValidConfig::new`]: it has a boot source, every section
 /// is valid on the host it was checked against, drive ids are unique and at most one
@@ -16,11 +16,10 @@ pub struct ValidConfig(VmConfig);
 impl ValidConfig {
     /// Validates each section as its API call would, plus what `InstanceStart` needs.
     pub fn new(cfg: VmConfig, host: &HostFacts) -> Result<Self, ConfigError> {
-        if !cfg.network_interfaces.is_empty() {
-            return Err(ConfigError::new(
-                "network-interfaces are not supported by this kiln-vmm yet; remove them",
-            ));
+        for n in &cfg.network_interfaces {
+            n.validate()?;
         }
+        net::check_unique(&cfg.network_interfaces)?;
         if cfg.logger.as_ref().is_some_and(|l| !l.is_null()) {
             return Err(ConfigError::new(
                 "the \"logger\" section is not supported by kiln-vmm (it logs to stderr; set \

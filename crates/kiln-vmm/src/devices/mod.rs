@@ -6,5 +6,6 @@ pub mod control;
 pub mod i8042;
 pub mod irq;
 pub mod persist;
+pub mod rate_limiter;
 pub mod serial;
 pub mod virtio;

@@ -28,6 +28,8 @@ pub struct BlockMetrics {
     pub errors: AtomicU64,
     pub io_errors: AtomicU64,
     pub enospc: AtomicU64,
+    /// How often the drive's rate limiter stopped its queue.
+    pub throttled: AtomicU64,
     /// The text of the last host I/O error (None before the first).
     last_io_error: Mutex<Option<String>>,
 }
@@ -43,6 +45,7 @@ impl BlockMetrics {
             errors: AtomicU64::new(0),
             io_errors: AtomicU64::new(0),
             enospc: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             last_io_error: Mutex::new(None),
         }
     }
@@ -73,7 +76,7 @@ impl BlockMetrics {
 
 impl Serialize for BlockMetrics {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("BlockMetrics", 9)?;
+        let mut st = s.serialize_struct("BlockMetrics", 10)?;
         for (name, c) in [
             ("read_ops", &self.read_ops),
             ("write_ops", &self.write_ops),
@@ -83,6 +86,7 @@ impl Serialize for BlockMetrics {
             ("errors", &self.errors),
             ("io_errors", &self.io_errors),
             ("enospc", &self.enospc),
+            ("throttled", &self.throttled),
         ] {
             st.serialize_field(name, &c.load(Relaxed))?;
         }

@@ -112,6 +112,40 @@ fn a_line_is_one_json_object_with_every_counter() {
         (Some(10), Some(64))
     );
     assert_eq!(line["vm"]["pauses"], 1);
+    assert_eq!(
+        line["net"],
+        serde_json::json!({}),
+        "no interface, an empty table"
+    );
+}
+
+#[test]
+fn each_interface_has_its_counters_in_the_line() {
+    let m = Metrics::new();
+    let n = m.net("eth0");
+    assert!(Arc::ptr_eq(&n, &m.net("eth0")), "one entry per iface_id");
+    add(&n.rx_bytes, 1500);
+    inc(&n.rx_packets);
+    inc(&n.tx_drops);
+    inc(&n.tx_throttled);
+    inc(&m.drive("rootfs").throttled);
+    let line = parse(&m.line(1, 2));
+    let eth0 = &line["net"]["eth0"];
+    assert_eq!(eth0["rx_bytes"], 1500);
+    assert_eq!(eth0["rx_packets"], 1);
+    assert_eq!(eth0["tx_drops"], 1);
+    assert_eq!(eth0["tx_throttled"], 1);
+    for k in [
+        "tx_bytes",
+        "tx_packets",
+        "rx_drops",
+        "rx_malformed",
+        "tx_malformed",
+        "rx_throttled",
+    ] {
+        assert_eq!(eth0[k], 0, "{k}");
+    }
+    assert_eq!(line["block"]["rootfs"]["throttled"], 1);
 }
 
 #[test]

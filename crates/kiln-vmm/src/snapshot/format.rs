@@ -23,7 +23,7 @@ use crate::arch::layout::ram_ranges;
 use crate::config::VmConfig;
 use crate::devices::i8042::I8042State;
 use crate::devices::serial::UartState;
-use crate::devices::virtio::{blk, rng, vsock, TransportState};
+use crate::devices::virtio::{blk, net, rng, vsock, TransportState};
 use crate::host_file::{self, Accept};
 use crate::vstate::mem_file::FileStamp;
 use crate::vstate::vcpu_state::VcpuState;
@@ -218,11 +218,13 @@ impl SnapshotState {
     }
 
     /// The kinds of virtio device the configuration attaches, in attach order (the
-    /// builder's: one block device per drive, the rng, then vsock if configured).
+    /// builder's: one block device per drive, the rng, vsock if configured, then one
+    /// net device per network interface).
     fn attached_kinds(&self) -> Vec<&'static str> {
         let drives = self.config.drives.iter().map(|_| blk::KIND);
         let vsock = self.config.vsock.iter().map(|_| vsock::KIND);
-        drives.chain([rng::KIND]).chain(vsock).collect()
+        let nets = self.config.network_interfaces.iter().map(|_| net::KIND);
+        drives.chain([rng::KIND]).chain(vsock).chain(nets).collect()
     }
 
     /// Writes the state file atomically (temporary file + rename).

@@ -46,8 +46,21 @@ fn what_kiln_vmm_does_not_do_is_refused_with_what_to_change() {
     );
     let e = refused(r#", "io_engine": "Async""#);
     assert!(e.contains("Sync"), "{e}");
-    let e = refused(r#", "rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}"#);
-    assert!(e.contains("rate_limiter"), "{e}");
+    let e = refused(r#", "rate_limiter": {"bandwidth": {"size": 1, "refill_time": 99999999999}}"#);
+    assert!(
+        e.contains("rate_limiter.bandwidth") && e.contains("milliseconds"),
+        "{e}"
+    );
+    let limited = parse(
+        &img,
+        r#", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 1000}, "ops": {"size": 100, "one_time_burst": 50, "refill_time": 1000}}"#,
+    )
+    .unwrap();
+    limited.validate().unwrap();
+    assert_eq!(
+        limited.rate_limiter.unwrap().ops.unwrap().one_time_burst,
+        Some(50)
+    );
     // Spellings Firecracker does not have are malformed.
     let e = parse(&img, r#", "cache_type": "WriteThrough""#)
         .unwrap_err()

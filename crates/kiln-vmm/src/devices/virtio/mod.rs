@@ -23,6 +23,7 @@
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 mod queue_handler;
 pub mod rng;
 #[cfg(test)]
@@ -35,13 +36,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_RNG, VIRTIO_ID_VSOCK};
+use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET, VIRTIO_ID_RNG, VIRTIO_ID_VSOCK};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use blk::{Block, BlockError, BlockState, BlockStateError};
 pub use mmio::{MmioTransport, TransportState, TransportStateError};
+pub use net::{Net, NetState, NetStateError, Tap, TapError};
 pub use rng::{Rng, RngState};
 pub use vsock::{Vsock, VsockError, VsockState, VsockStateError};
 
@@ -72,6 +74,7 @@ pub enum VirtioDeviceState {
     Block(BlockState),
     Vsock(VsockState),
     Rng(RngState),
+    Net(NetState),
 }
 
 impl VirtioDeviceState {
@@ -81,6 +84,7 @@ impl VirtioDeviceState {
             Self::Block(_) => VIRTIO_ID_BLOCK,
             Self::Vsock(_) => VIRTIO_ID_VSOCK,
             Self::Rng(_) => VIRTIO_ID_RNG,
+            Self::Net(_) => VIRTIO_ID_NET,
         }
     }
 
@@ -96,6 +100,7 @@ pub fn kind_of(device_type: u32) -> &'static str {
         VIRTIO_ID_BLOCK => blk::KIND,
         VIRTIO_ID_VSOCK => vsock::KIND,
         VIRTIO_ID_RNG => rng::KIND,
+        VIRTIO_ID_NET => net::KIND,
         _ => "unknown virtio device",
     }
 }
@@ -112,6 +117,8 @@ pub enum DeviceStateError {
     Block(#[from] BlockStateError),
     #[error(transparent)]
     Vsock(#[from] VsockStateError),
+    #[error(transparent)]
+    Net(#[from] NetStateError),
 }
 
 impl DeviceStateError {
@@ -188,6 +195,16 @@ pub trait VirtioDevice: Send {
     /// transport processes every queue. Returns true if used-ring entries were added.
     fn after_restore(&mut self, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
         false
+    }
+
+    /// The device as a virtio-net, if it is one (rate limiter changes on a running VM).
+    fn net(&mut self) -> Option<&mut Net> {
+        None
+    }
+
+    /// The device as a virtio-blk, if it is one.
+    fn block(&mut self) -> Option<&mut Block> {
+        None
     }
 }
 

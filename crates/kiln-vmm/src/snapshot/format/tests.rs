@@ -127,8 +127,35 @@ fn saved_device_kinds_must_be_the_configured_ones() {
     // A kind that does not exist does not parse.
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["devices"]["virtio"][0]["device"] = serde_json::json!({"kind": "net"});
+    v["devices"]["virtio"][0]["device"] = serde_json::json!({"kind": "floppy"});
     std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     let err = SnapshotState::load(&path).err().unwrap().to_string();
     assert!(err.contains("does not parse"), "{err}");
+}
+
+#[test]
+fn a_network_interface_is_saved_after_the_other_devices() {
+    let dir = TempDir::new("kinds-net");
+    let path = dir.0.join(STATE_FILE);
+    let mut s = sample(&dir);
+    s.config.network_interfaces = vec![crate::config::NetworkInterface {
+        iface_id: "eth0".into(),
+        host_dev_name: "tap0".into(),
+        guest_mac: None,
+        rx_rate_limiter: None,
+        tx_rate_limiter: None,
+    }];
+    s.write(&path).unwrap();
+    let err = SnapshotState::load(&path).err().unwrap().to_string();
+    assert!(err.contains("attaches [virtio-rng, virtio-net]"), "{err}");
+    s.devices.virtio.push(transport(VirtioDeviceState::Net(
+        crate::devices::virtio::NetState {
+            iface_id: "eth0".into(),
+            mac: None,
+            rx_limiter: Default::default(),
+            tx_limiter: Default::default(),
+        },
+    )));
+    s.write(&path).unwrap();
+    SnapshotState::load(&path).unwrap();
 }

@@ -1,6 +1,7 @@
 //! The virtio-blk device: image setup, features, config space and queue processing.
 
 use std::io::{Seek, SeekFrom};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,11 +17,12 @@ use vm_memory::GuestMemoryMmap;
 use super::request::{Disk, Segment, ID_BYTES, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use super::{BlockError, QUEUE_SIZE};
 use crate::devices::persist::Persist;
+use crate::devices::rate_limiter::{self, RateLimiter, RateLimiterConfig};
 use crate::devices::virtio::{
     read_config_bytes, DeviceStateError, VirtioDevice, VirtioDeviceState,
 };
 use crate::host_file::{self, Accept};
-use crate::metrics::BlockMetrics;
+use crate::metrics::{inc, BlockMetrics};
 
 const QUEUE_SIZES: [u16; 1] = [QUEUE_SIZE];
 
@@ -72,6 +74,9 @@ pub struct Block {
     config: [u8; CONFIG_LEN],
     /// Per-request scratch list of data descriptors, at most `SEG_MAX` long.
     segs: Vec<Segment>,
+    drive_id: String,
+    /// Unlimited unless configured; its timerfd is the device's backend fd.
+    limiter: RateLimiter,
 }
 
 impl Block {
@@ -107,6 +112,8 @@ impl Block {
             });
         }
         let capacity = size / SECTOR_SIZE;
+        let limiter = RateLimiter::new(&RateLimiterConfig::default(), rate_limiter::now())
+            .map_err(BlockError::Limiter)?;
 
         let mut id_bytes = [0u8; ID_BYTES];
         let n = id.len().min(ID_BYTES);
@@ -140,7 +147,20 @@ impl Block {
             features,
             config,
             segs: Vec::with_capacity(SEG_MAX as usize),
+            drive_id: id.to_string(),
+            limiter,
         })
+    }
+
+    /// The drive_id the device was made for.
+    pub fn drive_id(&self) -> &str {
+        &self.drive_id
+    }
+
+    /// Sets the rate limiter (at attach, or a PATCH on a running VM: new full buckets; a
+    /// throttled queue is woken).
+    pub fn set_rate_limiter(&mut self, cfg: &RateLimiterConfig) {
+        self.limiter.update(cfg, rate_limiter::now());
     }
 
     /// Capacity in 512-byte sectors.
@@ -207,12 +227,47 @@ impl VirtioDevice for Block {
         }
     }
 
+    fn backend_fd(&self) -> Option<RawFd> {
+        Some(self.limiter.timer_fd())
+    }
+
+    /// The rate limiter's timer fired: the queue may move again.
+    fn process_backend(&mut self, queues: Option<&mut [Queue]>, mem: &GuestMemoryMmap) -> bool {
+        self.limiter.on_timer();
+        match queues {
+            Some(q) => self.process_queue(0, q, mem),
+            None => false,
+        }
+    }
+
+    fn block(&mut self) -> Option<&mut Block> {
+        Some(self)
+    }
+
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
         let Some(queue) = queues.get_mut(index) else {
             return false;
         };
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while !self.limiter.is_blocked() {
+            let before = queue.next_avail();
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            if !self.limiter.is_unlimited() {
+                // One op and the request's data bytes (every descriptor but the 16-byte
+                // header and the status byte; a malformed chain is charged what it
+                // claims, which only slows its own guest).
+                let bytes: u64 = chain.clone().map(|d| u64::from(d.len())).sum();
+                if !self
+                    .limiter
+                    .consume(bytes.saturating_sub(17), rate_limiter::now())
+                {
+                    queue.set_next_avail(before);
+                    inc(&self.disk.metrics.throttled);
+                    break;
+                }
+            }
             let head = chain.head_index();
             let len = self.disk.handle_chain(mem, chain, &mut self.segs);
             // A failure here (e.g. a head index past the queue size) only loses this

@@ -59,4 +59,6 @@ pub enum BlockError {
         path.display()
     )]
     UnalignedSize { path: PathBuf, size: u64 },
+    #[error("cannot create the drive's rate limiter timer: {0}")]
+    Limiter(std::io::Error),
 }

@@ -112,6 +112,11 @@ impl MmioTransport {
         })
     }
 
+    /// The device behind the transport (e.g. to change a running device's rate limiter).
+    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
+        self.device.as_mut()
+    }
+
     /// One eventfd per queue, in queue order (register as ioeventfds, datamatch = index).
     pub fn queue_evts(&self) -> &[EventFd] {
         &self.queue_evts

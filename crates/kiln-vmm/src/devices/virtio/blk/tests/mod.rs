@@ -1,5 +1,6 @@
 //! virtio-blk tests: requests driven through a guest-side test queue against a temp image.
 
+mod limits;
 mod malformed;
 mod metrics;
 
