@@ -8,6 +8,8 @@ pub mod net;
 pub mod routes;
 pub mod server;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 
 pub use error::ApiError;
 pub use server::{serve, Limits};

@@ -1,24 +1,13 @@
 //! The network-interface routes, with a real TAP in the test's own network namespace.
 
-use std::sync::mpsc::channel;
 use std::sync::Mutex;
 
 use crate::api::http::Request;
 use crate::api::routes::handle;
-use crate::config::HostFacts;
+use crate::api::test_support::vmm;
 use crate::devices::virtio::net::tests::{in_netns, TAP_NAME};
 use crate::devices::virtio::Tap;
-use crate::vmm::{ConsoleTarget, Vmm};
-
-fn vmm() -> Mutex<Vmm> {
-    let (tx, _rx) = channel();
-    Mutex::new(Vmm::new(
-        "t".into(),
-        ConsoleTarget::Off,
-        HostFacts::default(),
-        tx,
-    ))
-}
+use crate::vmm::Vmm;
 
 /// Status and body of one call.
 fn call(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -1,10 +1,9 @@
-use std::sync::mpsc::channel;
 use std::sync::Mutex;
 
 use crate::api::http::Request;
 use crate::api::routes::handle;
-use crate::config::HostFacts;
-use crate::vmm::{ConsoleTarget, Vmm};
+use crate::api::test_support::vmm;
+use crate::vmm::Vmm;
 
 fn fault(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> String {
     let req = Request {
@@ -16,16 +15,6 @@ fn fault(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> String {
     let r = handle(vmm, &req);
     assert_eq!(r.status, 400, "{method} {path} {body}");
     r.body.unwrap()
-}
-
-fn vmm() -> Mutex<Vmm> {
-    let (tx, _rx) = channel();
-    Mutex::new(Vmm::new(
-        "t".into(),
-        ConsoleTarget::Off,
-        HostFacts::default(),
-        tx,
-    ))
 }
 
 #[test]
