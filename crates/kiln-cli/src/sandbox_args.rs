@@ -42,6 +42,12 @@ pub struct SandboxArgs {
     /// A label, filterable in the API (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// The network: `default` (a NIC in the sandbox's own namespace; no egress), `none`
+    /// (no NIC at all) or `allow-all` (a NIC; all egress, private ranges included: for
+    /// tests). Unset: `default` as root, `none` (said once) otherwise. With --from: the
+    /// snapshot's.
+    #[arg(long, value_name = "MODE")]
+    pub net: Option<String>,
 }
 
 /// How to run a command (`kiln run`, `kiln exec`).
@@ -82,6 +88,12 @@ impl SandboxArgs {
             .backend(&self.backend);
         if let Some(q) = self.cpu_quota {
             b = b.cpu_quota(q);
+        }
+        if let Some(n) = &self.net {
+            if self.from.is_some() {
+                bail!("--net with --from: a restored sandbox gets a network like its snapshot's; leave --net out");
+            }
+            b = b.network(kiln::sandbox::NetMode::parse(n).map_err(anyhow::Error::msg)?);
         }
         if let Some(s) = self.idle_timeout {
             b = b.idle_timeout(Duration::from_secs(s));

@@ -64,6 +64,19 @@ pub struct CreateSandbox {
     pub from_snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_backend: Option<MemoryBackendName>,
+    /// The sandbox's network (default: a NIC with no egress where the server can make
+    /// one; with `from_snapshot`, the snapshot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRequest>,
+}
+
+/// The `network` object of a create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRequest {
+    /// `default` (a NIC, no egress), `none` (no NIC) or `allow-all` (a NIC, all egress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// `POST /v1/sandboxes/{id}/exec`.

@@ -127,6 +127,12 @@ impl From<kiln::Error> for ApiError {
                 .with("requested_mib", requested_mib)
                 .with("committed_mib", committed_mib)
                 .with("budget_mib", budget_mib),
+            E::Net(kiln::net::NetError::NeedsRoot) => {
+                err(StatusCode::UNPROCESSABLE_ENTITY, "network_unavailable")
+            }
+            E::Net(kiln::net::NetError::PoolExhausted { .. }) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "network_pool_exhausted")
+            }
             ref e if e.is_disk_full() => err(StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

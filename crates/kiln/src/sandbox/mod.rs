@@ -19,6 +19,7 @@ mod fork;
 mod image;
 mod info;
 mod lifecycle;
+pub mod network;
 mod operation;
 mod pause;
 mod pool;
@@ -31,11 +32,13 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
+pub use crate::net::NetMode;
 pub use disk_errors::note_disk_errors;
 pub use fork::Fork;
 pub use image::{images, sparse_copy, Image};
 pub use info::{events_for, events_since, SandboxInfo};
 pub use lifecycle::State;
+pub use network::NetworkInfo;
 pub use reconcile::{reap_expired, reconcile, Reconciled};
 
 use crate::agent::{AgentAddr, ExecStream};
@@ -63,6 +66,7 @@ pub struct SandboxBuilder {
     max_lifetime: Option<Duration>,
     metadata: BTreeMap<String, String>,
     cpu_quota: Option<f64>,
+    net: Option<NetMode>,
 }
 
 /// A running (or stopped) sandbox.
@@ -93,6 +97,7 @@ impl Default for SandboxBuilder {
             max_lifetime: None,
             metadata: BTreeMap::new(),
             cpu_quota: None,
+            net: None,
         }
     }
 }
@@ -167,6 +172,14 @@ impl SandboxBuilder {
         self
     }
     /// How a restored sandbox's memory is backed.
+    /// Its network ([`NetMode`]). Unset: a NIC with no egress where kiln can make one
+    /// (root), none (said once) where it cannot. A restored sandbox gets a network like
+    /// its snapshot's.
+    pub fn network(mut self, mode: NetMode) -> Self {
+        self.net = Some(mode);
+        self
+    }
+
     pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
         self.backend = b;
         self
@@ -193,6 +206,7 @@ impl SandboxBuilder {
             )));
         }
         check_quota(self.cpu_quota, self.cpus)?;
+        let net = network::resolve(self.net, backend)?;
         let id = match self.id.clone() {
             Some(id) => {
                 state::check_id(&id)?;
@@ -222,6 +236,7 @@ impl SandboxBuilder {
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             cpu_quota: self.cpu_quota,
+            net,
             ..Default::default()
         };
         let mut sb = Sandbox {
@@ -256,6 +271,12 @@ impl SandboxBuilder {
         };
         let started = registry::make_group(&sb.dir, &record, disk_mib)
             .and_then(|_| guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib))
+            .and_then(|mut g| {
+                if let Some(n) = network::attach(&sb.dir, net)? {
+                    network::wire(&mut g, &n);
+                }
+                Ok(g)
+            })
             .and_then(|g| {
                 let dir = &sb.dir;
                 let rec = &mut record;
