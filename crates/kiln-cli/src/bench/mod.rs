@@ -6,6 +6,7 @@ mod boot;
 mod cycle;
 mod flood;
 mod leaks;
+mod net;
 mod own_server;
 mod procstat;
 mod qemu;
@@ -36,6 +37,9 @@ pub enum BenchCmd {
     /// N sandboxes created, exec'd in and deleted through `kiln serve` by C parallel
     /// clients (its own server, or --remote URL) vs the library; leftovers counted.
     Api(api::ApiBenchArgs),
+    /// (root) Guest → upstream TCP throughput and connect round trip vs the same between
+    /// host namespaces over a veth; what a network adds to a create (vs --net none).
+    Net(net::NetBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<i32> {
@@ -49,5 +53,6 @@ pub fn run(cmd: BenchCmd) -> Result<i32> {
         BenchCmd::Fork(a) => snapshot::run(snapshot::What::Fork, a),
         BenchCmd::Density(a) => snapshot::run(snapshot::What::Density, a),
         BenchCmd::Api(a) => api::run(a, None),
+        BenchCmd::Net(a) => net::run(a),
     }
 }
