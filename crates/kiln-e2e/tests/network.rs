@@ -324,6 +324,19 @@ fn sandboxes_get_their_own_network_and_egress_follows_the_mode() {
     );
     let sent = exec_ok(&b, &up_script);
     assert!(sent.starts_with("True "), "upload: {sent}");
+    // The VMM counted the traffic (what kiln serve's /metrics reports per sandbox).
+    let client = kiln::FcClient::new(b.dir().join("vm/api.sock"));
+    client.action("FlushMetrics").expect("FlushMetrics");
+    let line = kiln::vmm_metrics::last_line(&b.dir().join("vm/metrics.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (rx, tx) = (
+        m["net"]["eth0"]["rx_bytes"].as_u64().unwrap(),
+        m["net"]["eth0"]["tx_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        rx > n as u64 && tx > n as u64,
+        "net counters rx {rx} tx {tx}"
+    );
     let b_ip = sandbox_ip(&mut b);
     assert_ne!(a_ip, b_ip, "two sandboxes share a source address");
     assert_eq!(whoami(&b), b_ip);
@@ -334,7 +347,6 @@ fn sandboxes_get_their_own_network_and_egress_follows_the_mode() {
     let (bytes, _, took) = up.seen.lock().unwrap().uploads[0].clone();
     let free = bytes as f64 / took.as_secs_f64();
     let limit = (free / 4.0).min(f64::from(1 << 20)) as u64;
-    let client = kiln::FcClient::new(b.dir().join("vm/api.sock"));
     let body = serde_json::json!({"iface_id": "eth0", "tx_rate_limiter": {"bandwidth": {"size": limit / 4, "refill_time": 250}}});
     client
         .patch("/network-interfaces/eth0", &body)

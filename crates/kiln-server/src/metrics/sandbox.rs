@@ -27,6 +27,33 @@ pub struct SandboxSample {
     pub vmm: Option<VmmCounters>,
     /// Host I/O errors of its disks (kiln-vmm).
     pub block_io_errors: Option<u64>,
+    /// Bytes its network interfaces took from the guest (tx) and gave it (rx), all
+    /// interfaces (kiln-vmm; None without a NIC).
+    pub net: Option<NetBytes>,
+}
+
+/// A sandbox's NIC traffic: rx is host to guest, tx guest to host (frame bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetBytes {
+    pub rx: u64,
+    pub tx: u64,
+}
+
+/// The NIC bytes of a kiln-vmm metrics line (`net.<iface>.rx_bytes`/`tx_bytes`, totals
+/// since start), summed saturating over interfaces; None without interfaces.
+pub fn net_bytes(line: &str) -> Option<NetBytes> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let ifaces = v.get("net")?.as_object()?;
+    if ifaces.is_empty() {
+        return None;
+    }
+    let mut out = NetBytes::default();
+    for i in ifaces.values() {
+        let n = |k: &str| i.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out.rx = out.rx.saturating_add(n("rx_bytes"));
+        out.tx = out.tx.saturating_add(n("tx_bytes"));
+    }
+    Some(out)
 }
 
 /// Cumulative VMM counters of one sandbox.
@@ -71,6 +98,7 @@ fn sample_of(sb: &mut Sandbox) -> SandboxSample {
             if let Some(d) = kiln::vmm_metrics::read_disk_errors(&metrics) {
                 s.block_io_errors = Some(d.count);
             }
+            s.net = last_line(&metrics).as_deref().and_then(net_bytes);
         }
     }
     s
@@ -172,7 +200,7 @@ pub fn render(out: &mut String, all: &[SandboxSample]) {
         sample(out, "kiln_sandbox_info", &labels, 1.0);
     }
     type Get = fn(&SandboxSample) -> Option<f64>;
-    let families: [(&str, &str, &str, Get); 7] = [
+    let families: [(&str, &str, &str, Get); 9] = [
         (
             "kiln_sandbox_boot_seconds",
             "gauge",
@@ -214,6 +242,18 @@ pub fn render(out: &mut String, all: &[SandboxSample]) {
             "counter",
             "Reads, writes and flushes of the sandbox's disk images that failed on the host (e.g. ENOSPC: its filesystem is full); the guest saw I/O errors (kiln-vmm).",
             |s| s.block_io_errors.map(|n| n as f64),
+        ),
+        (
+            "kiln_sandbox_net_rx_bytes_total",
+            "counter",
+            "Frame bytes the sandbox's network interface gave the guest (kiln-vmm; sandboxes with a NIC).",
+            |s| s.net.map(|n| n.rx as f64),
+        ),
+        (
+            "kiln_sandbox_net_tx_bytes_total",
+            "counter",
+            "Frame bytes the sandbox's network interface took from the guest (kiln-vmm; sandboxes with a NIC).",
+            |s| s.net.map(|n| n.tx as f64),
         ),
     ];
     for (name, kind, help, get) in families {

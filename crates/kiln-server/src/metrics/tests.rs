@@ -89,6 +89,7 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
             vsock_tx_bytes: 9,
         }),
         block_io_errors: Some(3),
+        net: Some(super::sandbox::NetBytes { rx: 11, tx: 12 }),
     };
     let text = m.render(&[sb]);
     for want in [
@@ -116,6 +117,8 @@ fn the_exposition_has_counters_a_histogram_and_per_sandbox_lines() {
         "kiln_sandbox_vsock_tx_bytes_total{sandbox=\"sb-1\"} 9",
         "# TYPE kiln_sandbox_block_io_errors_total counter",
         "kiln_sandbox_block_io_errors_total{sandbox=\"sb-1\"} 3",
+        "kiln_sandbox_net_rx_bytes_total{sandbox=\"sb-1\"} 11",
+        "kiln_sandbox_net_tx_bytes_total{sandbox=\"sb-1\"} 12",
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want:?} in\n{text}");
     }
@@ -160,4 +163,20 @@ fn firecracker_metrics_deltas_are_summed() {
     // A counter that is not a number does not make a wrong total.
     let bad = r#"{"vcpu":{"exit_io_in":"x"},"vsock":{"rx_bytes_count":1,"tx_bytes_count":1}}"#;
     assert_eq!(counters(bad), None);
+}
+
+#[test]
+fn nic_bytes_are_summed_over_interfaces() {
+    use super::sandbox::{net_bytes, NetBytes};
+    let line = r#"{"net":{"eth0":{"rx_bytes":5,"tx_bytes":7},"eth1":{"rx_bytes":1,"tx_bytes":18446744073709551615}}}"#;
+    assert_eq!(
+        net_bytes(line),
+        Some(NetBytes {
+            rx: 6,
+            tx: u64::MAX
+        })
+    );
+    assert_eq!(net_bytes(r#"{"net":{}}"#), None);
+    assert_eq!(net_bytes(r#"{"vcpu":{}}"#), None);
+    assert_eq!(net_bytes("garbage"), None);
 }
