@@ -26,6 +26,7 @@ pub mod mode;
 pub mod netns;
 mod network;
 pub mod nft;
+pub mod policy;
 mod pool;
 pub mod rtnl;
 pub mod tap;
