@@ -191,6 +191,34 @@ fn instance_info(vmm: &Vmm) -> Outcome {
     Ok(Response::json(200, &info))
 }
 
+/// `GET /version`: Firecracker's shape, kiln-vmm's version.
+fn version() -> Outcome {
+    Ok(Response::json(
+        200,
+        &json!({"firecracker_version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Serial {
+    serial_out_path: std::path::PathBuf,
+}
+
+/// `PUT /serial`: where the guest's serial console goes (as `--console FILE`).
+fn put_serial(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let s: Serial = parse_json(body)?;
+    if s.serial_out_path.as_os_str().is_empty() {
+        return Err(crate::config::ConfigError::new(
+            "serial_out_path is empty; give the path of a file for the guest console",
+        )
+        .into());
+    }
+    vmm.set_serial_out(&s.serial_out_path)?;
+    Ok(Response::no_content())
+}
+
 const NET: &str = "/network-interfaces/";
 
 fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
@@ -202,6 +230,13 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
     let body = req.body.as_str();
     match (req.method.as_str(), path) {
         ("GET", "/") => instance_info(vmm),
+        ("GET", "/version") => version(),
+        ("PUT", "/logger") => super::logger::put(body),
+        ("PUT", "/serial") => put_serial(vmm, body),
+        ("PUT", "/mmds/config") => super::mmds::put_config(vmm, body),
+        ("PUT", "/mmds") => super::mmds::put(vmm, body),
+        ("PATCH", "/mmds") => super::mmds::patch(vmm, body),
+        ("GET", "/mmds") => super::mmds::get(vmm),
         ("GET", "/machine-config") => to_json(&vmm.config.machine_config),
         ("PUT", "/machine-config") => put_machine_config(vmm, body),
         ("PATCH", "/machine-config") => patch_machine_config(vmm, body),

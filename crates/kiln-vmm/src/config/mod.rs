@@ -53,9 +53,16 @@ pub struct VmConfig {
     pub network_interfaces: Vec<NetworkInterface>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
-    /// Firecracker's logger section: only null (kiln-vmm logs to stderr).
+    /// Firecracker's logger section (as `PUT /logger`); applied by the binary.
     #[serde(default, skip_serializing)]
-    pub logger: Option<serde_json::Value>,
+    pub logger: Option<crate::logger::LoggerConfig>,
+    /// MMDS (as `PUT /mmds/config`); kept in snapshots, its data store is not.
+    #[serde(
+        rename = "mmds-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mmds_config: Option<crate::mmds::MmdsConfig>,
     /// Where metric lines go (as `PUT /metrics`); applied by the binary before the VM
     /// starts. Not part of the VM's state: not shown or saved in snapshots.
     #[serde(default, skip_serializing)]

@@ -153,13 +153,25 @@ fn a_valid_config_has_a_boot_source_unique_drives_and_one_root() {
 }
 
 #[test]
-fn sections_kiln_vmm_would_ignore_are_refused() {
-    let (kernel, json) = with_kernel("logger", r#", "logger": {"log_path": "/tmp/fc.log"}"#);
-    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
-    assert!(
-        e.contains("\"logger\"") && e.contains("set it to null"),
-        "{e}"
+fn logger_and_mmds_sections_are_parsed_and_checked() {
+    let (kernel, json) = with_kernel(
+        "logger",
+        r#", "logger": {"log_path": "/tmp/fc.log", "level": "debug", "show_level": true}"#,
     );
+    let cfg = ValidConfig::from_json(&json, &HOST).unwrap().into_inner();
+    let l = cfg.logger.unwrap();
+    assert_eq!(l.level, Some(crate::logger::Level::Debug));
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel("logger-bad", r#", "logger": {"level": "loud"}"#);
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("unknown log level 'loud'"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel(
+        "mmds",
+        r#", "mmds-config": {"network_interfaces": ["eth0"]}"#,
+    );
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("PUT /network-interfaces/eth0 first"), "{e}");
     std::fs::remove_file(kernel).unwrap();
     let (kernel, json) = with_kernel("net", r#", "network-interfaces": [{"iface_id": "eth0"}]"#);
     let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
