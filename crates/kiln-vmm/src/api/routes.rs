@@ -12,7 +12,9 @@ use crate::devices::rate_limiter::RateLimiterConfig;
 use super::error::{ApiError, Outcome};
 use super::http::{Request, Response};
 use super::snapshot;
-use crate::config::{drive, parse_json, BootSource, Drive, MachineConfig, VsockConfig};
+use crate::config::{
+    drive, parse_json, BootSource, Drive, EntropyConfig, MachineConfig, VsockConfig,
+};
 use crate::vmm::Vmm;
 
 #[derive(Deserialize)]
@@ -191,6 +193,15 @@ fn instance_info(vmm: &Vmm) -> Outcome {
     Ok(Response::json(200, &info))
 }
 
+/// `PUT /entropy`: the virtio-rng's rate limiter (before boot).
+fn put_entropy(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let e: EntropyConfig = parse_json(body)?;
+    e.validate()?;
+    vmm.config.entropy = Some(e);
+    Ok(Response::no_content())
+}
+
 /// `GET /version`: Firecracker's shape, kiln-vmm's version.
 fn version() -> Outcome {
     Ok(Response::json(
@@ -233,6 +244,7 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
         ("GET", "/version") => version(),
         ("PUT", "/logger") => super::logger::put(body),
         ("PUT", "/serial") => put_serial(vmm, body),
+        ("PUT", "/entropy") => put_entropy(vmm, body),
         ("PUT", "/mmds/config") => super::mmds::put_config(vmm, body),
         ("PUT", "/mmds") => super::mmds::put(vmm, body),
         ("PATCH", "/mmds") => super::mmds::patch(vmm, body),

@@ -3,6 +3,7 @@
 
 pub mod boot_source;
 pub mod drive;
+pub mod entropy;
 pub mod host;
 pub mod machine;
 pub mod net;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use boot_source::BootSource;
 pub use drive::{CacheType, Drive, IoEngine};
+pub use entropy::EntropyConfig;
 pub use host::HostFacts;
 pub use machine::{CpuTemplate, HugePages, MachineConfig};
 pub use net::NetworkInterface;
@@ -53,6 +55,9 @@ pub struct VmConfig {
     pub network_interfaces: Vec<NetworkInterface>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// The virtio-rng's rate limiter (`PUT /entropy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<EntropyConfig>,
     /// Firecracker's logger section (as `PUT /logger`); applied by the binary.
     #[serde(default, skip_serializing)]
     pub logger: Option<crate::logger::LoggerConfig>,

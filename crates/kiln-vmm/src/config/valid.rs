@@ -31,6 +31,9 @@ impl ValidConfig {
         if let Some(v) = &cfg.vsock {
             v.validate()?;
         }
+        if let Some(e) = &cfg.entropy {
+            e.validate()?;
+        }
         cfg.machine_config.validate(host)?;
         let Some(boot) = &cfg.boot_source else {
             return Err(ConfigError::new(

@@ -200,3 +200,29 @@ fn version_and_serial() {
     );
     fault(r#"{"path": "/tmp/x"}"#, "unknown field `path`");
 }
+
+#[test]
+fn put_entropy_sets_the_rng_limiter() {
+    use crate::api::test_support::{call, vmm};
+    let v = vmm();
+    let body = r#"{"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}"#;
+    assert_eq!(call(&v, "PUT", "/entropy", body), (204, String::new()));
+    let (_, cfg) = call(&v, "GET", "/vm/config", "");
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["entropy"]["rate_limiter"]["bandwidth"]["size"], 1024);
+    assert_eq!(call(&v, "PUT", "/entropy", "{}").0, 204);
+    let fault = |body: &str, want: &str| {
+        let (status, msg) = call(&v, "PUT", "/entropy", body);
+        assert_eq!(status, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "{body}: {msg}");
+    };
+    fault(
+        r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 9999999999999}}}"#,
+        "entropy.rate_limiter.ops: refill_time",
+    );
+    fault(
+        r#"{"rate_limiter": {"bandwidth": {"size": 1}}}"#,
+        "refill_time",
+    );
+    fault(r#"{"limiter": {}}"#, "unknown field `limiter`");
+}
