@@ -63,6 +63,12 @@ pub enum VmmError {
     WorkingSet(#[from] MemFileError),
     #[error("{0} lock poisoned")]
     Poisoned(&'static str),
+    #[error("drive '{id}' keeps its old backing file: {source}")]
+    DriveBacking {
+        id: String,
+        #[source]
+        source: crate::devices::virtio::BlockError,
+    },
     #[error("the running microVM has no {kind} '{id}'")]
     NoDevice { kind: &'static str, id: String },
 }
@@ -479,6 +485,33 @@ impl Vmm {
             |b| b.set_rate_limiter(cfg),
         )?;
         found.then_some(()).ok_or_else(|| VmmError::NoDevice {
+            kind: "drive",
+            id: drive_id.into(),
+        })
+    }
+
+    /// Gives the running VM's drive `drive_id` a new backing file and tells the guest
+    /// its capacity may have changed (the config-change interrupt), as Firecracker does.
+    pub fn swap_drive_backing(&mut self, drive_id: &str, path: &Path) -> Result<(), VmmError> {
+        let r = self.running_mut()?;
+        for t in &r.machine.transports {
+            let mut t = t
+                .lock()
+                .map_err(|_| VmmError::Poisoned("virtio transport"))?;
+            let Some(b) = t.device_mut().block().filter(|b| b.drive_id() == drive_id) else {
+                continue;
+            };
+            b.swap_backing(path)
+                .map_err(|source| VmmError::DriveBacking {
+                    id: drive_id.into(),
+                    source,
+                })?;
+            if t.is_activated() {
+                t.interrupt().trigger(crate::devices::virtio::INT_CONFIG);
+            }
+            return Ok(());
+        }
+        Err(VmmError::NoDevice {
             kind: "drive",
             id: drive_id.into(),
         })

@@ -122,20 +122,18 @@ struct DrivePatch {
     rate_limiter: Option<RateLimiterConfig>,
 }
 
-/// PATCH: a new backing file for an existing drive (before boot), or a new rate limiter
-/// (before boot, or on a running VM: new full buckets).
+/// PATCH: a new backing file for an existing drive and/or a new rate limiter, before
+/// boot or on a running VM (a new file is opened at once and the guest gets a
+/// config-change interrupt; new buckets start full).
 fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     let p: DrivePatch = parse_json(body)?;
     same_drive_id(&p.drive_id, id)?;
     let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
         return Err(ApiError::NoSuchDrive(id.into()));
     };
-    if vmm.is_running() && p.path_on_host.is_some() {
-        return Err(ApiError::DriveOfRunningVm);
-    }
     let mut d = vmm.config.drives[pos].clone();
-    if let Some(path) = p.path_on_host {
-        d.path_on_host = path;
+    if let Some(path) = &p.path_on_host {
+        d.path_on_host = path.clone();
     }
     if let Some(patch) = &p.rate_limiter {
         // Firecracker's merge: a bucket given replaces the current one, one left out stays.
@@ -146,6 +144,15 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
             l.validate("rate_limiter")
                 .map_err(crate::config::ConfigError::new)?;
             vmm.update_drive_limiter(id, l)?;
+        }
+        if let Some(path) = &p.path_on_host {
+            if path.is_empty() {
+                return Err(crate::config::ConfigError::new(
+                    "path_on_host is empty; give the path of the drive's new image",
+                )
+                .into());
+            }
+            vmm.swap_drive_backing(id, std::path::Path::new(path))?;
         }
     } else {
         d.validate()?;
