@@ -205,3 +205,30 @@ fn network_interfaces_of_a_config_file_are_checked() {
     assert_eq!(v["network-interfaces"][1]["host_dev_name"], "tap1");
     std::fs::remove_file(kernel).unwrap();
 }
+
+#[test]
+fn mmds_config_and_entropy_round_trip_as_a_snapshot_keeps_them() {
+    // A snapshot's state.json holds the VmConfig as serialised here.
+    let cfg = VmConfig {
+        mmds_config: Some(crate::mmds::MmdsConfig {
+            version: crate::mmds::MmdsVersion::V2,
+            network_interfaces: vec!["eth0".into()],
+            ipv4_address: Some("169.254.170.2".parse().unwrap()),
+            imds_compat: true,
+        }),
+        entropy: Some(super::EntropyConfig {
+            rate_limiter: Some(
+                serde_json::from_str(r#"{"ops": {"size": 10, "refill_time": 100}}"#).unwrap(),
+            ),
+        }),
+        ..Default::default()
+    };
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(text.contains("\"mmds-config\""), "{text}");
+    let back: VmConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, cfg);
+    // An older state.json without them still loads.
+    let old: VmConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(old.mmds_config, None);
+    assert_eq!(old.entropy, None);
+}
