@@ -28,6 +28,23 @@ fn the_firecracker_backend_runs_execs_files_pause_and_stop() {
     );
     // Metrics were configured through the API (PUT /metrics), as for Firecracker.
     assert!(dir.join("vm/metrics.json").exists());
+    // The VMM's own log goes to vmm.log (--log-path), never into the console.
+    let vmm_log = dir.join("vmm.log");
+    let console_log = dir.join("vm/console.log");
+    let log = std::fs::read_to_string(&vmm_log).unwrap();
+    assert!(cmdline.contains("--log-path "), "{cmdline}");
+    assert!(log.contains("serving the API on"), "vmm.log: {log}");
+    let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+    assert!(
+        !console.contains("serving the API on"),
+        "console.log: {console}"
+    );
+    // The guest powers off by rebooting through the i8042 (what Firecracker exits on).
+    let guest_cmdline = sh(&sb, "cat /proc/cmdline").stdout_str();
+    assert!(
+        guest_cmdline.contains("reboot=k") && guest_cmdline.contains("kiln.poweroff=reboot"),
+        "{guest_cmdline}"
+    );
 
     let out = sh(&sb, "echo out; echo err >&2; exit 3");
     assert_eq!(out.status.code, Some(3));
@@ -63,6 +80,12 @@ fn the_firecracker_backend_runs_execs_files_pause_and_stop() {
     let pid = sb.record().pid as i32;
     assert_eq!(sb.stop().unwrap(), "agent shutdown");
     assert!(!process_running(pid));
+    // It ended by a reset, not kiln-vmm's power-off port (which Firecracker ignores).
+    let log = std::fs::read_to_string(&vmm_log).unwrap();
+    assert!(
+        log.trim_end().ends_with("kiln-vmm: the guest rebooted"),
+        "vmm.log: {log}"
+    );
     sb.remove().unwrap();
     assert!(!dir.exists());
 }

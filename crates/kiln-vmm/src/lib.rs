@@ -5,8 +5,8 @@
 //!
 //! | layer | modules | owns |
 //! | --- | --- | --- |
-//! | 1 | [`arch`], [`exit`], [`metrics`], [`host_file`] | x86 boot structures and layout; why the VM stopped; counters and the metrics sink; opening client-named host files without blocking |
-//! | 2 | [`config`], [`kernel`], [`devices`] | the API's validated configuration; kernel and initrd loading; every device (legacy and virtio) with its `Persist` state |
+//! | 1 | [`arch`], [`exit`], [`logger`], [`metrics`], [`host_file`] | x86 boot structures and layout; why the VM stopped; the VMM log; counters and the metrics sink; opening client-named host files without blocking |
+//! | 2 | [`config`], [`kernel`], [`devices`], [`mmds`] | the API's validated configuration; the metadata service (store, guest protocol, responder); kernel and initrd loading; every device (legacy and virtio) with its `Persist` state |
 //! | 3 | [`vstate`] | KVM VM and vCPUs, guest memory and its file/userfaultfd backends, the running [`vstate::machine::Machine`] |
 //! | 4 | [`snapshot`] | the snapshot format (`state.json`), creating and sealing snapshots, disk copies |
 //! | 5 | [`builder`], [`boot_error`] | turning a validated config or a snapshot into a running VM; classifying why a start failed |
@@ -24,7 +24,9 @@ pub mod devices;
 pub mod exit;
 pub mod host_file;
 pub mod kernel;
+pub mod logger;
 pub mod metrics;
+pub mod mmds;
 pub mod seccomp;
 pub mod snapshot;
 #[cfg(test)]

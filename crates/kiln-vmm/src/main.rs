@@ -16,6 +16,7 @@ use clap::Parser;
 use kiln_vmm::api::Limits;
 use kiln_vmm::config::{HostFacts, ValidConfig};
 use kiln_vmm::exit::{code, panic_reason, ExitReason};
+use kiln_vmm::logger::{Level, LoggerConfig};
 use kiln_vmm::vmm::{ConsoleTarget, Started, Vmm};
 
 #[derive(Parser, Debug)]
@@ -55,10 +56,74 @@ struct Args {
     /// Accepted for Firecracker compatibility: kiln's boot timer is always on.
     #[arg(long)]
     boot_timer: bool,
+    /// Write the VMM's log lines to this file or named pipe instead of stderr (as
+    /// `PUT /logger {"log_path": ...}`; then the logger cannot be configured again).
+    #[arg(long, value_name = "PATH")]
+    log_path: Option<PathBuf>,
+    /// Log level: Error, Warning, Info, Debug, Trace or Off (case-insensitive). Default:
+    /// Info with --log-path, else Off (or KILN_VMM_LOG).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    level: Option<Level>,
+    /// Show each line's level.
+    #[arg(long)]
+    show_level: bool,
+    /// Show each line's source file and line.
+    #[arg(long)]
+    show_log_origin: bool,
+    /// Log only events of modules under this path (e.g. kiln_vmm::devices).
+    #[arg(long, value_name = "MODULE")]
+    module: Option<String>,
+    /// Largest MMDS data store, in bytes (JSON as sent); a bigger PUT/PATCH /mmds is a 400.
+    #[arg(long, value_name = "BYTES", default_value_t = kiln_vmm::mmds::DEFAULT_SIZE_LIMIT)]
+    mmds_size_limit: usize,
+    /// Refused: kiln-vmm runs only its built-in per-thread filters (docs/VMM.md).
+    #[arg(long, value_name = "FILE")]
+    seccomp_filter: Option<PathBuf>,
+    /// Accepted for Firecracker compatibility and ignored (the jailer's timestamps).
+    #[arg(long, value_name = "US", hide = true)]
+    start_time_us: Option<u64>,
+    #[arg(long, value_name = "US", hide = true)]
+    start_time_cpu_us: Option<u64>,
+    #[arg(long, value_name = "US", hide = true)]
+    parent_cpu_time_us: Option<u64>,
     /// DEBUGGING ONLY: run every thread without its seccomp filter (docs/VMM.md). A
     /// compromised VMM thread could then make any syscall the host allows.
     #[arg(long)]
     no_seccomp: bool,
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::parse(s)
+}
+
+/// Sets up the VMM log from the flags (or KILN_VMM_LOG, e.g. `debug`).
+fn configure_logger(args: &Args) {
+    kiln_vmm::logger::set_instance_id(&args.id);
+    kiln_vmm::logger::install();
+    let flags = args.log_path.is_some()
+        || args.level.is_some()
+        || args.show_level
+        || args.show_log_origin
+        || args.module.is_some();
+    if flags {
+        let cfg = LoggerConfig {
+            log_path: args.log_path.clone(),
+            level: args.level,
+            show_level: Some(args.show_level),
+            show_log_origin: Some(args.show_log_origin),
+            module: args.module.clone(),
+        };
+        if let Err(e) = kiln_vmm::logger::configure(&cfg) {
+            die(format!("--log-path/--level: {e}"));
+        }
+    } else if let Ok(v) = std::env::var("KILN_VMM_LOG") {
+        // The level word of the last directive ("debug", "kiln_vmm=debug").
+        let word = v.rsplit([',', '=']).next().unwrap_or("");
+        match Level::parse(word) {
+            Ok(l) => kiln_vmm::logger::set_default_level(l),
+            Err(e) => die(format!("KILN_VMM_LOG={v:?}: {e}")),
+        }
+    }
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -173,13 +238,15 @@ fn console_max_bytes(mib: u64) -> u64 {
 fn main() {
     kiln_vmm::metrics::mark_start();
     let args = Args::parse();
-    // Logs go to stderr; off unless KILN_VMM_LOG is set (e.g. KILN_VMM_LOG=debug).
-    if std::env::var_os("KILN_VMM_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("KILN_VMM_LOG"))
-            .with_writer(std::io::stderr)
-            .init();
+    if let Some(f) = &args.seccomp_filter {
+        die(format!(
+            "--seccomp-filter {}: kiln-vmm runs only its built-in per-thread filters \
+             (seccomp/x86_64.json, compiled in; docs/VMM.md); remove --seccomp-filter \
+             (--no-seccomp turns them off, for debugging only)",
+            f.display()
+        ));
     }
+    configure_logger(&args);
     if args.no_seccomp {
         eprintln!(
             "kiln-vmm: WARNING: --no-seccomp: seccomp filters are OFF; every VMM thread may make any syscall. Use it only to debug a filter, never for untrusted guests"
@@ -205,19 +272,37 @@ fn main() {
     if let Some(m) = config.as_ref().and_then(|c| c.metrics.clone()) {
         configure_metrics(m.metrics_path, "the config file's \"metrics\" section");
     }
+    if let Some(l) = config.as_ref().and_then(|c| c.logger.clone()) {
+        if let Err(e) = kiln_vmm::logger::configure(&l) {
+            die(format!("the config file's \"logger\" section: {e}"));
+        }
+    }
+    // The filters allow no new network socket: MMDS's is made now.
+    kiln_vmm::mmds::server::reserve_socket();
 
     let (tx, rx) = channel();
-    let vmm = Arc::new(Mutex::new(Vmm::new(
+    let mut v = Vmm::new(
         args.id.clone(),
         ConsoleTarget::parse(&args.console, console_max_bytes(args.console_max_mib)),
         host,
         tx,
-    )));
+    );
+    v.console_max_bytes = console_max_bytes(args.console_max_mib);
+    v.mmds
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_size_limit(args.mmds_size_limit);
+    let vmm = Arc::new(Mutex::new(v));
     // From here the main thread (and every thread it starts) is filtered; the API thread
     // and the VM's threads narrow it further with their own.
     kiln_vmm::seccomp::enter("main");
     if let Some(sock) = args.api_sock.as_ref().filter(|_| !args.no_api) {
         let listener = bind(sock);
+        tracing::info!(
+            "kiln-vmm {} serving the API on {}",
+            env!("CARGO_PKG_VERSION"),
+            sock.display()
+        );
         let vmm = vmm.clone();
         let limits = api_limits();
         std::thread::Builder::new()

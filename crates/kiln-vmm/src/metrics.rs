@@ -96,8 +96,9 @@ counters!(
 );
 
 counters!(
-    /// virtio-rng: random bytes given to the guest.
-    RngMetrics { bytes }
+    /// virtio-rng: random bytes given to the guest; `throttled` how often its rate
+    /// limiter (`PUT /entropy`) stopped the queue.
+    RngMetrics { bytes, throttled }
 );
 
 counters!(

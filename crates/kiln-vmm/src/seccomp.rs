@@ -18,7 +18,7 @@ pub const EXIT_VIOLATION: i32 = 128 + libc::SIGSYS;
 
 /// The thread kinds that have a filter, as named in `seccomp/x86_64.json`.
 pub const KINDS: &[&str] = &[
-    "main", "signals", "api", "devices", "vcpu", "uffd", "metrics",
+    "main", "signals", "api", "devices", "vcpu", "uffd", "metrics", "mmds",
 ];
 
 static NAMES: &str = include_str!("../seccomp/x86_64-syscall-names.txt");

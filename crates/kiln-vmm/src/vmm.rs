@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
@@ -18,6 +19,7 @@ use crate::devices::rate_limiter::RateLimiterConfig;
 use crate::devices::serial::ConsoleTail;
 use crate::exit::ExitReason;
 use crate::metrics::{inc, METRICS};
+use crate::mmds;
 use crate::snapshot::{self, CreateReport, CreateRequest, SnapshotError, SnapshotState};
 use crate::vstate::control::{CaptureError, PauseError};
 use crate::vstate::mem_file::MemFileError;
@@ -61,6 +63,12 @@ pub enum VmmError {
     WorkingSet(#[from] MemFileError),
     #[error("{0} lock poisoned")]
     Poisoned(&'static str),
+    #[error("drive '{id}' keeps its old backing file: {source}")]
+    DriveBacking {
+        id: String,
+        #[source]
+        source: crate::devices::virtio::BlockError,
+    },
     #[error("the running microVM has no {kind} '{id}'")]
     NoDevice { kind: &'static str, id: String },
 }
@@ -137,6 +145,15 @@ struct Running {
     paused: bool,
 }
 
+/// The port the MMDS responder listens on: 80, or `KILN_VMM_MMDS_PORT` (tests, which
+/// may not bind a privileged port).
+fn mmds_port() -> u16 {
+    std::env::var("KILN_VMM_MMDS_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(80)
+}
+
 /// Returns the heap pages freed after parsing or writing a snapshot's state (a few
 /// hundred KiB per restored VM, which would otherwise stay private to each fork child).
 fn release_free_heap() {
@@ -156,6 +173,12 @@ pub struct Vmm {
     /// The VM came from a snapshot (its agent was ready when the snapshot was taken).
     restored: bool,
     on_start: Sender<Started>,
+    /// Cap of a console file set later (`PUT /serial`), as `--console-max-mib`.
+    pub console_max_bytes: u64,
+    /// MMDS's data store, shared with its responder thread.
+    pub mmds: Arc<Mutex<mmds::Store>>,
+    /// Where the MMDS responder listens, once it does.
+    mmds_listening: Option<SocketAddr>,
 }
 
 impl Vmm {
@@ -174,6 +197,61 @@ impl Vmm {
             prepared: None,
             restored: false,
             on_start,
+            console_max_bytes: crate::devices::console_log::DEFAULT_MAX_BYTES,
+            mmds: Arc::default(),
+            mmds_listening: None,
+        }
+    }
+
+    /// `PUT /serial`: the guest console goes to `path` (appended, capped as
+    /// `--console FILE`). Opened now so a bad path is a 400 here.
+    pub fn set_serial_out(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let target = ConsoleTarget::File {
+            path: path.to_path_buf(),
+            max_bytes: self.console_max_bytes,
+        };
+        target.open().map_err(|e| {
+            ConfigError::new(format!(
+                "serial_out_path {}: {e}; give a file (or a named pipe with a reader) kiln-vmm may write to",
+                path.display()
+            ))
+        })?;
+        self.console = target;
+        Ok(())
+    }
+
+    /// Applies the MMDS configuration to the store and, once the VM runs, makes sure the
+    /// responder listens on its address (port 80). Errors say what to fix.
+    pub fn apply_mmds_config(&mut self) -> Result<(), String> {
+        let Some(cfg) = self.config.mmds_config.clone() else {
+            return Ok(());
+        };
+        {
+            let mut st = self.mmds.lock().unwrap_or_else(|p| p.into_inner());
+            st.version = cfg.version;
+            st.imds_compat = cfg.imds_compat;
+        }
+        if !self.is_running() {
+            return Ok(());
+        }
+        let want = SocketAddrV4::new(cfg.address(), mmds_port());
+        match self.mmds_listening {
+            Some(SocketAddr::V4(a)) if a == want => Ok(()),
+            Some(a) => Err(format!(
+                "MMDS already listens on {a}; its ipv4_address cannot change once it serves"
+            )),
+            None => {
+                self.mmds_listening = Some(mmds::server::start(want, self.mmds.clone())?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts the MMDS responder after the VM started; a failure is logged.
+    fn start_mmds(&mut self) {
+        if let Err(e) = self.apply_mmds_config() {
+            tracing::error!("mmds: {e}");
+            eprintln!("kiln-vmm: error: mmds: {e}");
         }
     }
 
@@ -255,6 +333,7 @@ impl Vmm {
             })?;
         boot_error::clear();
         self.started(vm, false);
+        self.start_mmds();
         Ok(())
     }
 
@@ -341,6 +420,7 @@ impl Vmm {
         inc(&METRICS.vm.snapshots_loaded);
         boot_error::clear();
         self.started(vm, true);
+        self.start_mmds();
         drop(state);
         release_free_heap();
         if resume {
@@ -405,6 +485,33 @@ impl Vmm {
             |b| b.set_rate_limiter(cfg),
         )?;
         found.then_some(()).ok_or_else(|| VmmError::NoDevice {
+            kind: "drive",
+            id: drive_id.into(),
+        })
+    }
+
+    /// Gives the running VM's drive `drive_id` a new backing file and tells the guest
+    /// its capacity may have changed (the config-change interrupt), as Firecracker does.
+    pub fn swap_drive_backing(&mut self, drive_id: &str, path: &Path) -> Result<(), VmmError> {
+        let r = self.running_mut()?;
+        for t in &r.machine.transports {
+            let mut t = t
+                .lock()
+                .map_err(|_| VmmError::Poisoned("virtio transport"))?;
+            let Some(b) = t.device_mut().block().filter(|b| b.drive_id() == drive_id) else {
+                continue;
+            };
+            b.swap_backing(path)
+                .map_err(|source| VmmError::DriveBacking {
+                    id: drive_id.into(),
+                    source,
+                })?;
+            if t.is_activated() {
+                t.interrupt().trigger(crate::devices::virtio::INT_CONFIG);
+            }
+            return Ok(());
+        }
+        Err(VmmError::NoDevice {
             kind: "drive",
             id: drive_id.into(),
         })

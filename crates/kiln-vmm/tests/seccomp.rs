@@ -35,6 +35,8 @@ fn probe() {
             // A non-KVM ioctl (TCGETS) on the vCPU filter: denied by argument.
             "tcgets" => libc::syscall(libc::SYS_ioctl, 0, libc::TCGETS, 0),
             "read" => libc::syscall(libc::SYS_read, -1, 0, 0),
+            // accept4 on a bad fd: the MMDS responder's one socket call.
+            "accept4" => libc::syscall(libc::SYS_accept4, -1, 0, 0, 0),
             other => panic!("unknown probe {other}"),
         }
     };
@@ -99,6 +101,15 @@ fn vcpu_threads_open_no_files_and_make_no_sockets() {
     assert_killed("vcpu", "socket", "socket");
     assert_killed("uffd", "socket", "socket");
     assert_killed("metrics", "socket", "socket");
+}
+
+#[test]
+fn the_mmds_responder_accepts_but_opens_no_file_or_socket() {
+    assert_killed("mmds", "socket", "socket");
+    assert_killed("mmds", "openat", "openat");
+    assert_killed("mmds", "execve", "execve");
+    assert_allowed("mmds", "accept4");
+    assert_allowed("mmds", "read");
 }
 
 #[test]

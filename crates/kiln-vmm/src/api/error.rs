@@ -24,8 +24,6 @@ pub enum ApiError {
     DriveIdMismatch { body: String, path: String },
     #[error("drive '{0}' does not exist; PUT /drives/{0} first")]
     NoSuchDrive(String),
-    #[error("a running microVM's drive cannot get a new path_on_host in kiln-vmm yet; only its rate_limiter can be changed")]
-    DriveOfRunningVm,
     #[error("network interfaces can only be added before the microVM starts; PUT /network-interfaces/{{iface_id}} before InstanceStart (a running VM's rate limiters change with PATCH)")]
     NetAfterStart,
     #[error("the iface_id in the body ('{body}') does not match the one in the path ('{path}')")]

@@ -3,7 +3,9 @@
 
 pub mod error;
 pub mod http;
+pub mod logger;
 pub mod metrics;
+pub mod mmds;
 pub mod net;
 pub mod routes;
 pub mod server;

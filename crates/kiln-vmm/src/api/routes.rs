@@ -12,7 +12,9 @@ use crate::devices::rate_limiter::RateLimiterConfig;
 use super::error::{ApiError, Outcome};
 use super::http::{Request, Response};
 use super::snapshot;
-use crate::config::{drive, parse_json, BootSource, Drive, MachineConfig, VsockConfig};
+use crate::config::{
+    drive, parse_json, BootSource, Drive, EntropyConfig, MachineConfig, VsockConfig,
+};
 use crate::vmm::Vmm;
 
 #[derive(Deserialize)]
@@ -120,20 +122,18 @@ struct DrivePatch {
     rate_limiter: Option<RateLimiterConfig>,
 }
 
-/// PATCH: a new backing file for an existing drive (before boot), or a new rate limiter
-/// (before boot, or on a running VM: new full buckets).
+/// PATCH: a new backing file for an existing drive and/or a new rate limiter, before
+/// boot or on a running VM (a new file is opened at once and the guest gets a
+/// config-change interrupt; new buckets start full).
 fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
     let p: DrivePatch = parse_json(body)?;
     same_drive_id(&p.drive_id, id)?;
     let Some(pos) = vmm.config.drives.iter().position(|d| d.drive_id == id) else {
         return Err(ApiError::NoSuchDrive(id.into()));
     };
-    if vmm.is_running() && p.path_on_host.is_some() {
-        return Err(ApiError::DriveOfRunningVm);
-    }
     let mut d = vmm.config.drives[pos].clone();
-    if let Some(path) = p.path_on_host {
-        d.path_on_host = path;
+    if let Some(path) = &p.path_on_host {
+        d.path_on_host = path.clone();
     }
     if let Some(patch) = &p.rate_limiter {
         // Firecracker's merge: a bucket given replaces the current one, one left out stays.
@@ -144,6 +144,15 @@ fn patch_drive(vmm: &mut Vmm, id: &str, body: &str) -> Outcome {
             l.validate("rate_limiter")
                 .map_err(crate::config::ConfigError::new)?;
             vmm.update_drive_limiter(id, l)?;
+        }
+        if let Some(path) = &p.path_on_host {
+            if path.is_empty() {
+                return Err(crate::config::ConfigError::new(
+                    "path_on_host is empty; give the path of the drive's new image",
+                )
+                .into());
+            }
+            vmm.swap_drive_backing(id, std::path::Path::new(path))?;
         }
     } else {
         d.validate()?;
@@ -191,6 +200,43 @@ fn instance_info(vmm: &Vmm) -> Outcome {
     Ok(Response::json(200, &info))
 }
 
+/// `PUT /entropy`: the virtio-rng's rate limiter (before boot).
+fn put_entropy(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let e: EntropyConfig = parse_json(body)?;
+    e.validate()?;
+    vmm.config.entropy = Some(e);
+    Ok(Response::no_content())
+}
+
+/// `GET /version`: Firecracker's shape, kiln-vmm's version.
+fn version() -> Outcome {
+    Ok(Response::json(
+        200,
+        &json!({"firecracker_version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Serial {
+    serial_out_path: std::path::PathBuf,
+}
+
+/// `PUT /serial`: where the guest's serial console goes (as `--console FILE`).
+fn put_serial(vmm: &mut Vmm, body: &str) -> Outcome {
+    pre_boot(vmm)?;
+    let s: Serial = parse_json(body)?;
+    if s.serial_out_path.as_os_str().is_empty() {
+        return Err(crate::config::ConfigError::new(
+            "serial_out_path is empty; give the path of a file for the guest console",
+        )
+        .into());
+    }
+    vmm.set_serial_out(&s.serial_out_path)?;
+    Ok(Response::no_content())
+}
+
 const NET: &str = "/network-interfaces/";
 
 fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
@@ -202,6 +248,14 @@ fn route(vmm: &mut Vmm, req: &Request) -> Outcome {
     let body = req.body.as_str();
     match (req.method.as_str(), path) {
         ("GET", "/") => instance_info(vmm),
+        ("GET", "/version") => version(),
+        ("PUT", "/logger") => super::logger::put(body),
+        ("PUT", "/serial") => put_serial(vmm, body),
+        ("PUT", "/entropy") => put_entropy(vmm, body),
+        ("PUT", "/mmds/config") => super::mmds::put_config(vmm, body),
+        ("PUT", "/mmds") => super::mmds::put(vmm, body),
+        ("PATCH", "/mmds") => super::mmds::patch(vmm, body),
+        ("GET", "/mmds") => super::mmds::get(vmm),
         ("GET", "/machine-config") => to_json(&vmm.config.machine_config),
         ("PUT", "/machine-config") => put_machine_config(vmm, body),
         ("PATCH", "/machine-config") => patch_machine_config(vmm, body),

@@ -17,3 +17,15 @@ pub(crate) fn vmm() -> Mutex<Vmm> {
         tx,
     ))
 }
+
+/// Status and body of one call through the router.
+pub(crate) fn call(vmm: &Mutex<Vmm>, method: &str, path: &str, body: &str) -> (u16, String) {
+    let req = crate::api::http::Request {
+        method: method.into(),
+        path: path.into(),
+        body: body.into(),
+        keep_alive: true,
+    };
+    let r = crate::api::routes::handle(vmm, &req);
+    (r.status, r.body.unwrap_or_default())
+}

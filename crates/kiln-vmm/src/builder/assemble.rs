@@ -13,7 +13,7 @@ use vm_memory::GuestMemoryMmap;
 use super::legacy::{self, Legacy};
 use super::virtio::{self, VirtioSet};
 use super::{device_err, Machine, RunningVm, StartError};
-use crate::config::{Drive, NetworkInterface, VsockConfig};
+use crate::config::{Drive, VmConfig};
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
 use crate::devices::virtio::MmioTransport;
@@ -53,8 +53,7 @@ impl Devices {
         console: Option<Box<dyn Write + Send>>,
         start: Instant,
         drives: &[&Drive],
-        vsock: Option<&VsockConfig>,
-        nets: &[NetworkInterface],
+        cfg: &VmConfig,
     ) -> Result<Self, StartError> {
         let (exit, exit_rx) = ExitSignal::new();
         let exit = Arc::new(exit);
@@ -62,7 +61,7 @@ impl Devices {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let legacy = legacy::attach(vm, &mut pio, console, start, &boot_times, &exit)?;
-        let virtio = virtio::attach(vm, mem, &mut mmio, drives, vsock, nets)?;
+        let virtio = virtio::attach(vm, mem, &mut mmio, drives, cfg)?;
         Ok(Self {
             exit,
             exit_rx,

@@ -132,15 +132,7 @@ pub fn start(
         us = start.elapsed().as_micros() as u64,
         "memory, VM, kernel, vCPUs ready"
     );
-    let devices = assemble::Devices::attach(
-        &p.vm,
-        &p.mem,
-        console,
-        start,
-        &drives,
-        cfg.vsock.as_ref(),
-        &cfg.network_interfaces,
-    )?;
+    let devices = assemble::Devices::attach(&p.vm, &p.mem, console, start, &drives, cfg)?;
     boot::write(cfg, boot, &drives, &devices.virtio.cmdline_args, &p)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "devices ready");
 

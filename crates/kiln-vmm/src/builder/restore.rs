@@ -139,15 +139,7 @@ pub fn restore(
     let (mem, uffd) = map_memory(state, opts)?;
     let vm = load_vm(state, mem)?;
     let drives = drive::device_order(&cfg.drives);
-    let devices = Devices::attach(
-        &vm.vm,
-        &vm.mem,
-        console,
-        start,
-        &drives,
-        cfg.vsock.as_ref(),
-        &cfg.network_interfaces,
-    )?;
+    let devices = Devices::attach(&vm.vm, &vm.mem, console, start, &drives, &cfg)?;
     load_devices(&devices, &state.devices)?;
     let running = assemble::launch(vm, devices, Want::Pause, uffd)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "restored");

@@ -11,7 +11,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{device_err, DeviceError, StartError};
 use crate::arch::layout::{IRQ_MAX, VIRTIO_IRQ_START, VIRTIO_MMIO_START};
-use crate::config::{Drive, NetworkInterface, VsockConfig};
+use crate::config::{Drive, VmConfig};
 use crate::devices::bus::Bus;
 use crate::devices::virtio::{
     Block, MmioTransport, Net, Rng, Tap, VirtioDevice, Vsock, MMIO_REGION_SIZE, NOTIFY_REG_OFFSET,
@@ -61,9 +61,9 @@ pub fn attach(
     mem: &GuestMemoryMmap,
     mmio: &mut Bus,
     drives: &[&Drive],
-    vsock: Option<&VsockConfig>,
-    nets: &[NetworkInterface],
+    cfg: &VmConfig,
 ) -> Result<VirtioSet, StartError> {
+    let (vsock, nets) = (cfg.vsock.as_ref(), &cfg.network_interfaces);
     let mut devices: Vec<(Slot, Box<dyn VirtioDevice>)> = Vec::new();
     for d in drives {
         let slot = Slot::Drive(d.drive_id.clone());
@@ -79,7 +79,13 @@ pub fn attach(
         }
         devices.push((slot, Box::new(blk)));
     }
-    devices.push((Slot::Other("virtio-rng"), Box::new(Rng::new())));
+    let entropy = cfg
+        .entropy
+        .as_ref()
+        .and_then(|e| e.rate_limiter)
+        .unwrap_or_default();
+    let rng = Rng::new(&entropy).map_err(Slot::Other("virtio-rng").err(""))?;
+    devices.push((Slot::Other("virtio-rng"), Box::new(rng)));
     if let Some(v) = vsock {
         let slot = Slot::Other("vsock");
         let path = std::path::Path::new(&v.uds_path);

@@ -3,6 +3,7 @@
 
 pub mod boot_source;
 pub mod drive;
+pub mod entropy;
 pub mod host;
 pub mod machine;
 pub mod net;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use boot_source::BootSource;
 pub use drive::{CacheType, Drive, IoEngine};
+pub use entropy::EntropyConfig;
 pub use host::HostFacts;
 pub use machine::{CpuTemplate, HugePages, MachineConfig};
 pub use net::NetworkInterface;
@@ -53,9 +55,19 @@ pub struct VmConfig {
     pub network_interfaces: Vec<NetworkInterface>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
-    /// Firecracker's logger section: only null (kiln-vmm logs to stderr).
+    /// The virtio-rng's rate limiter (`PUT /entropy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<EntropyConfig>,
+    /// Firecracker's logger section (as `PUT /logger`); applied by the binary.
     #[serde(default, skip_serializing)]
-    pub logger: Option<serde_json::Value>,
+    pub logger: Option<crate::logger::LoggerConfig>,
+    /// MMDS (as `PUT /mmds/config`); kept in snapshots, its data store is not.
+    #[serde(
+        rename = "mmds-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mmds_config: Option<crate::mmds::MmdsConfig>,
     /// Where metric lines go (as `PUT /metrics`); applied by the binary before the VM
     /// starts. Not part of the VM's state: not shown or saved in snapshots.
     #[serde(default, skip_serializing)]

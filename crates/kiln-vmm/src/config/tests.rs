@@ -153,13 +153,25 @@ fn a_valid_config_has_a_boot_source_unique_drives_and_one_root() {
 }
 
 #[test]
-fn sections_kiln_vmm_would_ignore_are_refused() {
-    let (kernel, json) = with_kernel("logger", r#", "logger": {"log_path": "/tmp/fc.log"}"#);
-    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
-    assert!(
-        e.contains("\"logger\"") && e.contains("set it to null"),
-        "{e}"
+fn logger_and_mmds_sections_are_parsed_and_checked() {
+    let (kernel, json) = with_kernel(
+        "logger",
+        r#", "logger": {"log_path": "/tmp/fc.log", "level": "debug", "show_level": true}"#,
     );
+    let cfg = ValidConfig::from_json(&json, &HOST).unwrap().into_inner();
+    let l = cfg.logger.unwrap();
+    assert_eq!(l.level, Some(crate::logger::Level::Debug));
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel("logger-bad", r#", "logger": {"level": "loud"}"#);
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("unknown log level 'loud'"), "{e}");
+    std::fs::remove_file(kernel).unwrap();
+    let (kernel, json) = with_kernel(
+        "mmds",
+        r#", "mmds-config": {"network_interfaces": ["eth0"]}"#,
+    );
+    let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
+    assert!(e.contains("PUT /network-interfaces/eth0 first"), "{e}");
     std::fs::remove_file(kernel).unwrap();
     let (kernel, json) = with_kernel("net", r#", "network-interfaces": [{"iface_id": "eth0"}]"#);
     let e = ValidConfig::from_json(&json, &HOST).unwrap_err().0;
@@ -192,4 +204,31 @@ fn network_interfaces_of_a_config_file_are_checked() {
     let v = serde_json::to_value(cfg.as_config()).unwrap();
     assert_eq!(v["network-interfaces"][1]["host_dev_name"], "tap1");
     std::fs::remove_file(kernel).unwrap();
+}
+
+#[test]
+fn mmds_config_and_entropy_round_trip_as_a_snapshot_keeps_them() {
+    // A snapshot's state.json holds the VmConfig as serialised here.
+    let cfg = VmConfig {
+        mmds_config: Some(crate::mmds::MmdsConfig {
+            version: crate::mmds::MmdsVersion::V2,
+            network_interfaces: vec!["eth0".into()],
+            ipv4_address: Some("169.254.170.2".parse().unwrap()),
+            imds_compat: true,
+        }),
+        entropy: Some(super::EntropyConfig {
+            rate_limiter: Some(
+                serde_json::from_str(r#"{"ops": {"size": 10, "refill_time": 100}}"#).unwrap(),
+            ),
+        }),
+        ..Default::default()
+    };
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(text.contains("\"mmds-config\""), "{text}");
+    let back: VmConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, cfg);
+    // An older state.json without them still loads.
+    let old: VmConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(old.mmds_config, None);
+    assert_eq!(old.entropy, None);
 }

@@ -20,14 +20,19 @@ impl ValidConfig {
             n.validate()?;
         }
         net::check_unique(&cfg.network_interfaces)?;
-        if cfg.logger.as_ref().is_some_and(|l| !l.is_null()) {
-            return Err(ConfigError::new(
-                "the \"logger\" section is not supported by kiln-vmm (it logs to stderr; set \
-                 KILN_VMM_LOG=debug to see more): remove it or set it to null",
-            ));
+        if let Some(m) = &cfg.mmds_config {
+            let ids: Vec<&str> = cfg
+                .network_interfaces
+                .iter()
+                .map(|n| n.iface_id.as_str())
+                .collect();
+            m.validate(&ids).map_err(ConfigError::new)?;
         }
         if let Some(v) = &cfg.vsock {
             v.validate()?;
+        }
+        if let Some(e) = &cfg.entropy {
+            e.validate()?;
         }
         cfg.machine_config.validate(host)?;
         let Some(boot) = &cfg.boot_source else {

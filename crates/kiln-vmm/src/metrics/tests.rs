@@ -83,7 +83,7 @@ fn a_line_is_one_json_object_with_every_counter() {
                 "resets",
             ],
         ),
-        ("rng", &["bytes"]),
+        ("rng", &["bytes", "throttled"]),
         (
             "vm",
             &["pauses", "resumes", "snapshots_created", "snapshots_loaded"],

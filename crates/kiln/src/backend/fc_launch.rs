@@ -36,8 +36,8 @@ pub struct Flavor {
     pub bin: PathBuf,
     /// kiln-vmm: console, boot-error and metrics files on the command line, readiness
     /// from its boot-time line. Otherwise only Firecracker's own flags (`--api-sock`,
-    /// `--id`, `--boot-timer`); the console is its stdout, metrics go through
-    /// `PUT /metrics`, readiness is an agent ping.
+    /// `--id`, `--boot-timer`, `--log-path vmm.log`, `--level`); the console is its
+    /// stdout, metrics go through `PUT /metrics`, readiness is an agent ping.
     pub kiln: bool,
 }
 
@@ -64,6 +64,13 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) 
         path: d.path.clone(),
         writable: !d.read_only,
     }));
+    if !f.kiln {
+        // Firecracker opens its --log-path itself: vmm.log is bound into its jail.
+        inputs.push(Input {
+            path: dir.vmm_log(),
+            writable: true,
+        });
+    }
     let needs = Needs {
         inputs,
         uffd: false,
@@ -128,6 +135,9 @@ pub fn with_vmm(
         Stdio::null()
     } else {
         args.push("--boot-timer".into());
+        // Firecracker's own log into vmm.log (created above), not its stdout (the console).
+        args.extend(["--log-path".into(), dir.vmm_log().into()]);
+        args.extend(["--level".into(), "Info".into()]);
         OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,6 +149,13 @@ pub fn with_vmm(
     let mut cmd = if jailed {
         let mut c = Command::new(crate::paths::jailer_binary());
         c.args(jail::command(dir, id, bin, args, needs)?);
+        if !f.kiln {
+            // Its jailed user writes vmm.log by path (--log-path), as its own.
+            if let Some(uid) = jail::uid_of(dir) {
+                std::os::unix::fs::fchown(&log, Some(uid), Some(uid))
+                    .map_err(Error::host_io("cannot give", dir.vmm_log()))?;
+            }
+        }
         c
     } else {
         let mut c = Command::new(bin);

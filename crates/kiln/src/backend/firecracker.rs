@@ -3,6 +3,13 @@
 //! Firecracker's own flags and API (metrics through `PUT /metrics`, readiness by agent
 //! ping), so it is tested against `kiln-vmm`, which speaks the same API.
 //!
+//! Stop: Firecracker ignores kiln-vmm's power-off port (0x440) and the guest has no
+//! ACPI, so a powered-off guest would only halt and the stop would wait for SIGTERM.
+//! The guest is told to power off by rebooting (`kiln.poweroff=reboot`, the agent's
+//! switch, as for QEMU) with `reboot=k`: the reset through the i8042 is what Firecracker
+//! exits on. Its own log goes to `vmm.log` (`--log-path`, added by `fc_launch`), the
+//! console to `console.log`.
+//!
 //! Snapshots are not offered: a restored sandbox needs its own vsock socket and disk
 //! paths, which only kiln-vmm's load overrides provide.
 
@@ -14,7 +21,7 @@ use super::kiln::{ctrl_alt_del, set_paused, vsock};
 use super::{Capabilities, GuestChannel, OnSpawn, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
-use crate::vmm::GuestSpec;
+use crate::vmm::{GuestSpec, DEFAULT_BOOT_ARGS};
 
 pub struct Firecracker;
 
@@ -37,6 +44,18 @@ pub fn binary() -> Result<PathBuf> {
         })
 }
 
+/// kiln's boot arguments for Firecracker: `reboot=k` (the i8042 reset Firecracker exits
+/// on) and `kiln.poweroff=reboot` (power off by rebooting), replacing any given.
+pub fn kernel_args(boot_args: Option<&str>) -> String {
+    let base = boot_args.unwrap_or(DEFAULT_BOOT_ARGS);
+    let mut out: Vec<&str> = base
+        .split_whitespace()
+        .filter(|p| !p.starts_with("reboot=") && !p.starts_with("kiln.poweroff="))
+        .collect();
+    out.extend(["reboot=k", "kiln.poweroff=reboot"]);
+    out.join(" ")
+}
+
 impl VmBackend for Firecracker {
     fn name(&self) -> &'static str {
         "firecracker"
@@ -55,7 +74,9 @@ impl VmBackend for Firecracker {
             bin: binary()?,
             kiln: false,
         };
-        fc_launch::launch(&f, dir, id, spec, spawned)
+        let mut spec = spec.clone();
+        spec.boot_args = Some(kernel_args(spec.boot_args.as_deref()));
+        fc_launch::launch(&f, dir, id, &spec, spawned)
     }
     fn request_poweroff(&self, vm: &VmRef) -> Result<()> {
         ctrl_alt_del(vm)
@@ -68,5 +89,25 @@ impl VmBackend for Firecracker {
     }
     fn guest_channel_info(&self, vm: &VmRef) -> GuestChannel {
         vsock(vm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_off_is_a_keyboard_controller_reboot() {
+        let a = kernel_args(Some(
+            "console=ttyS0 reboot=t panic=-1 kiln.poweroff=x kiln.hostname=h",
+        ));
+        assert_eq!(
+            a,
+            "console=ttyS0 panic=-1 kiln.hostname=h reboot=k kiln.poweroff=reboot"
+        );
+        let d = kernel_args(None);
+        assert!(d.starts_with("console=ttyS0"), "{d}");
+        assert!(d.ends_with(" reboot=k kiln.poweroff=reboot"), "{d}");
+        assert_eq!(d.matches("reboot=").count(), 1, "{d}");
     }
 }

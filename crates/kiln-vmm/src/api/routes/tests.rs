@@ -173,3 +173,56 @@ fn firecracker_defaults_pass_and_ignored_choices_are_refused() {
     assert_eq!(shown["cpu_template"], "None");
     assert_eq!(shown["track_dirty_pages"], false);
 }
+
+#[test]
+fn version_and_serial() {
+    use crate::api::test_support::{call, vmm};
+    let v = vmm();
+    let (status, body) = call(&v, "GET", "/version", "");
+    assert_eq!(status, 200);
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["firecracker_version"], env!("CARGO_PKG_VERSION"));
+
+    let dir = crate::test_dir::TempDir::new("serial");
+    let out = dir.path().join("serial.log");
+    let body = format!(r#"{{"serial_out_path": "{}"}}"#, out.display());
+    assert_eq!(call(&v, "PUT", "/serial", &body), (204, String::new()));
+    assert!(out.is_file(), "opened at the PUT");
+    let fault = |body: &str, want: &str| {
+        let (status, msg) = call(&v, "PUT", "/serial", body);
+        assert_eq!(status, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "{body}: {msg}");
+    };
+    fault(r#"{"serial_out_path": ""}"#, "is empty");
+    fault(
+        r#"{"serial_out_path": "/no/such/dir/x"}"#,
+        "serial_out_path /no/such/dir/x",
+    );
+    fault(r#"{"path": "/tmp/x"}"#, "unknown field `path`");
+}
+
+#[test]
+fn put_entropy_sets_the_rng_limiter() {
+    use crate::api::test_support::{call, vmm};
+    let v = vmm();
+    let body = r#"{"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}"#;
+    assert_eq!(call(&v, "PUT", "/entropy", body), (204, String::new()));
+    let (_, cfg) = call(&v, "GET", "/vm/config", "");
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["entropy"]["rate_limiter"]["bandwidth"]["size"], 1024);
+    assert_eq!(call(&v, "PUT", "/entropy", "{}").0, 204);
+    let fault = |body: &str, want: &str| {
+        let (status, msg) = call(&v, "PUT", "/entropy", body);
+        assert_eq!(status, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "{body}: {msg}");
+    };
+    fault(
+        r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 9999999999999}}}"#,
+        "entropy.rate_limiter.ops: refill_time",
+    );
+    fault(
+        r#"{"rate_limiter": {"bandwidth": {"size": 1}}}"#,
+        "refill_time",
+    );
+    fault(r#"{"limiter": {}}"#, "unknown field `limiter`");
+}

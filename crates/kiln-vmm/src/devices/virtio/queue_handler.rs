@@ -100,7 +100,11 @@ mod tests {
     #[test]
     fn queue_eventfd_drives_processing_through_event_manager() {
         let mem = guest_mem();
-        let mut t = MmioTransport::new(mem.clone(), Box::new(Rng::new())).unwrap();
+        let mut t = MmioTransport::new(
+            mem.clone(),
+            Box::new(Rng::new(&Default::default()).unwrap()),
+        )
+        .unwrap();
         let mut tq = TestQueue::new(&mem, 0x1000, 16);
         activate(&mut t, VIRTIO_ID_RNG, &[&tq]);
         assert!(t.is_activated());

@@ -64,7 +64,7 @@ fn sample(dir: &TempDir) -> SnapshotState {
         },
         vcpus: vec![vcpu()],
         devices: DevicesState {
-            virtio: vec![transport(VirtioDeviceState::Rng(RngState {}))],
+            virtio: vec![transport(VirtioDeviceState::Rng(RngState::default()))],
             serial: UartState(Default::default()),
             i8042: I8042State {
                 status: 0x14,

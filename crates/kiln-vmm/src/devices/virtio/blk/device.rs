@@ -79,39 +79,45 @@ pub struct Block {
     limiter: RateLimiter,
 }
 
+/// Opens a raw image without blocking and returns it with its capacity in sectors (its
+/// size must be a whole number of them).
+fn open_image(path: &Path, read_only: bool) -> Result<(std::fs::File, u64), BlockError> {
+    let size_err = |source| BlockError::Size {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Never blocks (a FIFO is refused, not waited on): see crate::host_file.
+    let mut file =
+        host_file::open(path, !read_only, Accept::FileOrBlockDevice).map_err(|source| {
+            match host_file::not_regular(&source) {
+                Some(r) => BlockError::NotAFile {
+                    path: path.to_path_buf(),
+                    kind: r.kind,
+                },
+                None => BlockError::Open {
+                    path: path.to_path_buf(),
+                    read_only,
+                    source,
+                },
+            }
+        })?;
+    // Seeking to the end also sizes block devices, whose metadata length is 0.
+    let size = file.seek(SeekFrom::End(0)).map_err(size_err)?;
+    if !size.is_multiple_of(SECTOR_SIZE) {
+        return Err(BlockError::UnalignedSize {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    Ok((file, size / SECTOR_SIZE))
+}
+
 impl Block {
     /// Opens the raw image at `path` (read-write unless `read_only`). Its size must be a
     /// whole number of 512-byte sectors. `id` is what `VIRTIO_BLK_T_GET_ID` returns
     /// (the guest's `/sys/block/vdX/serial`): truncated to 20 bytes, NUL-padded.
     pub fn new(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
-        let size_err = |source| BlockError::Size {
-            path: path.to_path_buf(),
-            source,
-        };
-        // Never blocks (a FIFO is refused, not waited on): see crate::host_file.
-        let mut file =
-            host_file::open(path, !read_only, Accept::FileOrBlockDevice).map_err(|source| {
-                match host_file::not_regular(&source) {
-                    Some(r) => BlockError::NotAFile {
-                        path: path.to_path_buf(),
-                        kind: r.kind,
-                    },
-                    None => BlockError::Open {
-                        path: path.to_path_buf(),
-                        read_only,
-                        source,
-                    },
-                }
-            })?;
-        // Seeking to the end also sizes block devices, whose metadata length is 0.
-        let size = file.seek(SeekFrom::End(0)).map_err(size_err)?;
-        if !size.is_multiple_of(SECTOR_SIZE) {
-            return Err(BlockError::UnalignedSize {
-                path: path.to_path_buf(),
-                size,
-            });
-        }
-        let capacity = size / SECTOR_SIZE;
+        let (file, capacity) = open_image(path, read_only)?;
         let limiter = RateLimiter::new(&RateLimiterConfig::default(), rate_limiter::now())
             .map_err(BlockError::Limiter)?;
 
@@ -150,6 +156,19 @@ impl Block {
             drive_id: id.to_string(),
             limiter,
         })
+    }
+
+    /// A new backing file for a running drive (`PATCH /drives/{id}` with
+    /// `path_on_host`): opened and sized as [`Block::new`] does, in the same mode; the
+    /// new capacity is in config space at once. The caller raises the config-change
+    /// interrupt. On error nothing changes.
+    pub fn swap_backing(&mut self, path: &Path) -> Result<(), BlockError> {
+        let (file, capacity) = open_image(path, self.disk.read_only)?;
+        self.disk.file = file;
+        self.disk.capacity = capacity;
+        self.config[0..8].copy_from_slice(&capacity.to_le_bytes());
+        self.path = path.to_path_buf();
+        Ok(())
     }
 
     /// The drive_id the device was made for.

@@ -5,7 +5,11 @@ use crate::devices::virtio::test_utils::{activate, guest_mem, reg_read, reg_writ
 use crate::devices::virtio::Rng;
 
 fn rng_on(mem: &vm_memory::GuestMemoryMmap) -> MmioTransport {
-    MmioTransport::new(mem.clone(), Box::new(Rng::new())).unwrap()
+    MmioTransport::new(
+        mem.clone(),
+        Box::new(Rng::new(&Default::default()).unwrap()),
+    )
+    .unwrap()
 }
 
 fn rng() -> MmioTransport {

@@ -287,3 +287,42 @@ fn works_behind_the_mmio_transport() {
     assert_eq!(got, image(8)[6 * 512..]);
     assert_eq!(t.interrupt().status() & INT_USED_RING, INT_USED_RING);
 }
+
+#[test]
+fn a_new_backing_file_is_used_at_once_with_its_capacity() {
+    let mem = guest_mem();
+    let old = TempFile::with_contents(&image(8));
+    let blk = Block::new(old.path(), false, "swap").unwrap();
+    let mut t = MmioTransport::new(mem.clone(), Box::new(blk)).unwrap();
+    let mut tq = TestQueue::new(&mem, 0x1000, 256);
+    activate(&mut t, VIRTIO_ID_BLOCK, &[&tq]);
+    let new_img: Vec<u8> = image(16).iter().map(|b| b ^ 0x5a).collect();
+    let new = TempFile::with_contents(&new_img);
+    // A bad file changes nothing.
+    let unaligned = TempFile::with_contents(&[0u8; 1000]);
+    let b = t.device_mut().block().unwrap();
+    let e = b.swap_backing(unaligned.path()).unwrap_err();
+    assert!(matches!(e, BlockError::UnalignedSize { .. }), "{e}");
+    assert!(b.swap_backing(Path::new("/nonexistent/kiln.img")).is_err());
+    assert_eq!(b.capacity(), 8);
+    b.swap_backing(new.path()).unwrap();
+    assert_eq!(b.path(), new.path());
+    let mut cap = [0u8; 8];
+    t.read(0x100, &mut cap);
+    assert_eq!(
+        u64::from_le_bytes(cap),
+        16,
+        "config space has the new capacity"
+    );
+    // Sector 12 exists only in the new image.
+    mem.write_obj(VIRTIO_BLK_T_IN.to_le(), GuestAddress(HDR))
+        .unwrap();
+    mem.write_obj(12u64.to_le(), GuestAddress(HDR + 8)).unwrap();
+    tq.add_chain(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+    t.process_queue(0);
+    assert_eq!(tq.used(0), (0, 513));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), OK);
+    let mut got = vec![0u8; 512];
+    mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(got, new_img[12 * 512..13 * 512]);
+}

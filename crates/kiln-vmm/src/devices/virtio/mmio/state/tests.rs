@@ -18,7 +18,11 @@ fn json_round_trip(s: &TransportState) -> TransportState {
 }
 
 fn rng(mem: &GuestMemoryMmap) -> MmioTransport {
-    MmioTransport::new(mem.clone(), Box::new(Rng::new())).unwrap()
+    MmioTransport::new(
+        mem.clone(),
+        Box::new(Rng::new(&Default::default()).unwrap()),
+    )
+    .unwrap()
 }
 
 /// A running rng transport that has completed `n` one-buffer requests.
@@ -46,7 +50,7 @@ fn rng_round_trip_continues_the_rings() {
         (3, 3)
     );
     assert_eq!(saved.interrupt_status, INT_USED_RING);
-    assert_eq!(saved.device, VirtioDeviceState::Rng(RngState {}));
+    assert_eq!(saved.device, VirtioDeviceState::Rng(RngState::default()));
 
     let mut r = rng(&mem);
     r.restore(&saved).unwrap();
