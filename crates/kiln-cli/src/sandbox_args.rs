@@ -42,6 +42,10 @@ pub struct SandboxArgs {
     /// A label, filterable in the API (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// Publish a port: `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]` (repeatable; host
+    /// 127.0.0.1 unless named; HOST_PORT 0: any free port, see `kiln port ID`).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
 }
 
 /// How to run a command (`kiln run`, `kiln exec`).
@@ -94,6 +98,9 @@ impl SandboxArgs {
                 bail!("--label {kv}: use KEY=VALUE");
             };
             b = b.metadata(k, v);
+        }
+        for spec in crate::ports::parse_specs(&self.publish)? {
+            b = b.port(spec);
         }
         Ok(match &self.from {
             Some(snap) => b

@@ -127,6 +127,9 @@ impl From<kiln::Error> for ApiError {
                 .with("requested_mib", requested_mib)
                 .with("committed_mib", committed_mib)
                 .with("budget_mib", budget_mib),
+            E::PortInUse { addr } => {
+                err(StatusCode::CONFLICT, "port_in_use").with("addr", addr.to_string())
+            }
             ref e if e.is_disk_full() => err(StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
