@@ -251,7 +251,12 @@ fn the_publisher_exits_when_the_vmm_is_killed() {
         wait_until(TIMEOUT, || !kiln::process::is_running(publisher)),
         "the publisher outlived its VMM"
     );
-    assert!(listed.iter().all(|(a, _)| port_free(*a)));
+    // Its sockets close as its last thread exits, a moment after it stops counting as
+    // running.
+    assert!(
+        wait_until(TIMEOUT, || listed.iter().all(|(a, _)| port_free(*a))),
+        "the ports are still bound after the publisher exited"
+    );
     // Reconcile does not start a publisher for the failed sandbox.
     k.ok(&["ls"]);
     assert_eq!(publishers(&w.state), Vec::new());
@@ -289,4 +294,62 @@ fn bad_specs_are_refused_before_anything_is_made() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn the_api_publishes_shows_and_refuses_ports_with_stable_codes() {
+    if !require_kvm("ports_api") {
+        return;
+    }
+    let served = kiln_e2e::serve::Served::start("ports-api");
+    let c = served.server.client();
+    let k = Kiln {
+        state: &served.state.0,
+    };
+    let req = |id: &str, ports: &[&str]| kiln_server::api::CreateSandbox {
+        id: Some(id.into()),
+        image: Some("minimal".into()),
+        ports: ports.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    let sb = c.create(&req("api-pub", &["127.0.0.1:0:8080"])).unwrap();
+    assert_eq!(sb.ports.len(), 1, "{sb:?}");
+    let spec: kiln::ports::PortSpec = sb.ports[0].parse().unwrap();
+    assert_eq!(spec.guest_port, 8080);
+    assert_eq!(c.get("api-pub").unwrap().ports, sb.ports);
+    k.ok(&[
+        "exec",
+        "api-pub",
+        "--",
+        "sh",
+        "-c",
+        "setsid nc -ll -p 8080 -e cat </dev/null >/dev/null 2>&1 &",
+    ]);
+    wait_for_echo(spec.host_addr());
+    // `kiln --remote URL port ID` prints what the server shows.
+    let url = served.server.url();
+    let remote = k.ok(&["--remote", &url, "port", "api-pub"]);
+    assert_eq!(remote.trim(), format!("{} -> 8080/tcp", spec.host_addr()));
+
+    let busy = c
+        .create(&req("api-busy", &[&format!("{}:8080", spec.host_addr())]))
+        .unwrap_err();
+    assert_eq!(
+        (busy.status(), busy.code()),
+        (Some(409), Some("port_in_use"))
+    );
+    let kiln_server::client::ClientError::Api { extra, .. } = &busy else {
+        panic!("{busy}")
+    };
+    assert_eq!(extra["addr"], spec.host_addr().to_string());
+    assert_eq!(c.get("api-busy").unwrap_err().status(), Some(404));
+    let bad = c.create(&req("api-bad", &["8080:53/udp"])).unwrap_err();
+    assert_eq!(
+        (bad.status(), bad.code()),
+        (Some(400), Some("invalid_input"))
+    );
+
+    c.remove("api-pub").unwrap();
+    assert_eq!(publishers(&served.state), Vec::new());
+    assert!(port_free(spec.host_addr()));
 }

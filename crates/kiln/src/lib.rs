@@ -11,7 +11,7 @@
 //! | layer | modules | may use |
 //! | --- | --- | --- |
 //! | 6 | [`sandbox`]: the `Sandbox` API, restore, fork, pools, reconcile | everything below |
-//! | 4 | [`ports`]: port-forward, published ports and their publisher process | `agent`, `net`, `process`, `paths` |
+//! | 4 | [`ports`]: port-forward, published ports and their publisher process | `agent`, `net`, `process`, `paths`, `error` |
 //! | 5 | [`snapshot`]: named snapshots on disk | `state_dir`, `store`, `error` |
 //! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `cgroup`, `state_dir`, `paths`, `error` |
 //! | 3 | [`agent`]: the guest agent client | `exec`, `error` |

@@ -192,7 +192,9 @@ pub fn unpublish(dir: &Path) -> bool {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for &p in &pids {
-        while crate::process::is_running(p) && Instant::now() < deadline {
+        // Until its last thread is gone (only then are its sockets closed).
+        let alive = |p| crate::process::is_running(p) || crate::process::is_exiting(p);
+        while alive(p) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         let _ = crate::process::reap_if_our_zombie(p);
