@@ -18,7 +18,7 @@
 //!
 //! Directives (see [`Directive`]): `kiln.report`, `kiln.verbose`, `kiln.mount`,
 //! `kiln.cat`, `kiln.write`, `kiln.action`, and for the boot itself `kiln.root`,
-//! `kiln.overlay`, `kiln.hostname` and `kiln.poweroff`.
+//! `kiln.overlay`, `kiln.hostname`, `kiln.net` and `kiln.poweroff`.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -75,6 +75,9 @@ pub enum Directive {
     /// ACPI halts instead of powering off), so power off by rebooting: the VMM runs
     /// with `-no-reboot` and exits on a guest reboot.
     PoweroffByReboot,
+    /// `kiln.net=<addr>/<prefix>,<gateway>[,<mtu>]`: configure `eth0` (see
+    /// [`crate::net`]).
+    Net(crate::net::NetSpec),
     /// A recognised key with a malformed value, as written on the command line.
     Bad { key: String, value: String },
 }
@@ -150,12 +153,16 @@ fn parse_param(key: &[u8], value: Option<&[u8]>) -> Option<Directive> {
         (b"kiln.cat", Some(v)) => path_from(decode(v)).map(Directive::Cat),
         (b"kiln.write", Some(v)) => parse_write(v),
         (b"kiln.action", Some(v)) => parse_action(v).map(Directive::Action),
+        (b"kiln.net", Some(v)) => std::str::from_utf8(v)
+            .ok()
+            .and_then(crate::net::NetSpec::parse)
+            .map(Directive::Net),
         (b"kiln.poweroff", Some(b"reboot")) => Some(Directive::PoweroffByReboot),
         (b"kiln.poweroff", _) => None,
         // A recognised key without `=value`.
         (
             b"kiln.mount" | b"kiln.cat" | b"kiln.write" | b"kiln.action" | b"kiln.root"
-            | b"kiln.overlay" | b"kiln.hostname",
+            | b"kiln.overlay" | b"kiln.hostname" | b"kiln.net",
             None,
         ) => None,
         _ => return None,

@@ -6,6 +6,7 @@
 //! | [`cmdline`] | the `kiln.*` kernel command-line directives |
 //! | [`mounts`] | base filesystems and `kiln.mount=` |
 //! | [`root`] | `kiln.root=` / `kiln.overlay=`: the overlay root and the switch to it |
+//! | [`net`] | `kiln.net=`: eth0's address, route and MTU, /etc/resolv.conf |
 //! | [`system`] | hostname, loopback, PID 1's OOM score, realtime clock, machine id |
 //! | [`entropy`] | reseeding the kernel RNG with the host's entropy |
 //! | [`steps`] | `kiln.report` / `kiln.cat` / `kiln.write` |
@@ -21,6 +22,7 @@ pub mod cmdline;
 pub mod ctrl_alt_del;
 pub mod entropy;
 pub mod mounts;
+pub mod net;
 pub mod port;
 pub mod root;
 pub mod server;

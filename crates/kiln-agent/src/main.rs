@@ -32,6 +32,7 @@ struct Boot {
     overlay: Option<PathBuf>,
     hostname: Option<String>,
     poweroff_by_reboot: bool,
+    net: Option<kiln_agent::net::NetSpec>,
 }
 
 fn main() {
@@ -98,6 +99,7 @@ fn boot_config(directives: &[Directive]) -> Boot {
             Directive::Overlay(dev) => boot.overlay = Some(dev.clone()),
             Directive::Hostname(name) => boot.hostname = Some(name.clone()),
             Directive::PoweroffByReboot => boot.poweroff_by_reboot = true,
+            Directive::Net(spec) => boot.net = Some(*spec),
             _ => {}
         }
     }
@@ -130,6 +132,7 @@ fn run_steps(directives: &[Directive]) -> Vec<PathBuf> {
             | Directive::Root(_)
             | Directive::Overlay(_)
             | Directive::Hostname(_)
+            | Directive::Net(_)
             | Directive::PoweroffByReboot => {}
         }
     }
@@ -146,8 +149,23 @@ fn setup_system(boot: &Boot) {
             say!("lo up failed: {}", console::io_strerror(&e));
         }
     }
+    if let Some(spec) = &boot.net {
+        setup_network(spec);
+    }
     if let Err(e) = system::set_oom_score_adj(-1000) {
         say!("oom_score_adj failed: {}", console::io_strerror(&e));
+    }
+}
+
+/// `eth0` and resolv.conf; a failure is said on the console (the sandbox then has no
+/// network, and its commands see why in `ip addr`).
+fn setup_network(spec: &kiln_agent::net::NetSpec) {
+    match kiln_agent::net::configure(spec) {
+        Ok(()) => {}
+        Err(e) => say!("eth0: cannot configure {}/{}: {e}", spec.addr, spec.prefix),
+    }
+    if let Err(e) = kiln_agent::net::write_resolv_conf(std::path::Path::new("/etc"), spec) {
+        say!("/etc/resolv.conf: {}", console::io_strerror(&e));
     }
 }
 

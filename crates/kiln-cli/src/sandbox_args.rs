@@ -46,6 +46,12 @@ pub struct SandboxArgs {
     /// 127.0.0.1 unless named; HOST_PORT 0: any free port, see `kiln port ID`).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// The network: `default` (a NIC in the sandbox's own namespace; no egress), `none`
+    /// (no NIC at all) or `allow-all` (a NIC; all egress, private ranges included: for
+    /// tests). Unset: `default` as root, `none` (said once) otherwise. With --from: the
+    /// snapshot's.
+    #[arg(long, value_name = "MODE")]
+    pub net: Option<String>,
 }
 
 /// How to run a command (`kiln run`, `kiln exec`).
@@ -86,6 +92,12 @@ impl SandboxArgs {
             .backend(&self.backend);
         if let Some(q) = self.cpu_quota {
             b = b.cpu_quota(q);
+        }
+        if let Some(n) = &self.net {
+            if self.from.is_some() {
+                bail!("--net with --from: a restored sandbox gets a network like its snapshot's; leave --net out");
+            }
+            b = b.network(kiln::sandbox::NetMode::parse(n).map_err(anyhow::Error::msg)?);
         }
         if let Some(s) = self.idle_timeout {
             b = b.idle_timeout(Duration::from_secs(s));

@@ -96,7 +96,8 @@ fn jailed_vmms_run_alone_and_every_operation_works() {
         "{}",
         status(va, "NSpid:")
     );
-    for ns in ["mnt", "pid", "ipc", "uts"] {
+    // "net": the sandbox's own network namespace, which the jail entered.
+    for ns in ["mnt", "pid", "ipc", "uts", "net"] {
         assert_ne!(
             fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
             fs::read_link(format!("/proc/{va}/ns/{ns}")).unwrap(),
@@ -113,7 +114,8 @@ fn jailed_vmms_run_alone_and_every_operation_works() {
     // binary and libraries, and /dev/kvm. Not the state dir's other folders, not /etc.
     let seen = visible(va, a.dir());
     let dev: Vec<&String> = seen.iter().filter(|p| p.starts_with("/dev/")).collect();
-    assert_eq!(dev, ["/dev/kvm"], "{seen:?}");
+    // A sandbox with a network (root's default) also has the TUN device for its TAP.
+    assert_eq!(dev, ["/dev/kvm", "/dev/net", "/dev/net/tun"], "{seen:?}");
     assert!(
         !seen.contains("/etc") && !seen.contains("/proc"),
         "{seen:?}"

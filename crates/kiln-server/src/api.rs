@@ -67,6 +67,19 @@ pub struct CreateSandbox {
     /// Published ports, `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]` (docs/NETWORK.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// The sandbox's network (default: a NIC with no egress where the server can make
+    /// one; with `from_snapshot`, the snapshot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRequest>,
+}
+
+/// The `network` object of a create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRequest {
+    /// `default` (a NIC, no egress), `none` (no NIC) or `allow-all` (a NIC, all egress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// `POST /v1/sandboxes/{id}/exec`.

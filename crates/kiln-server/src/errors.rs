@@ -130,6 +130,12 @@ impl From<kiln::Error> for ApiError {
             E::PortInUse { addr } => {
                 err(StatusCode::CONFLICT, "port_in_use").with("addr", addr.to_string())
             }
+            E::Net(kiln::net::NetError::NeedsRoot) => {
+                err(StatusCode::UNPROCESSABLE_ENTITY, "network_unavailable")
+            }
+            E::Net(kiln::net::NetError::PoolExhausted { .. }) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "network_pool_exhausted")
+            }
             ref e if e.is_disk_full() => err(StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -107,7 +107,7 @@ pub enum Error {
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
     /// A sandbox network could not be made or removed (docs/NETWORK.md).
-    #[error("{0}")]
+    #[error(transparent)]
     Net(#[from] crate::net::NetError),
     /// A published port's host address is taken (`kiln create -p`).
     #[error("{addr} is in use: choose another host port")]

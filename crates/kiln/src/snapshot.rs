@@ -40,6 +40,9 @@ pub struct SnapshotMeta {
     /// The CPU quota of the sandbox's cgroup; restores and forks keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_quota: Option<f64>,
+    /// The sandbox's network: restores and forks get a network of their own like it.
+    #[serde(default)]
+    pub net: crate::net::NetMode,
     /// Seconds since the epoch.
     pub created: u64,
 }

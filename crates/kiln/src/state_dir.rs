@@ -172,6 +172,9 @@ pub struct Record {
     /// The CPU quota of its cgroup (CPUs of time per second; `None`: no quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_quota: Option<f64>,
+    /// Its network (records from before networks: none).
+    #[serde(default)]
+    pub net: crate::net::NetMode,
 }
 
 fn default_backend() -> String {

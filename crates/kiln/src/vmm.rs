@@ -35,6 +35,19 @@ pub struct GuestSpec {
     pub drives: Vec<DriveSpec>,
     /// The vsock device's host socket (guest CID 3), if any.
     pub vsock: Option<PathBuf>,
+    /// A network interface on a TAP, if any.
+    pub nic: Option<NicSpec>,
+    /// The network namespace (a name under /run/netns) the VMM runs in: where its TAP is.
+    pub netns: Option<String>,
+}
+
+/// A network interface on a TAP: Firecracker's `PUT /network-interfaces/{iface_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    pub iface_id: String,
+    pub host_dev_name: String,
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub guest_mac: String,
 }
 
 impl GuestSpec {
@@ -48,6 +61,8 @@ impl GuestSpec {
             memory_mib: 128,
             drives: Vec::new(),
             vsock: None,
+            nic: None,
+            netns: None,
         }
     }
 }
@@ -232,7 +247,7 @@ impl Drop for VmmProcess {
     }
 }
 
-/// PUTs machine config, boot source, drives and vsock through `c`.
+/// PUTs machine config, boot source, drives, vsock and the network interface through `c`.
 pub fn configure(c: &FcClient, g: &GuestSpec) -> Result<(), VmmError> {
     c.put(
         "/machine-config",
@@ -255,6 +270,13 @@ pub fn configure(c: &FcClient, g: &GuestSpec) -> Result<(), VmmError> {
     }
     if let Some(uds) = &g.vsock {
         c.put("/vsock", &json!({"guest_cid": 3, "uds_path": uds}))?;
+    }
+    if let Some(n) = &g.nic {
+        c.put(
+            &format!("/network-interfaces/{}", n.iface_id),
+            &json!({"iface_id": n.iface_id, "host_dev_name": n.host_dev_name,
+                    "guest_mac": n.guest_mac}),
+        )?;
     }
     Ok(())
 }

@@ -256,3 +256,17 @@ fn never_panics_on_odd_input() {
     }
     assert_eq!(parse(b"\0kiln.report=1\0"), vec![Directive::Report]);
 }
+
+#[test]
+fn net() {
+    let spec = crate::net::NetSpec::parse("169.254.0.2/30,169.254.0.1").unwrap();
+    assert_eq!(
+        p("kiln.net=169.254.0.2/30,169.254.0.1"),
+        vec![Directive::Net(spec)]
+    );
+    assert_eq!(
+        p("kiln.net=169.254.0.2/30,10.0.0.1"),
+        vec![bad("kiln.net", "169.254.0.2/30,10.0.0.1")]
+    );
+    assert_eq!(p("kiln.net"), vec![bad("kiln.net", "")]);
+}

@@ -89,6 +89,18 @@ fn library_errors_map_to_stable_codes_and_statuses() {
         ),
         (Error::Io(std::io::Error::other("disk")), 500, "internal"),
         (
+            Error::Net(kiln::net::NetError::NeedsRoot),
+            422,
+            "network_unavailable",
+        ),
+        (
+            Error::Net(kiln::net::NetError::PoolExhausted {
+                pool: "10.200.0.0/30".into(),
+            }),
+            503,
+            "network_pool_exhausted",
+        ),
+        (
             Error::CommandTimedOut {
                 after: Duration::from_secs(1),
                 output: Box::new(kiln::ExecOutput {

@@ -84,6 +84,16 @@ pub fn builder(req: CreateSandbox) -> Result<SandboxBuilder, ApiError> {
     if let Some(name) = req.backend {
         b = b.backend(name);
     }
+    if let Some(mode) = req.network.and_then(|n| n.mode) {
+        if req.from_snapshot.is_some() {
+            return Err(ApiError::invalid_input(
+                "network applies to new sandboxes only: a restored one gets a network like its snapshot's",
+            ));
+        }
+        let mode = kiln::sandbox::NetMode::parse(&mode)
+            .map_err(|e| ApiError::invalid_input(e.replace("--net ", "network.mode ")))?;
+        b = b.network(mode);
+    }
     for (k, v) in req.env {
         b = b.env(k, v);
     }

@@ -68,6 +68,7 @@ pub fn launch(f: &Flavor, dir: &Dir, id: &str, g: &GuestSpec, spawned: OnSpawn) 
         inputs,
         uffd: false,
         memory_bytes: g.memory_mib << 20,
+        netns: g.netns.clone(),
     };
     with_vmm(f, dir, id, &needs, spawned, |child, client| {
         if !f.kiln {
@@ -134,7 +135,8 @@ pub fn with_vmm(
             .map_err(Error::host_io("cannot create", dir.console_log()))?
             .into()
     };
-    let mut cmd = if jail::enabled()? {
+    let jailed = jail::enabled()?;
+    let mut cmd = if jailed {
         let mut c = Command::new(crate::paths::jailer_binary());
         c.args(jail::command(dir, id, bin, args, needs)?);
         c
@@ -143,6 +145,19 @@ pub fn with_vmm(
         c.args(args);
         c
     };
+    // Unjailed, the VMM itself joins the sandbox's network namespace (the jail does it
+    // for a jailed one), before it execs and so before it opens the TAP.
+    let netns = match (&needs.netns, jailed) {
+        (Some(name), false) => Some(crate::net::netns::open(name).map_err(|e| {
+            failed(
+                "other",
+                e.raw_os_error(),
+                format!("cannot open network namespace {name}: {e}"),
+            )
+        })?),
+        _ => None,
+    };
+    let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(log);
     // The sandbox's cgroup, made by the caller with its limits (absent where cgroups
     // are off or unavailable): the VMM joins it before it execs.
@@ -153,11 +168,17 @@ pub fn with_vmm(
         None
     };
     let procs_fd = procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    // SAFETY: setsid and write (in join_in_child) are async-signal-safe; setsid only
-    // detaches the child from our session, the write moves it into its cgroup.
+    // SAFETY: setsid, setns and write (in join_in_child) are async-signal-safe; setsid
+    // only detaches the child from our session, setns moves it into the sandbox's
+    // network namespace, the write moves it into its cgroup.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             match procs_fd {
                 Some(fd) => crate::cgroup::join_in_child(fd),
                 None => Ok(()),
@@ -174,6 +195,7 @@ pub fn with_vmm(
         ),
     })?;
     drop(procs);
+    drop(netns);
     let client = FcClient::new(dir.api_sock());
     let ready = spawned(child.id())
         .map(|()| crate::process::pause_point("after-spawn"))

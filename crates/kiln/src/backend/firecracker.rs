@@ -46,7 +46,7 @@ impl VmBackend for Firecracker {
             pause_resume: true,
             snapshots: false,
             vsock: true,
-            tap_networking: false,
+            tap_networking: true,
             fork: false,
         }
     }

@@ -68,7 +68,7 @@ impl VmBackend for KilnVmm {
             pause_resume: true,
             snapshots: true,
             vsock: true,
-            tap_networking: false,
+            tap_networking: true,
             fork: true,
         }
     }
@@ -153,6 +153,7 @@ impl VmBackend for KilnVmm {
                 .collect(),
             uffd: req.memory == MemoryBackend::Uffd,
             memory_bytes: std::fs::metadata(req.mem_path).map_or(0, |m| m.len()),
+            netns: req.netns.clone(),
         };
         fc_launch::with_vmm(&flavor(), dir, id, &needs, spawned, |_, client| {
             client

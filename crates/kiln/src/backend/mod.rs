@@ -17,7 +17,7 @@ pub mod firecracker;
 pub mod jail;
 pub mod kiln;
 pub mod qemu;
-mod switch;
+pub(crate) mod switch;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -80,15 +80,6 @@ pub enum GuestChannel {
     },
 }
 
-/// The sandbox's network, if it has one. kiln sandboxes have no network device yet
-/// (default deny); the field set is what the networking work fills in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct NetworkInfo {
-    pub tap: Option<String>,
-    pub guest_ip: Option<String>,
-    pub host_ip: Option<String>,
-}
-
 /// How a restored VM's memory is backed (see `kiln_vmm::builder::MemBackend`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MemoryBackend {
@@ -112,6 +103,9 @@ pub struct RestoreRequest<'a> {
     pub working_set: Option<&'a Path>,
     /// Record a working set (Uffd, none saved yet).
     pub record_working_set: bool,
+    /// The network namespace the VMM runs in (the snapshot's NIC finds its TAP, of the
+    /// same name in every sandbox, there).
+    pub netns: Option<String>,
 }
 
 /// Called with the VMM's pid right after it is spawned, before it is configured or runs
@@ -182,11 +176,6 @@ pub trait VmBackend: Send + Sync {
             LogKind::Console => vm.dir.console_log(),
             LogKind::Vmm => vm.dir.vmm_log(),
         }
-    }
-
-    fn network_info(&self, vm: &VmRef) -> NetworkInfo {
-        let _ = vm;
-        NetworkInfo::default()
     }
 
     fn guest_channel_info(&self, vm: &VmRef) -> GuestChannel;

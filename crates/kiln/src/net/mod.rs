@@ -22,6 +22,7 @@ pub mod config;
 pub mod conntrack;
 pub mod error;
 mod leftovers;
+pub mod mode;
 pub mod netns;
 mod network;
 pub mod nft;
@@ -35,5 +36,6 @@ pub use config::{
 };
 pub use error::NetError;
 pub use leftovers::{leftovers_of, list_leftovers, network_ids};
+pub use mode::NetMode;
 pub use network::Network;
 pub use teardown::{destroy_leftovers, destroy_unless};

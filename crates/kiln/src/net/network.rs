@@ -178,7 +178,8 @@ impl Network {
         })?;
         made.host_table = true;
         let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward");
-        if forwarding.is_ok_and(|v| v.trim() == "0") {
+        // Only a network that lets something out needs it (a deny-all one is quiet).
+        if cfg.policy != EgressPolicy::DenyAll && forwarding.is_ok_and(|v| v.trim() == "0") {
             tracing::warn!(
                 "network of {id}: net.ipv4.ip_forward is 0, so replies coming in on the host's \
                  uplink are not forwarded to sandboxes; set it to 1 (or forwarding on the uplink) \

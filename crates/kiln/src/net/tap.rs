@@ -53,6 +53,27 @@ pub fn attach(name: &str, vnet_hdr: bool) -> io::Result<File> {
     Ok(f)
 }
 
+/// Gives the persistent TAP `name` in namespace `netns` to `uid`/`gid` (a jailed VMM's),
+/// so that user may open it without privileges. The TAP must exist: one made here by
+/// the open would go away when it is closed.
+pub fn set_owner_in(netns: &str, name: &str, uid: u32, gid: u32) -> io::Result<()> {
+    super::netns::run_in(netns, || -> io::Result<()> {
+        let c =
+            std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a NUL-terminated name; the call only reads it (and asks this thread's
+        // namespace, unlike /sys/class/net, which is the namespace sysfs was mounted in).
+        if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no TAP {name} in this namespace"),
+            ));
+        }
+        let f = attach(name, true)?;
+        ioctl(&f, TUNSETOWNER, uid.into())?;
+        ioctl(&f, TUNSETGROUP, gid.into())
+    })?
+}
+
 /// Makes the persistent TAP `name` (with a virtio-net header, as a VMM opens it), owned
 /// by `owner` (uid, gid) if given, so that user may open it later without privileges.
 pub fn create_persistent(name: &str, owner: Option<(u32, u32)>) -> io::Result<()> {

@@ -50,6 +50,8 @@ pub struct SandboxInfo {
     pub dir: PathBuf,
     pub capabilities: Capabilities,
     pub guest_channel: GuestChannel,
+    /// Its network: mode, guest address and gateway, namespace, host-side addresses.
+    pub network: super::NetworkInfo,
 }
 
 impl Sandbox {
@@ -92,6 +94,7 @@ impl Sandbox {
             dir: self.dir.path.clone(),
             capabilities: self.backend().capabilities(),
             guest_channel: self.backend().guest_channel_info(&self.vm()),
+            network: super::network::info(&self.dir, r.net),
         }
     }
 }

@@ -112,8 +112,8 @@ impl Sandbox {
         } else {
             let _ = crate::process::reap_if_our_zombie(self.record.pid);
         }
-        // The VMM is gone: so goes its cgroup.
-        super::registry::remove_group(&self.dir);
+        // The VMM is gone: so go its cgroup and network.
+        super::registry::release_vm_resources(&self.dir);
         // The disk layer stays until `remove` (it can be inspected).
         Ok(how)
     }
@@ -137,7 +137,7 @@ impl Sandbox {
         // A creation interrupted in another process leaves its VMM running.
         super::registry::kill_vmms(&self.dir, self.record.pid);
         self.unpublish_ports();
-        super::registry::remove_group(&self.dir);
+        super::registry::release_vm_resources(&self.dir);
         // A creation that failed is `failed` already; one interrupted in this process
         // (a panic) is still `creating`.
         let store = crate::state_dir::store()?;

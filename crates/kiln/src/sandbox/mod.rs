@@ -19,6 +19,7 @@ mod fork;
 mod image;
 mod info;
 mod lifecycle;
+pub mod network;
 mod operation;
 mod pause;
 mod pool;
@@ -32,11 +33,13 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
+pub use crate::net::NetMode;
 pub use disk_errors::note_disk_errors;
 pub use fork::Fork;
 pub use image::{images, sparse_copy, Image};
 pub use info::{events_for, events_since, SandboxInfo};
 pub use lifecycle::State;
+pub use network::NetworkInfo;
 pub use reconcile::{reap_expired, reconcile, Reconciled};
 
 use crate::agent::{AgentAddr, ExecStream};
@@ -65,6 +68,7 @@ pub struct SandboxBuilder {
     metadata: BTreeMap<String, String>,
     cpu_quota: Option<f64>,
     ports: Vec<crate::ports::PortSpec>,
+    net: Option<NetMode>,
 }
 
 /// A running (or stopped) sandbox.
@@ -96,6 +100,7 @@ impl Default for SandboxBuilder {
             metadata: BTreeMap::new(),
             cpu_quota: None,
             ports: Vec::new(),
+            net: None,
         }
     }
 }
@@ -170,6 +175,14 @@ impl SandboxBuilder {
         self
     }
     /// How a restored sandbox's memory is backed.
+    /// Its network ([`NetMode`]). Unset: a NIC with no egress where kiln can make one
+    /// (root), none (said once) where it cannot. A restored sandbox gets a network like
+    /// its snapshot's.
+    pub fn network(mut self, mode: NetMode) -> Self {
+        self.net = Some(mode);
+        self
+    }
+
     pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
         self.backend = b;
         self
@@ -202,6 +215,7 @@ impl SandboxBuilder {
             )));
         }
         check_quota(self.cpu_quota, self.cpus)?;
+        let net = network::resolve(self.net, backend)?;
         let id = match self.id.clone() {
             Some(id) => {
                 state::check_id(&id)?;
@@ -231,6 +245,7 @@ impl SandboxBuilder {
             created,
             exec_timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             cpu_quota: self.cpu_quota,
+            net,
             ..Default::default()
         };
         let mut sb = Sandbox {
@@ -265,6 +280,12 @@ impl SandboxBuilder {
         };
         let started = registry::make_group(&sb.dir, &record, disk_mib)
             .and_then(|_| guest_spec(&img, &sb.dir, &sb.id, self.cpus, self.memory_mib))
+            .and_then(|mut g| {
+                if let Some(n) = network::attach(&sb.dir, net)? {
+                    network::wire(&mut g, &n);
+                }
+                Ok(g)
+            })
             .and_then(|g| {
                 let dir = &sb.dir;
                 let rec = &mut record;

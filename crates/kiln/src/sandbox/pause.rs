@@ -85,6 +85,7 @@ impl Sandbox {
             memory_mib: self.record.memory_mib,
             exec_timeout_ms: self.record.exec_timeout_ms,
             cpu_quota: self.record.cpu_quota,
+            net: self.record.net,
             created: super::now_secs(),
         }
     }

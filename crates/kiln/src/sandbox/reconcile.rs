@@ -108,6 +108,7 @@ pub fn reconcile() -> Result<Reconciled> {
             State::Running | State::Paused => match how_it_ended(&dir, pid) {
                 Ended::Guest(why) => {
                     if store.stopped_by_guest(&row.id, &[row.state], &why).is_ok() {
+                        super::registry::release_vm_resources(&dir);
                         out.stopped.push((row.id, why));
                     }
                 }
@@ -149,20 +150,27 @@ pub fn reconcile() -> Result<Reconciled> {
         dir.remove()?;
         out.cleaned.push(id);
     }
-    // Groups whose sandbox has no row, or whose VMM is gone (a row that is not running,
-    // paused, stopping or being created by a live process).
+    // Groups and networks whose sandbox has no row, or whose VMM is gone (a row that is
+    // not running, paused, stopping or being created by a live process).
     let rows = store.list_sandboxes(&Default::default())?;
-    for (id, group) in crate::cgroup::groups_of(&root) {
-        let dir = Dir::of(&root, &id);
-        let keep = rows
+    let keep = |id: &str| {
+        let dir = Dir::of(&root, id);
+        let live = rows
             .iter()
             .find(|r| r.id == id)
             .is_some_and(|r| match r.state {
                 State::Running | State::Paused | State::Stopping => true,
-                State::Creating => creator_alive(&dir, &id),
+                State::Creating => creator_alive(&dir, id),
                 State::Stopped | State::Failed => false,
             });
-        if keep || (!dir.path.exists() && creator_alive(&dir, &id)) {
+        live || (!dir.path.exists() && creator_alive(&dir, id))
+    };
+    let nets = super::network::remove_orphans(&root, keep);
+    if nets > 0 {
+        tracing::info!("removed {nets} leftover sandbox network(s)");
+    }
+    for (id, group) in crate::cgroup::groups_of(&root) {
+        if keep(&id) {
             continue;
         }
         match group.remove() {

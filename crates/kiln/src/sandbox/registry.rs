@@ -59,7 +59,14 @@ pub(crate) fn clean_runtime_files(dir: &Dir) -> bool {
         }
     }
     crate::backend::jail::release(dir);
-    removed | remove_group(dir)
+    removed | release_vm_resources(dir)
+}
+
+/// What a sandbox holds on the host only while its VMM runs, given back once the VMM is
+/// gone: its cgroup and its network (namespace, veth, TAP, nftables tables, conntrack
+/// entries, pool lease). Whether there was any.
+pub(crate) fn release_vm_resources(dir: &Dir) -> bool {
+    remove_group(dir) | super::network::detach(dir)
 }
 
 /// Removes the sandbox's cgroup (killing whatever still runs in it); whether there was
@@ -267,7 +274,7 @@ impl Sandbox {
                     Err(StoreError::InvalidTransition { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                remove_group(&self.dir);
+                release_vm_resources(&self.dir);
             }
             Ended::Failed(why) => {
                 let from = [from[0], from[1], State::Creating, State::Stopping];

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use kiln_vmm::snapshot::format::SnapshotState;
 
+use super::network;
 use super::Sandbox;
 use crate::agent::AgentAddr;
 use crate::backend::fc_launch::failed;
 use crate::backend::{MemoryBackend, RestoreRequest, VmBackend};
 use crate::error::Result;
+use crate::net::NetMode;
 use crate::snapshot::SnapshotMeta;
 use crate::state_dir::{self as state, Dir, Record};
 
@@ -25,6 +27,8 @@ pub(crate) struct RestoreSource {
     pub meta: SnapshotMeta,
     /// For Uffd: the working set to prefetch, and where to record one if there is none.
     pub working_set: Option<PathBuf>,
+    /// The network each sandbox restored from it gets (its own, like the snapshot's).
+    pub net: NetMode,
 }
 
 impl RestoreSource {
@@ -36,7 +40,15 @@ impl RestoreSource {
         working_set: Option<PathBuf>,
     ) -> Self {
         let dir = state_path.parent().unwrap_or(Path::new("."));
+        // The VM has a NIC: it needs a TAP (snapshots from before `net` was recorded
+        // get one with no egress); without a NIC a network would be useless.
+        let net = match (state.config.network_interfaces.is_empty(), meta.net) {
+            (true, _) => NetMode::None,
+            (false, NetMode::None) => NetMode::Deny,
+            (false, m) => m,
+        };
         RestoreSource {
+            net,
             state_path: state_path.to_path_buf(),
             mem_path: SnapshotState::resolve(dir, &state.memory.file),
             disks: state
@@ -101,6 +113,7 @@ pub(crate) fn restore(src: &RestoreSource, args: RestoreArgs) -> Result<Sandbox>
             parent: args.parent.clone(),
             pool: args.pool.clone(),
             cpu_quota: args.cpu_quota.or(m.cpu_quota),
+            net: src.net,
             ..Default::default()
         },
         dir,
@@ -143,6 +156,7 @@ fn start_restored(sb: &mut Sandbox, src: &RestoreSource, args: &RestoreArgs) -> 
     }
     super::registry::make_group(&sb.dir, &sb.record, disk_bytes.div_ceil(1 << 20))?;
     let record_ws = args.backend == MemoryBackend::Uffd;
+    let net = network::attach(&sb.dir, src.net)?;
     let req = RestoreRequest {
         state_path: &src.state_path,
         mem_path: &src.mem_path,
@@ -150,6 +164,7 @@ fn start_restored(sb: &mut Sandbox, src: &RestoreSource, args: &RestoreArgs) -> 
         memory: args.backend,
         working_set: src.working_set.as_deref(),
         record_working_set: record_ws,
+        netns: net.map(|n| n.netns_name().to_string()),
     };
     let mut record = sb.record.clone();
     let child = crate::backend::kiln::KilnVmm.restore(&id, &sb.dir, &req, &mut |pid| {

@@ -7,7 +7,9 @@
 //! sandbox's `vm/` ([`Dir::vm`]), owned by the jail's uid; the sandbox folder itself,
 //! with kiln's own records, stays kiln's. The kernel, initramfs, read-only images,
 //! snapshot files of a restore, the VMM binary and the libraries it links are bound
-//! read-only; `/dev` holds only `kvm` (and `userfaultfd` for a userfaultfd restore).
+//! read-only; `/dev` holds only `kvm` (and `userfaultfd` for a userfaultfd restore,
+//! `net/tun` for a sandbox with a network: the jail enters its namespace, whose TAP is
+//! given to the jail's uid).
 
 mod libs;
 pub mod snapshot_out;
@@ -109,6 +111,9 @@ pub struct Needs {
     pub inputs: Vec<Input>,
     pub uffd: bool,
     pub memory_bytes: u64,
+    /// The network namespace (a name under /run/netns) the VMM runs in, with the TAP
+    /// `kiln::net::TAP_NAME` the jail's uid is given.
+    pub netns: Option<String>,
 }
 
 /// Room above the largest file a VMM has or may write, for `RLIMIT_FSIZE`.
@@ -164,6 +169,19 @@ pub fn command(
     if uffd && Device::Userfaultfd.host_rdev().is_some() {
         devices.push(Device::Userfaultfd);
     }
+    let netns = match &needs.netns {
+        Some(name) => {
+            crate::net::tap::set_owner_in(name, crate::net::TAP_NAME, uid, uid).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "cannot give TAP {} in {name} to the jail's uid {uid}: {e}",
+                    crate::net::TAP_NAME
+                ))
+            })?;
+            devices.push(Device::NetTun);
+            Some(crate::net::netns::path(name))
+        }
+        None => None,
+    };
     let spec = Spec {
         id: id.to_string(),
         root,
@@ -172,7 +190,7 @@ pub fn command(
         binds,
         devices,
         cgroup: None,
-        netns: None,
+        netns,
         nofile: kiln_jailer::spec::DEFAULT_NOFILE,
         fsize: Some(file_size_limit(dir, inputs, needs.memory_bytes)),
         env: Vec::new(),
