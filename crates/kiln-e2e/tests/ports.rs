@@ -1,5 +1,6 @@
-//! Port forwarding into real guests: `kiln port-forward` over the agent's vsock (the
-//! sandboxes have no NIC at all) and published ports (`kiln create -p`, `kiln port`),
+//! Port forwarding into real guests: `kiln port-forward` over the agent's vsock (a
+//! sandbox with no NIC at all) and published ports (`kiln create -p`, `kiln port`;
+//! dialled from the sandbox's namespace when it has a network, else over the agent),
 //! with a busybox `nc` server in the guest. Nothing is left behind: no publisher
 //! process, no listener, no sandbox of a create that failed on a busy port.
 
@@ -126,7 +127,8 @@ fn port_forward_carries_requests_byte_for_byte_and_says_when_nothing_listens() {
         return;
     }
     let mut w = World::new("ports-forward");
-    w.create("pf", &[]);
+    // No NIC at all: the forward goes over the agent's vsock.
+    w.create("pf", &["--net", "none"]);
     w.serve_echo("pf", 8080);
     let mut child = w
         .kiln()
@@ -240,7 +242,12 @@ fn the_publisher_exits_when_the_vmm_is_killed() {
         return;
     }
     let mut w = World::new("ports-kill");
-    w.create("pk", &["-p", "0:8080", "-p", "127.0.0.1:0:9090"]);
+    // Without a NIC the publisher dials over the agent (with one, as root, from the
+    // sandbox's namespace: the other tests).
+    w.create(
+        "pk",
+        &["--net", "none", "-p", "0:8080", "-p", "127.0.0.1:0:9090"],
+    );
     let k = w.kiln();
     let listed = listed_ports(&k, "pk");
     assert_eq!(listed.iter().map(|p| p.1).collect::<Vec<_>>(), [8080, 9090]);

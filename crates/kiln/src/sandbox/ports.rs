@@ -28,21 +28,15 @@ impl SandboxBuilder {
 }
 
 /// How a sandbox's published ports reach the guest: from inside its network namespace
-/// when it has one, else over the agent's vsock. (Until sandbox networks are wired into
-/// create, no sandbox has a namespace: `netns_of` is where that flips.)
+/// when it has one (a TCP client of the guest's address), else over the agent's vsock.
 fn dial_for(id: &str, dir: &Dir) -> Dial {
-    match netns_of(id) {
-        Some(netns) => Dial::Netns {
-            netns,
-            guest: crate::net::config::GUEST_ADDR,
+    match crate::net::Network::find(&super::network::net_id(dir)) {
+        Ok(Some(n)) => Dial::Netns {
+            netns: n.netns_path(),
+            guest: n.guest_addr(),
         },
-        None => Dial::Agent(crate::agent::AgentAddr::new(dir.vsock(), id)),
+        _ => Dial::Agent(crate::agent::AgentAddr::new(dir.vsock(), id)),
     }
-}
-
-/// The sandbox's network namespace file, if it has a network.
-fn netns_of(_id: &str) -> Option<std::path::PathBuf> {
-    None
 }
 
 impl Sandbox {
