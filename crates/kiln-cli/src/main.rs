@@ -7,6 +7,7 @@ mod events;
 mod listing;
 mod logs;
 mod manage;
+mod ports;
 mod remote;
 mod sandbox_args;
 mod serve;
@@ -60,6 +61,11 @@ enum Cmd {
     Logs(logs::LogsArgs),
     /// Print the event log (creations, state changes, deletions); -f follows it.
     Events(events::EventsArgs),
+    /// List a sandbox's published ports (`kiln create -p`): `HOST_IP:HOST_PORT -> GUEST_PORT/tcp`.
+    Port(ports::PortArgs),
+    /// Forward host ports to guest ports over the agent (no network needed), in the
+    /// foreground until Ctrl-C: `kiln port-forward ID 8080:80`.
+    PortForward(ports::PortForwardArgs),
     /// Pause a sandbox's vCPUs.
     Pause(snapshots::IdArg),
     /// Resume a paused sandbox.
@@ -109,6 +115,8 @@ fn main() {
         Cmd::Rm(a) => manage::rm(a),
         Cmd::Logs(a) => logs::logs(a),
         Cmd::Events(a) => events::events(a),
+        Cmd::Port(a) => ports::port(a),
+        Cmd::PortForward(a) => ports::port_forward(a),
         Cmd::Pause(a) => snapshots::pause(a),
         Cmd::Resume(a) => snapshots::resume(a),
         Cmd::Snapshot(a) => snapshots::snapshot(a),

@@ -42,6 +42,10 @@ pub struct SandboxArgs {
     /// A label, filterable in the API (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// Publish a port: `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]` (repeatable; host
+    /// 127.0.0.1 unless named; HOST_PORT 0: any free port, see `kiln port ID`).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// The network: `default` (a NIC in the sandbox's own namespace; no egress), `none`
     /// (no NIC at all) or `allow-all` (a NIC; all egress, private ranges included: for
     /// tests). Unset: `default` as root, `none` (said once) otherwise. With --from: the
@@ -106,6 +110,9 @@ impl SandboxArgs {
                 bail!("--label {kv}: use KEY=VALUE");
             };
             b = b.metadata(k, v);
+        }
+        for spec in crate::ports::parse_specs(&self.publish)? {
+            b = b.port(spec);
         }
         Ok(match &self.from {
             Some(snap) => b

@@ -107,6 +107,14 @@ pub enum Request {
     /// After a restore or fork, before anything else: reseed the RNG, step the clock,
     /// new hostname and machine id. Reply `Reidentified`.
     Reidentify(Reidentify),
+    /// Turn this connection into a raw TCP stream to `127.0.0.1:port` in the guest
+    /// (port-forwarding without a NIC). It must be the only operation on its connection.
+    /// The agent replies `Connected` (or an error: `io` with errno 111 and "connection
+    /// refused: nothing listens on guest port N"), after which the connection carries raw
+    /// bytes both ways, no frames; a half-close (EOF) one way leaves the other open.
+    Connect {
+        port: u16,
+    },
     /// Sync disks and power off (or reboot).
     Shutdown {
         #[serde(default)]
@@ -187,6 +195,9 @@ pub struct ErrorReply {
     pub errno: Option<i32>,
 }
 
+/// ECONNREFUSED: the errno of a `connect` to a guest port nothing listens on.
+pub const ECONNREFUSED: i32 = 111;
+
 impl ErrorReply {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
         ErrorReply {
@@ -261,6 +272,8 @@ pub enum Reply {
     },
     /// What `reidentify` did.
     Reidentified(Reidentified),
+    /// A `connect` reached its guest port: raw bytes follow both ways.
+    Connected,
     /// The request finished (mkdir, remove, rename, set_env, set_secret, read_file, control,
     /// shutdown).
     Done,

@@ -64,6 +64,9 @@ pub struct CreateSandbox {
     pub from_snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_backend: Option<MemoryBackendName>,
+    /// Published ports, `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]` (docs/NETWORK.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
     /// The sandbox's network (default: a NIC with no egress where the server can make
     /// one; with `from_snapshot`, the snapshot's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +229,9 @@ pub struct SandboxView {
     /// Host I/O errors of its disks (kiln-vmm); None on other VMMs.
     #[serde(default)]
     pub disk_errors: Option<kiln::vmm_metrics::DiskErrors>,
+    /// Published ports as bound, `127.0.0.1:8080:80/tcp`.
+    #[serde(default)]
+    pub ports: Vec<String>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -127,6 +127,9 @@ impl From<kiln::Error> for ApiError {
                 .with("requested_mib", requested_mib)
                 .with("committed_mib", committed_mib)
                 .with("budget_mib", budget_mib),
+            E::PortInUse { addr } => {
+                err(StatusCode::CONFLICT, "port_in_use").with("addr", addr.to_string())
+            }
             E::Net(kiln::net::NetError::NeedsRoot) => {
                 err(StatusCode::UNPROCESSABLE_ENTITY, "network_unavailable")
             }

@@ -107,9 +107,28 @@ fn the_error_codes_in_the_document_are_the_ones_the_server_uses() {
         "payload_too_large",
         "insufficient_memory",
         "disk_full",
+        "port_in_use",
     ]
     .into_iter()
     .map(String::from)
     .collect();
     assert_eq!(codes, used);
+}
+
+#[test]
+fn published_ports_are_documented_on_create_and_on_the_sandbox() {
+    let doc = doc();
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["CreateSandbox", "Sandbox"] {
+        let ports = &schemas[schema]["properties"]["ports"];
+        assert_eq!(ports["type"], "array", "{schema}.ports");
+        assert_eq!(ports["items"]["type"], "string", "{schema}.ports");
+    }
+    // The library's view has the field the document names.
+    let fields = serde_json::to_value(crate::api::CreateSandbox {
+        ports: vec!["8080:80".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(fields["ports"][0], "8080:80");
 }

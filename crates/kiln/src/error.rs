@@ -109,6 +109,13 @@ pub enum Error {
     /// A sandbox network could not be made or removed (docs/NETWORK.md).
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// A published port's host address is taken (`kiln create -p`).
+    #[error("{addr} is in use: choose another host port")]
+    PortInUse { addr: std::net::SocketAddr },
+    /// A port could not be published or forwarded (`crate::ports`; a bad spec is
+    /// `InvalidInput`, a busy host port `PortInUse`).
+    #[error("{0}")]
+    Ports(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -11,6 +11,7 @@
 //! | layer | modules | may use |
 //! | --- | --- | --- |
 //! | 6 | [`sandbox`]: the `Sandbox` API, restore, fork, pools, reconcile | everything below |
+//! | 4 | [`ports`]: port-forward, published ports and their publisher process | `agent`, `net`, `process`, `paths`, `error` |
 //! | 5 | [`snapshot`]: named snapshots on disk | `state_dir`, `store`, `error` |
 //! | 4 | [`backend`]: `VmBackend`, its backends, `MemoryBackend` | `agent`, `vmm`, `fc`, `process`, `cgroup`, `state_dir`, `paths`, `error` |
 //! | 3 | [`agent`]: the guest agent client | `exec`, `error` |
@@ -36,6 +37,7 @@ pub mod lease;
 pub mod memory;
 pub mod net;
 pub mod paths;
+pub mod ports;
 pub mod process;
 pub mod sandbox;
 pub mod snapshot;

@@ -28,6 +28,12 @@ pub fn relay_binary() -> PathBuf {
     sibling_binary("KILN_RELAY", "kiln-relay")
 }
 
+/// `kiln-publish` (a sandbox's published ports, `crate::ports`): `$KILN_PUBLISH`, else
+/// next to the running binary, else on PATH.
+pub fn publish_binary() -> PathBuf {
+    sibling_binary("KILN_PUBLISH", "kiln-publish")
+}
+
 /// `$env`, else `name` next to the running binary, else `name` (looked up on PATH).
 fn sibling_binary(env: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {

@@ -196,6 +196,47 @@ pub fn reap_if_our_zombie(pid: u32) -> Option<String> {
     Some(format!("killed by signal {sig}{name}"))
 }
 
+/// A pidfd of `pid`, checked to be the process that started at `start` (so a reused
+/// pid is not taken for it): [`wait_pidfd`] returns when it exits.
+pub fn pidfd_of(pid: u32, start: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let p = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // Checked after opening: the fd names the process that had this start time.
+    if start_time(pid) != Some(start) {
+        return Err(std::io::Error::other(format!(
+            "process {pid} is not the one recorded (it exited)"
+        )));
+    }
+    Ok(fd)
+}
+
+/// Blocks until the process behind `fd` (from [`pidfd_of`]) has exited.
+pub fn wait_pidfd(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own.
+        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        if rc > 0 {
+            return;
+        }
+        if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -284,5 +325,24 @@ mod tests {
         assert_eq!(super::reap_if_our_zombie(std::process::id()), None);
         assert_eq!(super::reap_if_our_zombie(pid), None);
         assert!(super::is_running(std::process::id()));
+    }
+
+    #[test]
+    fn a_pidfd_names_one_process_and_wakes_when_it_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = super::start_time(pid).unwrap();
+        assert!(
+            super::pidfd_of(pid, start + 1).is_err(),
+            "a wrong start time is refused"
+        );
+        let fd = super::pidfd_of(pid, start).unwrap();
+        super::wait_pidfd(&fd);
+        // It has exited (a zombie until reaped): the wait returned because of that.
+        assert!(!super::is_running(pid));
+        child.wait().unwrap();
     }
 }

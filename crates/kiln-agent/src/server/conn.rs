@@ -11,10 +11,14 @@
 //!   agent sends) gets a `protocol` error with its id, and serving goes on. A
 //!   malformed header (oversize, reserved bits) cannot be skipped: `protocol` error
 //!   on id 0, then close.
+//! * `connect` (a raw TCP tunnel to a guest port, `tunnel`) must be the only request on
+//!   its connection: with another operation live it is refused (`protocol`). Once the
+//!   agent answers `Connected`, no more frames are read: the connection is the tunnel.
+//!   A connect that fails is answered with the error and the connection goes on.
 //! * When the connection ends (EOF, error, or after a fatal frame), every live
 //!   operation is cancelled — execs are killed — and the socket is shut down.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::sync::Arc;
 
 use kiln_proto::{
@@ -59,7 +63,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn handshake(&self, r: &mut impl std::io::Read) -> bool {
+    fn handshake(&self, r: &mut impl Read) -> bool {
         let f = match read_frame(r) {
             Ok(Some(f)) => f,
             Ok(None) | Err(FrameError::Io(_) | FrameError::Truncated) => return false,
@@ -95,9 +99,16 @@ impl Conn {
         }
     }
 
-    fn serve(&self, r: &mut impl std::io::Read) {
+    fn serve<S: Stream>(&self, r: &mut BufReader<S>) {
         loop {
             match read_frame(r) {
+                Ok(Some(f)) if f.kind == Kind::Request => {
+                    match self.connect_request(&f) {
+                        Some(port) if super::tunnel::serve(f.id, port, &self.writer, r) => return,
+                        Some(_) => {} // refused and answered: frames go on
+                        None => self.request(f),
+                    }
+                }
                 Ok(Some(f)) => self.dispatch(f),
                 Ok(None) => return,
                 Err(FrameError::UnknownKind { kind, id }) => {
@@ -114,6 +125,16 @@ impl Conn {
             if self.writer.is_dead() {
                 return;
             }
+        }
+    }
+
+    /// The port of a `connect` request that may become this connection's tunnel: a
+    /// valid id and no other operation live. `None` for every other frame (a `connect`
+    /// that cannot start is answered by [`Conn::request`]'s checks or `run_op`).
+    fn connect_request(&self, f: &Frame) -> Option<u16> {
+        match f.parse::<Request>() {
+            Ok(Request::Connect { port }) if f.id != 0 && self.routes.is_empty() => Some(port),
+            _ => None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! | `reaper` | collecting exit statuses as PID 1 |
 //! | `files`, `fsops`, `meta` | file transfer, filesystem metadata, env/secrets/ping/shutdown |
 //! | `identity` | `reidentify`: clone safety after a restore or fork |
+//! | `tunnel` | `connect`: the connection becomes a raw TCP stream to a guest port |
 //!
 //! Threads: one accept loop (PID 1's main thread), the serial demultiplexer and one
 //! pump per serial stream when the port exists, one thread per connection (reads
@@ -36,6 +37,7 @@ pub mod reaper;
 pub mod routes;
 pub mod serial;
 pub mod sys;
+pub mod tunnel;
 pub mod vsock;
 pub mod writer;
 
@@ -62,6 +64,8 @@ pub trait Stream: Read + Write + Send + Sync + 'static {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
     /// shutdown(SHUT_RDWR): wakes a blocked reader or writer on another handle.
     fn shutdown_both(&self);
+    /// shutdown(SHUT_WR): the host reads EOF, and may still send (a tunnel's half-close).
+    fn shutdown_write(&self);
     /// Whether the host has closed (or shut down its sending side), without reading.
     fn peer_closed(&self) -> bool;
 }
@@ -73,6 +77,10 @@ impl Stream for UnixStream {
 
     fn shutdown_both(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
     }
 
     fn peer_closed(&self) -> bool {
@@ -202,5 +210,10 @@ pub(crate) fn run_op(op: Op, req: Request, ctx: &Context) {
         Request::Ping => meta::ping(op),
         Request::Reidentify(r) => identity::reidentify(op, r, ctx),
         Request::Shutdown { reboot } => meta::shutdown(op, reboot, ctx),
+        // Served by the connection thread itself (conn.rs), never as an operation.
+        Request::Connect { .. } => op.fail(kiln_proto::ErrorReply::new(
+            kiln_proto::ErrorKind::Protocol,
+            "connect must be the only request on its connection",
+        )),
     }
 }

@@ -50,6 +50,11 @@ impl Routes {
         }
     }
 
+    /// Whether no id is live or draining.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.map).is_empty()
+    }
+
     /// Makes `id` live; a drain entry is replaced. Errors say why not.
     pub fn insert(&self, id: u32, inbox: Option<Arc<Inbox>>) -> Result<u64, String> {
         let mut map = lock(&self.map);

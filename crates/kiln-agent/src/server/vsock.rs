@@ -95,6 +95,11 @@ impl Stream for VsockStream {
         unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
+    fn shutdown_write(&self) {
+        // SAFETY: shutdown on our socket fd.
+        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_WR) };
+    }
+
     fn peer_closed(&self) -> bool {
         super::sys::peer_closed(self.0.as_raw_fd())
     }

@@ -106,7 +106,7 @@ const TRANSIENT_FOR: Duration = Duration::from_secs(30);
 
 /// `write_all` in pieces of at most [`WRITE_PIECE`] that rides out transient failures:
 /// under memory pressure a vsock send fails with ENOMEM instead of blocking.
-fn write_patiently(out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
+pub(super) fn write_patiently(out: &mut dyn Write, mut buf: &[u8]) -> io::Result<()> {
     let deadline = Instant::now() + TRANSIENT_FOR;
     while !buf.is_empty() {
         let n = buf.len().min(WRITE_PIECE);

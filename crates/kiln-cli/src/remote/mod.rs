@@ -67,6 +67,11 @@ pub fn run(url: &str, token: Option<String>, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Serve(_) => local_only("serve", "it starts a server on this host"),
+        Cmd::Port(a) => sandboxes::port(&c, a),
+        Cmd::PortForward(_) => local_only(
+            "port-forward",
+            "it listens on this host; run it on the server's host",
+        ),
         Cmd::Boot(_) => local_only("boot", "it attaches a VMM's console on this host"),
     }
 }

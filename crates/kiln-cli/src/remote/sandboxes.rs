@@ -26,6 +26,7 @@ pub fn request(s: &SandboxArgs) -> Result<CreateSandbox> {
         idle_timeout_secs: s.idle_timeout.map(|t| t as f64),
         max_lifetime_secs: s.max_lifetime.map(|t| t as f64),
         cpu_quota: s.cpu_quota,
+        ports: s.publish.clone(),
         ..Default::default()
     };
     for kv in &s.labels {
@@ -92,6 +93,16 @@ pub fn ls(c: &Client) -> Result<i32> {
 pub fn inspect(c: &Client, a: IdArg) -> Result<i32> {
     let v = c.get(&a.id).map_err(explain)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
+
+/// `kiln port ID`: the `ports` of the sandbox as the server shows them.
+pub fn port(c: &Client, a: crate::ports::PortArgs) -> Result<i32> {
+    let v = c.get(&a.id).map_err(explain)?;
+    for p in &v.ports {
+        let spec: kiln::ports::PortSpec = p.parse()?;
+        println!("{}", crate::ports::port_line(&spec));
+    }
     Ok(0)
 }
 

@@ -71,3 +71,35 @@ fn debug_never_shows_the_entropy() {
         "{shown}"
     );
 }
+
+#[test]
+fn connect_round_trips_with_its_wire_shape() {
+    let req = Request::Connect { port: 8080 };
+    let f = Frame::json(Kind::Request, 1, &req);
+    assert_eq!(f.parse::<Request>().unwrap(), req);
+    let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+    assert_eq!(v, json!({"op": "connect", "port": 8080}));
+    let f = Frame::json(Kind::Reply, 1, &Reply::Connected);
+    assert_eq!(f.parse::<Reply>().unwrap(), Reply::Connected);
+}
+
+#[test]
+fn connect_refuses_ports_out_of_range_and_extra_or_missing_fields() {
+    for bad in [
+        json!({"op": "connect", "port": 65536}),
+        json!({"op": "connect", "port": -1}),
+        json!({"op": "connect", "port": "80"}),
+        json!({"op": "connect", "port": 80.5}),
+        json!({"op": "connect"}),
+        json!({"op": "connect", "port": 80, "host": "10.0.0.1"}),
+    ] {
+        assert!(
+            serde_json::from_value::<Request>(bad.clone()).is_err(),
+            "{bad} was accepted"
+        );
+    }
+    assert_eq!(
+        serde_json::from_value::<Request>(json!({"op": "connect", "port": 65535})).unwrap(),
+        Request::Connect { port: 65535 }
+    );
+}

@@ -56,6 +56,12 @@ pub fn builder(req: CreateSandbox) -> Result<SandboxBuilder, ApiError> {
     if let Some(id) = req.id {
         b = b.id(id);
     }
+    for p in &req.ports {
+        let spec: kiln::ports::PortSpec = p
+            .parse()
+            .map_err(|e: kiln::ports::PortError| ApiError::invalid_input(e.to_string()))?;
+        b = b.port(spec);
+    }
     if let Some(image) = req.image {
         // The library also takes a host path to an ext4 image; over the API that would
         // let a client attach (and so read) any host file the server can read.

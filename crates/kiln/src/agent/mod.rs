@@ -7,6 +7,7 @@
 mod exec;
 mod files;
 mod identity;
+mod tunnel;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -19,6 +20,7 @@ use kiln_proto::{
 
 pub use exec::{ExecCancel, ExecStream};
 pub use kiln_proto::Reidentified;
+pub use tunnel::Tunnel;
 
 use crate::error::{Error, Result};
 

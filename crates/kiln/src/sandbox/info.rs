@@ -45,6 +45,8 @@ pub struct SandboxInfo {
     /// Host I/O errors of its disks, as its VMM counted them (read from its metrics
     /// file now; `count` 0: none); None where the VMM reports no such counters.
     pub disk_errors: Option<DiskErrors>,
+    /// Published ports as bound, `127.0.0.1:8080:80/tcp` (`kiln create -p`).
+    pub ports: Vec<String>,
     pub dir: PathBuf,
     pub capabilities: Capabilities,
     pub guest_channel: GuestChannel,
@@ -86,6 +88,9 @@ impl Sandbox {
             parent: r.parent.clone(),
             boot_ms: r.boot_ms,
             disk_errors: super::disk_errors::read_and_note(&self.id, &self.dir),
+            ports: store()
+                .and_then(|s| Ok(s.ports(&self.id)?))
+                .unwrap_or_default(),
             dir: self.dir.path.clone(),
             capabilities: self.backend().capabilities(),
             guest_channel: self.backend().guest_channel_info(&self.vm()),

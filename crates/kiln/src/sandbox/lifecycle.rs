@@ -106,6 +106,7 @@ impl Sandbox {
                 })
             }
         };
+        self.unpublish_ports();
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         } else {
@@ -135,6 +136,7 @@ impl Sandbox {
         }
         // A creation interrupted in another process leaves its VMM running.
         super::registry::kill_vmms(&self.dir, self.record.pid);
+        self.unpublish_ports();
         super::registry::release_vm_resources(&self.dir);
         // A creation that failed is `failed` already; one interrupted in this process
         // (a panic) is still `creating`.

@@ -23,6 +23,7 @@ pub mod network;
 mod operation;
 mod pause;
 mod pool;
+mod ports;
 mod reconcile;
 pub(crate) mod registry;
 mod restore;
@@ -66,6 +67,7 @@ pub struct SandboxBuilder {
     max_lifetime: Option<Duration>,
     metadata: BTreeMap<String, String>,
     cpu_quota: Option<f64>,
+    ports: Vec<crate::ports::PortSpec>,
     net: Option<NetMode>,
 }
 
@@ -97,6 +99,7 @@ impl Default for SandboxBuilder {
             max_lifetime: None,
             metadata: BTreeMap::new(),
             cpu_quota: None,
+            ports: Vec::new(),
             net: None,
         }
     }
@@ -188,6 +191,12 @@ impl SandboxBuilder {
     /// Boots the sandbox (or restores its snapshot) and waits for its agent. On failure
     /// nothing is left behind.
     pub fn create(self) -> Result<Sandbox> {
+        if self.from.is_some() && !self.ports.is_empty() {
+            return Err(Error::InvalidInput(
+                "published ports (-p) with --from are not supported yet: use `kiln port-forward`"
+                    .into(),
+            ));
+        }
         if self.from.is_some() {
             return self.create_from_snapshot();
         }
@@ -289,14 +298,15 @@ impl SandboxBuilder {
                 sb.child = Some(child);
                 sb.record = record;
                 sb.dir.save(&sb.record)?;
+                // Bound before the row says running: a busy port fails the create.
+                sb.publish_ports(&self.ports)?;
                 crate::process::pause_point("before-running");
                 sb.mark_running(sb.record.pid)?;
-                if self.env.is_empty() {
-                    Ok(())
-                } else {
+                if !self.env.is_empty() {
                     sb.agent
-                        .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())
+                        .set_env(self.env.into_iter().map(|(k, v)| (k, Some(v))).collect())?;
                 }
+                Ok(())
             });
         if let Err(e) = started {
             let e = state::disk_full_as(&format!("creating sandbox {}", sb.id), e);

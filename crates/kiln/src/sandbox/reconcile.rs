@@ -87,6 +87,9 @@ pub fn reconcile() -> Result<Reconciled> {
         }
         let pid = row.pid.unwrap_or(0);
         let alive = vm_alive(pid, &dir);
+        if super::ports::reconcile_ports(&row, &dir, alive) && !out.cleaned.contains(&row.id) {
+            out.cleaned.push(row.id.clone());
+        }
         match row.state {
             State::Running | State::Paused if alive => out.adopted.push(row.id),
             State::Creating if creator_alive(&dir, &row.id) => {}

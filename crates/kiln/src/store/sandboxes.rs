@@ -289,6 +289,38 @@ impl Store {
         Ok(())
     }
 
+    /// Records the sandbox's published ports (specs as bound; empty: none).
+    pub fn set_ports(&self, id: &str, ports: &[String]) -> Result<()> {
+        let text =
+            (!ports.is_empty()).then(|| serde_json::to_string(ports).expect("strings serialise"));
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sandboxes SET ports = ?1, updated_ms = ?2 WHERE id = ?3",
+                params![text, now_ms(), id],
+            )
+            .map_err(StoreError::db("set a sandbox's ports"))?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// The sandbox's published ports (empty: none).
+    pub fn ports(&self, id: &str) -> Result<Vec<String>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row("SELECT ports FROM sandboxes WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(StoreError::db("read a sandbox's ports"))?
+            .ok_or_else(|| not_found(id))?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
     /// Records the VMM's pid and start time, right after it is spawned.
     pub fn set_vmm(&self, id: &str, pid: u32, start: u64) -> Result<()> {
         let n = self

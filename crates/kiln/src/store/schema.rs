@@ -13,7 +13,7 @@ use super::error::{Result, StoreError};
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = "
 CREATE TABLE sandboxes (
@@ -80,6 +80,12 @@ ALTER TABLE sandboxes ADD COLUMN stop_reason TEXT;   -- why, when state = 'stopp
 /// The CPU quota of a sandbox's cgroup (CPUs of time per second; NULL: none).
 const V3: &str = "
 ALTER TABLE sandboxes ADD COLUMN cpu_quota REAL;
+";
+
+/// Published ports (`kiln create -p`): a JSON array of specs as bound,
+/// `["127.0.0.1:8080:80/tcp"]`; NULL: none.
+const V4: &str = "
+ALTER TABLE sandboxes ADD COLUMN ports TEXT;
 ";
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses one from a newer kiln.

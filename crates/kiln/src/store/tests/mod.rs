@@ -89,7 +89,7 @@ fn open_sets_wal_normal_sync_foreign_keys_busy_timeout_and_version() {
     assert_eq!(q("foreign_keys"), "Integer(1)");
     assert_eq!(q("busy_timeout"), "Integer(5000)");
     assert_eq!(schema::user_version(&c).unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
 }
 
 #[test]
@@ -105,8 +105,8 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         matches!(
             e,
             StoreError::TooNew {
-                found: 4,
-                known: 3,
+                found: 5,
+                known: 4,
                 ..
             }
         ),
@@ -118,7 +118,7 @@ fn a_database_from_a_newer_kiln_is_refused_and_left_alone() {
         "{msg}"
     );
     let c = rusqlite::Connection::open(t.path()).unwrap();
-    assert_eq!(schema::user_version(&c).unwrap(), 4);
+    assert_eq!(schema::user_version(&c).unwrap(), 5);
 }
 
 #[test]
@@ -142,12 +142,20 @@ fn a_version_1_database_migrates_and_keeps_its_rows() {
         (row.vmm_start, row.operation, row.stop_reason, row.cpu_quota),
         (None, None, None, None)
     );
-    assert_eq!(schema::user_version(&s.conn()).unwrap(), 3);
-    // The migrated table takes the new column.
+    assert_eq!(schema::user_version(&s.conn()).unwrap(), 4);
+    // The migrated table takes the new columns.
     let mut new = SandboxRow::new("sb-new", 2);
     new.cpu_quota = Some(0.5);
     s.insert_sandbox(&new).unwrap();
     assert_eq!(s.get_sandbox("sb-new").unwrap().cpu_quota, Some(0.5));
+    assert!(s.ports("sb-old").unwrap().is_empty());
+    let ports = vec!["127.0.0.1:8080:80/tcp".to_string()];
+    s.set_ports("sb-old", &ports).unwrap();
+    assert_eq!(s.ports("sb-old").unwrap(), ports);
+    assert!(matches!(
+        s.set_ports("sb-none", &ports),
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[test]
