@@ -140,7 +140,10 @@ impl Rule {
             if net != u32::from(addr) {
                 return Err(bad(
                     rule,
-                    &format!("host bits set; did you mean {}/{prefix}?", Ipv4Addr::from(net)),
+                    &format!(
+                        "host bits set; did you mean {}/{prefix}?",
+                        Ipv4Addr::from(net)
+                    ),
                 ));
             }
             Dest::Cidr { addr, prefix }
@@ -156,7 +159,10 @@ impl Rule {
         } else if valid_name(dest) {
             Dest::Domain(dest.to_string())
         } else {
-            return Err(bad(rule, &format!("{dest:?} is not an address or a domain")));
+            return Err(bad(
+                rule,
+                &format!("{dest:?} is not an address or a domain"),
+            ));
         };
         Ok(Rule { dest, ports, proto })
     }
@@ -198,11 +204,7 @@ fn put_line(out: &mut String, rule: &str) {
     out.push('\n');
 }
 
-fn dport(
-    proto: &str,
-    p: Option<(u16, u16)>,
-    range: impl Fn((u16, u16)) -> String,
-) -> String {
+fn dport(proto: &str, p: Option<(u16, u16)>, range: impl Fn((u16, u16)) -> String) -> String {
     p.map(|p| format!(" {proto} dport {}", range(p)))
         .unwrap_or_default()
 }
@@ -239,7 +241,11 @@ pub struct NetworkPolicy {
 impl NetworkPolicy {
     /// Parses every rule; the first bad one is the error.
     pub fn parse(allow: &[String], deny: &[String]) -> Result<NetworkPolicy, String> {
-        let all = |v: &[String]| v.iter().map(|r| Rule::parse(r)).collect::<Result<Vec<_>, _>>();
+        let all = |v: &[String]| {
+            v.iter()
+                .map(|r| Rule::parse(r))
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(NetworkPolicy {
             allow: all(allow)?,
             deny: all(deny)?,
@@ -267,7 +273,12 @@ impl NetworkPolicy {
         for r in &self.deny {
             match &r.dest {
                 Dest::Cidr { .. } => put(&mut out, &cidr(r).unwrap_or_default(), r, "drop"),
-                Dest::Public => put(&mut out, &format!("ip daddr != {{ {denied_set} }}"), r, "drop"),
+                Dest::Public => put(
+                    &mut out,
+                    &format!("ip daddr != {{ {denied_set} }}"),
+                    r,
+                    "drop",
+                ),
                 _ => {}
             }
         }
@@ -314,7 +325,13 @@ mod tests {
             p("*.pythonhosted.org").dest,
             Dest::Suffix("pythonhosted.org".into())
         );
-        assert_eq!(p("1.2.3.4").dest, Dest::Cidr { addr: Ipv4Addr::new(1, 2, 3, 4), prefix: 32 });
+        assert_eq!(
+            p("1.2.3.4").dest,
+            Dest::Cidr {
+                addr: Ipv4Addr::new(1, 2, 3, 4),
+                prefix: 32
+            }
+        );
     }
 
     #[test]
@@ -352,8 +369,14 @@ mod tests {
         let text = pol.nft_rules();
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         assert_eq!(lines[0], "ip daddr 203.0.113.0/24 drop");
-        assert_eq!(lines[1], "ip daddr 10.9.0.0/16 meta l4proto tcp tcp dport 443 accept");
-        assert!(lines[2].starts_with("ip daddr { 0.0.0.0/8, 10.0.0.0/8,") && lines[2].ends_with("} drop"));
+        assert_eq!(
+            lines[1],
+            "ip daddr 10.9.0.0/16 meta l4proto tcp tcp dport 443 accept"
+        );
+        assert!(
+            lines[2].starts_with("ip daddr { 0.0.0.0/8, 10.0.0.0/8,")
+                && lines[2].ends_with("} drop")
+        );
         assert!(lines[2].contains("169.254.0.0/16") && lines[2].contains("100.64.0.0/10"));
         // public and 0.0.0.0/0 come after the always-denied drop.
         assert_eq!(lines[3], "ip daddr 0.0.0.0/0 accept");
@@ -362,8 +385,16 @@ mod tests {
         // Empty: only the always-denied drop; everything else falls to the chain's end.
         assert_eq!(NetworkPolicy::default().nft_rules().lines().count(), 1);
         // A port without a protocol covers both.
-        let both = NetworkPolicy::parse(&["192.0.2.1:53".into()], &[]).unwrap().nft_rules();
-        assert!(both.contains("ip daddr 192.0.2.1/32 tcp dport 53 accept"), "{both}");
-        assert!(both.contains("ip daddr 192.0.2.1/32 udp dport 53 accept"), "{both}");
+        let both = NetworkPolicy::parse(&["192.0.2.1:53".into()], &[])
+            .unwrap()
+            .nft_rules();
+        assert!(
+            both.contains("ip daddr 192.0.2.1/32 tcp dport 53 accept"),
+            "{both}"
+        );
+        assert!(
+            both.contains("ip daddr 192.0.2.1/32 udp dport 53 accept"),
+            "{both}"
+        );
     }
 }
