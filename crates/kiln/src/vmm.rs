@@ -247,6 +247,21 @@ impl Drop for VmmProcess {
     }
 }
 
+/// `boot_args` (default [`DEFAULT_BOOT_ARGS`]) for a VMM that exits on a guest reboot
+/// but has no power-off device: `reboot=<how>` (`k`: the i8042 reset, `t`: a triple
+/// fault) and `kiln.poweroff=reboot` (the agent powers off by rebooting), replacing any
+/// given.
+pub fn poweroff_by_reboot(boot_args: Option<&str>, how: &str) -> String {
+    let base = boot_args.unwrap_or(DEFAULT_BOOT_ARGS);
+    let mut out: Vec<String> = base
+        .split_whitespace()
+        .filter(|p| !p.starts_with("reboot=") && !p.starts_with("kiln.poweroff="))
+        .map(str::to_string)
+        .collect();
+    out.extend([format!("reboot={how}"), "kiln.poweroff=reboot".to_string()]);
+    out.join(" ")
+}
+
 /// PUTs machine config, boot source, drives, vsock and the network interface through `c`.
 pub fn configure(c: &FcClient, g: &GuestSpec) -> Result<(), VmmError> {
     c.put(

@@ -21,7 +21,7 @@ use super::kiln::{ctrl_alt_del, set_paused, vsock};
 use super::{Capabilities, GuestChannel, OnSpawn, VmBackend, VmRef};
 use crate::error::{Error, Result};
 use crate::state_dir::Dir;
-use crate::vmm::{GuestSpec, DEFAULT_BOOT_ARGS};
+use crate::vmm::GuestSpec;
 
 pub struct Firecracker;
 
@@ -47,13 +47,7 @@ pub fn binary() -> Result<PathBuf> {
 /// kiln's boot arguments for Firecracker: `reboot=k` (the i8042 reset Firecracker exits
 /// on) and `kiln.poweroff=reboot` (power off by rebooting), replacing any given.
 pub fn kernel_args(boot_args: Option<&str>) -> String {
-    let base = boot_args.unwrap_or(DEFAULT_BOOT_ARGS);
-    let mut out: Vec<&str> = base
-        .split_whitespace()
-        .filter(|p| !p.starts_with("reboot=") && !p.starts_with("kiln.poweroff="))
-        .collect();
-    out.extend(["reboot=k", "kiln.poweroff=reboot"]);
-    out.join(" ")
+    crate::vmm::poweroff_by_reboot(boot_args, "k")
 }
 
 impl VmBackend for Firecracker {

@@ -38,5 +38,6 @@ pub use config::{
 pub use error::NetError;
 pub use leftovers::{leftovers_of, list_leftovers, network_ids};
 pub use mode::NetMode;
+pub(crate) use network::has_net_admin;
 pub use network::Network;
 pub use teardown::{destroy_leftovers, destroy_unless};

@@ -19,7 +19,7 @@ pub struct Network {
 }
 
 /// Whether the calling thread has CAP_NET_ADMIN (bit 12 of CapEff).
-fn has_net_admin() -> bool {
+pub(crate) fn has_net_admin() -> bool {
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
     status
         .lines()

@@ -24,7 +24,7 @@ pub const HOST_NAT_ENV: &str = "KILN_NET_HOST_NAT";
 /// in one line, where it cannot.
 pub fn resolve(asked: Option<NetMode>, backend: &dyn crate::backend::VmBackend) -> Result<NetMode> {
     let tap = backend.capabilities().tap_networking;
-    let can = has_net_admin();
+    let can = net::has_net_admin();
     match asked {
         Some(NetMode::None) => Ok(NetMode::None),
         Some(m) if !tap => Err(Error::InvalidInput(format!(
@@ -46,16 +46,6 @@ pub fn resolve(asked: Option<NetMode>, backend: &dyn crate::backend::VmBackend) 
             Ok(NetMode::None)
         }
     }
-}
-
-/// Whether this process may make network namespaces and links.
-fn has_net_admin() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
 /// The host-unique id of the network of the sandbox in `dir`: its state dir's key and

@@ -21,7 +21,7 @@ use std::path::Path;
 use super::accel::Accel;
 use super::{files, PORT_NAME};
 use crate::state_dir::Dir;
-use crate::vmm::{GuestSpec, DEFAULT_BOOT_ARGS};
+use crate::vmm::GuestSpec;
 
 /// The arguments after the QEMU binary.
 pub fn args(dir: &Dir, spec: &GuestSpec, accel: Accel) -> Vec<OsString> {
@@ -86,13 +86,7 @@ pub fn args(dir: &Dir, spec: &GuestSpec, accel: Accel) -> Vec<OsString> {
 /// kiln's boot arguments with QEMU's reboot and power-off settings (see the module
 /// docs).
 pub fn kernel_args(boot_args: Option<&str>) -> String {
-    let base = boot_args.unwrap_or(DEFAULT_BOOT_ARGS);
-    let mut out: Vec<&str> = base
-        .split_whitespace()
-        .filter(|p| !p.starts_with("reboot=") && !p.starts_with("kiln.poweroff="))
-        .collect();
-    out.extend(["reboot=t", "kiln.poweroff=reboot"]);
-    out.join(" ")
+    crate::vmm::poweroff_by_reboot(boot_args, "t")
 }
 
 /// A path inside a QEMU option string: commas are doubled (QEMU's escape).
