@@ -174,7 +174,7 @@ impl SandboxBuilder {
         self.cpu_quota = Some(cpus);
         self
     }
-    /// How a restored sandbox's memory is backed.
+
     /// Its network ([`NetMode`]). Unset: a NIC with no egress where kiln can make one
     /// (root), none (said once) where it cannot. A restored sandbox gets a network like
     /// its snapshot's.
@@ -183,6 +183,7 @@ impl SandboxBuilder {
         self
     }
 
+    /// How a restored sandbox's memory is backed.
     pub fn memory_backend(mut self, b: MemoryBackend) -> Self {
         self.backend = b;
         self

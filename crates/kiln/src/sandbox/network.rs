@@ -52,11 +52,8 @@ pub fn resolve(asked: Option<NetMode>, backend: &dyn crate::backend::VmBackend) 
 /// its id (two state dirs may both have a sandbox `web`).
 pub fn net_id(dir: &Dir) -> String {
     let state = dir.path.parent().unwrap_or(std::path::Path::new("/"));
-    let canonical = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
-    let key = crate::cgroup::state_key(&canonical);
-    let key = key.strip_prefix("state-").unwrap_or(&key);
     let id = dir.path.file_name().unwrap_or_default().to_string_lossy();
-    format!("{key}-{id}")
+    format!("{}{id}", net_id_prefix(state))
 }
 
 /// The prefix of every network id of the state dir `state` (for reconcile).
@@ -110,8 +107,15 @@ pub fn boot_arg() -> String {
 }
 
 /// Removes the network of the sandbox in `dir` if it has one (its VMM is gone);
-/// whether there was one. A failure is logged: reconcile tries again.
+/// whether there was one. An unreadable record counts as maybe having one. A failure
+/// is logged: reconcile tries again.
 pub fn detach(dir: &Dir) -> bool {
+    // Every path where a VMM is gone comes here, with a network or not: a sandbox whose
+    // record says it never had one costs no nft run and no link dump.
+    let sandbox = dir.path.file_name().unwrap_or_default().to_string_lossy();
+    if dir.load(&sandbox).is_ok_and(|r| r.net == NetMode::None) {
+        return false;
+    }
     let id = net_id(dir);
     if net::leftovers_of(&id).is_empty() {
         return false;
