@@ -84,24 +84,51 @@ fn ifreq(name: &str) -> libc::ifreq {
     ifr
 }
 
+/// `e` with what failed in front ("set the MTU: Invalid argument").
+fn context(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 fn check(what: &str, rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         return Ok(());
     }
-    let e = io::Error::last_os_error();
-    Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    Err(context(what, io::Error::last_os_error()))
 }
 
-/// Gives `eth0` the address, netmask and MTU of `spec`, sets it up and adds the default
-/// route through the gateway (an existing one is kept).
-pub fn configure(spec: &NetSpec) -> io::Result<()> {
+/// An AF_INET datagram socket: the handle interface and route ioctls go through.
+pub(crate) fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: a plain socket call; the fd is checked and wrapped below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a freshly created descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets IFF_UP and IFF_RUNNING on interface `name` (SIOCGIFFLAGS, then SIOCSIFFLAGS),
+/// through `sock` ([`ioctl_socket`]); the error is the kernel's.
+pub(crate) fn set_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
+    let mut ifr = ifreq(name);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq we own; the union field
+    // used is ifru_flags, which these requests define.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Gives `eth0` the address, netmask and MTU of `spec`, sets it up and adds the default
+/// route through the gateway (an existing one is kept).
+pub fn configure(spec: &NetSpec) -> io::Result<()> {
+    let sock = ioctl_socket()?;
     let s = sock.as_raw_fd();
     // SAFETY: each ioctl below reads or writes an ifreq or rtentry we own, through the
     // union field its request defines; rtentry is plain data, valid all-zero.
@@ -118,13 +145,7 @@ pub fn configure(spec: &NetSpec) -> io::Result<()> {
         let mut ifr = ifreq(IFACE);
         ifr.ifr_ifru.ifru_mtu = spec.mtu as libc::c_int;
         check("set the MTU", libc::ioctl(s, libc::SIOCSIFMTU, &ifr))?;
-        let mut ifr = ifreq(IFACE);
-        check(
-            "read the flags",
-            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr),
-        )?;
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check("set it up", libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr))?;
+        set_up(&sock, IFACE).map_err(|e| context("set it up", e))?;
         let mut rt: libc::rtentry = std::mem::zeroed();
         rt.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
         rt.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
@@ -133,10 +154,7 @@ pub fn configure(spec: &NetSpec) -> io::Result<()> {
         if libc::ioctl(s, libc::SIOCADDRT, &rt) != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("add the default route: {e}"),
-                ));
+                return Err(context("add the default route", e));
             }
         }
     }
