@@ -177,13 +177,8 @@ pub fn refill_pool(snapshot: &str) {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it detaches the refill from our session.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Its own session: the refill outlives a Ctrl-C of this command.
+    kiln::process::in_own_session(&mut cmd);
     if let Err(e) = cmd.spawn() {
         eprintln!("kiln: warning: cannot refill the pool of {snapshot}: {e}");
     }

@@ -196,6 +196,19 @@ pub fn reap_if_our_zombie(pid: u32) -> Option<String> {
     Some(format!("killed by signal {sig}{name}"))
 }
 
+/// Starts `cmd`'s process in a session of its own (setsid before exec), so that a
+/// Ctrl-C or hangup of the starting terminal does not reach it.
+pub fn in_own_session(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
 /// A pidfd of `pid`, checked to be the process that started at `start` (so a reused
 /// pid is not taken for it): [`wait_pidfd`] returns when it exits.
 pub fn pidfd_of(pid: u32, start: u64) -> std::io::Result<std::os::fd::OwnedFd> {

@@ -9,7 +9,6 @@
 //! does (it waits on a pidfd of the VMM, checked against the VMM's start time).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -84,13 +83,7 @@ pub fn publish(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::process::in_own_session(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| fail(format!("cannot start {}: {e}", bin.display())))?;

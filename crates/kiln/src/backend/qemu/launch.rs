@@ -4,7 +4,6 @@
 //! booted but its agent never answered, `other` when QEMU could not run at all.
 
 use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,13 +43,7 @@ pub fn start(id: &str, dir: &Dir, spec: &GuestSpec, spawned: OnSpawn) -> Result<
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::process::in_own_session(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         failed(
             "other",
