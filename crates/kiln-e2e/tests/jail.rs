@@ -23,6 +23,13 @@ fn vmm_of(sb: &Sandbox) -> u32 {
     kids[0]
 }
 
+/// The open flags of `pid`'s fd `fd` (octal in /proc/PID/fdinfo/FD).
+fn fdinfo_flags(pid: u32, fd: &str) -> i32 {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+    i32::from_str_radix(flags.trim(), 8).unwrap()
+}
+
 fn status(pid: u32, key: &str) -> String {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let l = s.lines().find(|l| l.starts_with(key)).unwrap_or_default();
@@ -127,6 +134,51 @@ fn jailed_vmms_run_alone_and_every_operation_works() {
     let other = b.dir().display().to_string();
     assert!(!seen.iter().any(|p| p.starts_with(&other)), "{seen:?}");
     assert!(!seen.contains(&a.dir().join("sandbox.json").display().to_string()));
+    // Every fd the VMM holds is to something inside its jail: an anonymous inode, a
+    // socket, a pipe, a memfd, or a file its jail shows it (compared by device and
+    // inode: how a path reads across mount namespaces depends on the host's mounts).
+    let ids = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let root = format!("/proc/{va}/root");
+    let mut inside_jail: BTreeSet<(u64, u64)> = seen
+        .iter()
+        .filter_map(|p| ids(Path::new(&format!("{root}{p}"))))
+        .collect();
+    for e in fs::read_dir(a.dir().join("vm")).unwrap().flatten() {
+        inside_jail.extend(ids(&e.path()));
+    }
+    for fd in &fds {
+        let link = format!("/proc/{va}/fd/{fd}");
+        let Ok(target) = fs::read_link(&link) else {
+            continue; // closed since the listing
+        };
+        let t = target.display().to_string();
+        let inside = !t.starts_with('/')
+            || t.starts_with("/memfd:")
+            || ids(Path::new(&link)).is_some_and(|i| inside_jail.contains(&i));
+        // The one exception (docs/JAIL.md): stdout and stderr are the sandbox's
+        // vmm.log, opened by kiln write-only and append-only.
+        let own_log = (fd == "1" || fd == "2")
+            && ids(Path::new(&link)) == ids(&a.dir().join("vmm.log"))
+            && fdinfo_flags(va, fd) & (libc::O_ACCMODE | libc::O_APPEND)
+                == libc::O_WRONLY | libc::O_APPEND;
+        assert!(
+            inside || own_log,
+            "the VMM holds fd {fd} to {t}, outside its jail"
+        );
+    }
+    // Asked through its own API to open a host file outside its jail, the VMM cannot:
+    // /etc/shadow does not exist in its root. The drive keeps working.
+    let api = kiln::FcClient::new(a.dir().join("vm/api.sock"));
+    let body = serde_json::json!({"drive_id": "scratch", "path_on_host": "/etc/shadow"});
+    let (code, text) = api
+        .request("PATCH", "/drives/scratch", Some(&body))
+        .unwrap();
+    assert_eq!(code, 400, "PATCH to /etc/shadow: {text}");
+    assert!(
+        text.contains("/etc/shadow") && text.contains("No such file"),
+        "{text}"
+    );
+    assert_eq!(String::from_utf8_lossy(&sh(&a, "echo ok").stdout), "ok\n");
     // The vm/ folder is the jail's; the sandbox folder stays kiln's.
     assert_eq!(fs::metadata(a.dir().join("vm")).unwrap().uid(), ua);
     assert_eq!(fs::metadata(a.dir()).unwrap().uid(), 0);

@@ -132,7 +132,11 @@ pub fn with_vmm(
         args.extend(["--console".into(), dir.console_log().into()]);
         args.extend(["--boot-error".into(), dir.boot_error().into()]);
         args.extend(["--metrics".into(), dir.metrics().into()]);
-        Stdio::null()
+        // Not /dev/null: a jailed VMM would hold an fd to a host node its jail lacks.
+        Stdio::from(
+            log.try_clone()
+                .map_err(Error::host_io("cannot open", dir.vmm_log()))?,
+        )
     } else {
         args.push("--boot-timer".into());
         // Firecracker's own log into vmm.log (created above), not its stdout (the console).
@@ -175,7 +179,9 @@ pub fn with_vmm(
         _ => None,
     };
     let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    cmd.stdin(Stdio::null()).stdout(stdout).stderr(log);
+    // stdin: a pipe whose write end is closed at once (EOF), not the host's /dev/null,
+    // which is outside a jail.
+    cmd.stdin(Stdio::piped()).stdout(stdout).stderr(log);
     // The sandbox's cgroup, made by the caller with its limits (absent where cgroups
     // are off or unavailable): the VMM joins it before it execs.
     let group = dir.group();
@@ -211,6 +217,7 @@ pub fn with_vmm(
             bin.display()
         ),
     })?;
+    drop(child.stdin.take());
     drop(procs);
     drop(netns);
     let client = FcClient::new(dir.api_sock());
