@@ -152,13 +152,14 @@ fn jailed_vmms_run_alone_and_every_operation_works() {
             continue; // closed since the listing
         };
         let t = target.display().to_string();
+        let id = ids(Path::new(&link));
         let inside = !t.starts_with('/')
             || t.starts_with("/memfd:")
-            || ids(Path::new(&link)).is_some_and(|i| inside_jail.contains(&i));
+            || id.is_some_and(|i| inside_jail.contains(&i));
         // The one exception (docs/JAIL.md): stdout and stderr are the sandbox's
         // vmm.log, opened by kiln write-only and append-only.
         let own_log = (fd == "1" || fd == "2")
-            && ids(Path::new(&link)) == ids(&a.dir().join("vmm.log"))
+            && id == ids(&a.dir().join("vmm.log"))
             && fdinfo_flags(va, fd) & (libc::O_ACCMODE | libc::O_APPEND)
                 == libc::O_WRONLY | libc::O_APPEND;
         assert!(
